@@ -1,0 +1,323 @@
+"""Administration: courts, court keys and registrations, each change audited."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gateway.audit.chain import append_event
+from gateway.errors import Conflict, GatewayError, ImportRefused, InputError, KeyRefused, NotFound
+from gateway.model import Mailbox, court_code, measure_number
+from gateway.storage.db import Database
+from gateway.storage.keys import inspect_public_key
+from gateway.storage.models import Court, CourtKey, Registration
+from gateway.storage.repositories import CourtRepository, RegistrationRepository
+
+Clock = Callable[[], datetime]
+Progress = Callable[[int], None]
+
+IMPORT_MAX_BYTES = 50 * 1024 * 1024
+IMPORT_COLUMNS = ("court", "measure", "address")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAdded:
+    court: str
+    fingerprint: str
+    user_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRow:
+    court: str
+    measure: str
+    address: Mailbox
+
+
+class Admin:
+    """Operations an administrator performs, shared by the CLI and the HTTP API."""
+
+    def __init__(self, db: Database, clock: Clock, *, import_key: Callable[[str], str]) -> None:
+        self.db = db
+        self.clock = clock
+        self._import_key = import_key
+
+    # -- courts -----------------------------------------------------------
+    def add_court(self, code: str, name: str, actor: str) -> Court:
+        code = court_code(code)
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InputError("court name must be 1-200 characters")
+        with self.db.transaction() as session:
+            courts = CourtRepository(session)
+            if courts.by_code(code):
+                raise Conflict(f"court {code} already exists")
+            court = courts.add(code, name, self.clock())
+            append_event(
+                session, self.clock(), "court.added", actor=actor, subject=code, data={"name": name}
+            )
+            return court
+
+    def add_court_key(self, code: str, data: bytes, actor: str) -> KeyAdded:
+        code = court_code(code)
+        info = inspect_public_key(data)
+        if not info.can_encrypt:
+            raise KeyRefused("key cannot encrypt")
+        with self.db.transaction() as session:
+            courts = CourtRepository(session)
+            court = self._court(courts, code)
+            if courts.key(court.id, info.fingerprint):
+                raise Conflict(f"key {info.fingerprint} is already registered for court {code}")
+            imported = self._import_key(info.armored)
+            if imported.upper() != info.fingerprint.upper():
+                raise KeyRefused("the keyring did not accept the key")
+            courts.add_key(
+                CourtKey(
+                    court_id=court.id,
+                    fingerprint=info.fingerprint,
+                    armored=info.armored,
+                    user_ids="\n".join(info.user_ids),
+                    status="active",
+                    expires_at=info.expires_at,
+                    created_at=self.clock(),
+                )
+            )
+            append_event(
+                session,
+                self.clock(),
+                "court.key_added",
+                actor=actor,
+                subject=code,
+                data={"fingerprint": info.fingerprint},
+            )
+        return KeyAdded(code, info.fingerprint, info.user_ids)
+
+    def list_courts(self) -> list[dict[str, Any]]:
+        with self.db.transaction() as session:
+            courts = CourtRepository(session)
+            return [
+                {
+                    "code": court.code,
+                    "name": court.name,
+                    "created_at": court.created_at.isoformat(),
+                    "keys": [
+                        {"fingerprint": key.fingerprint, "status": key.status}
+                        for key in courts.keys(court.id, active_only=False)
+                    ],
+                }
+                for court in courts.all()
+            ]
+
+    # -- registrations ----------------------------------------------------
+    def add_registration(self, court: str, measure: str, address: str, actor: str) -> Registration:
+        row = RegistrationRow(court_code(court), measure_number(measure), Mailbox.parse(address))
+        with self.db.transaction() as session:
+            return self._register(session, row, actor)
+
+    def revoke_registration(self, court: str, measure: str, address: str, actor: str) -> None:
+        code, measure_n, mailbox = (
+            court_code(court),
+            measure_number(measure),
+            Mailbox.parse(address),
+        )
+        with self.db.transaction() as session:
+            court_row = self._court(CourtRepository(session), code)
+            registration = RegistrationRepository(session).active(
+                court_row.id, measure_n, mailbox.key
+            )
+            if registration is None:
+                raise NotFound(f"no active registration of {mailbox} for {code} {measure_n}")
+            now = self.clock()
+            registration.status, registration.revoked_at = "revoked", now
+            registration.revoked_by = actor
+            append_event(
+                session,
+                now,
+                "registration.revoked",
+                actor=actor,
+                subject=f"registration:{registration.id}",
+                data={"court": code, "measure": measure_n},
+            )
+
+    def list_registrations(
+        self, court: str | None = None, *, include_revoked: bool = True
+    ) -> list[dict[str, Any]]:
+        with self.db.transaction() as session:
+            court_id = None
+            if court is not None:
+                court_id = self._court(CourtRepository(session), court_code(court)).id
+            rows = RegistrationRepository(session).listing(
+                court_id, include_revoked=include_revoked
+            )
+            return [_registration_dict(reg, code) for reg, code in rows]
+
+    def import_registrations(
+        self, data: bytes, actor: str, progress: Progress | None = None
+    ) -> int:
+        """All-or-nothing CSV import; the refusal names every bad line."""
+        rows, problems = _parse_csv(data)
+        with self.db.transaction() as session:
+            problems += self._check_rows(session, rows)
+            if problems:
+                problems.sort()
+                raise ImportRefused(problems)
+            for count, (_, row) in enumerate(rows, 1):
+                self._register(session, row, actor)
+                if progress and count % 100 == 0:
+                    progress(100)
+            if progress:
+                progress(len(rows) % 100)
+            append_event(
+                session,
+                self.clock(),
+                "registration.imported",
+                actor=actor,
+                data={"count": len(rows)},
+            )
+        return len(rows)
+
+    def export_registrations(self, court: str | None = None) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([*IMPORT_COLUMNS, "registered_at", "registered_by"])
+        for reg in self.list_registrations(court, include_revoked=False):
+            writer.writerow(
+                [
+                    reg["court"],
+                    reg["measure"],
+                    reg["address"],
+                    reg["registered_at"],
+                    reg["registered_by"],
+                ]
+            )
+        return out.getvalue()
+
+    # -- helpers ----------------------------------------------------------
+    @staticmethod
+    def _court(courts: CourtRepository, code: str) -> Court:
+        court = courts.by_code(code)
+        if court is None:
+            raise NotFound(f"unknown court {code}")
+        return court
+
+    def _register(self, session: Any, row: RegistrationRow, actor: str) -> Registration:
+        court = self._court(CourtRepository(session), row.court)
+        registrations = RegistrationRepository(session)
+        if registrations.active(court.id, row.measure, row.address.key):
+            raise Conflict(f"{row.address} is already registered for {row.court} {row.measure}")
+        now = self.clock()
+        registration = registrations.add(
+            Registration(
+                court_id=court.id,
+                measure=row.measure,
+                address=str(row.address),
+                address_key=row.address.key,
+                status="active",
+                registered_by=actor,
+                registered_at=now,
+            )
+        )
+        append_event(
+            session,
+            now,
+            "registration.added",
+            actor=actor,
+            subject=f"registration:{registration.id}",
+            data={"court": row.court, "measure": row.measure},
+        )
+        return registration
+
+    def _check_rows(
+        self, session: Any, rows: Sequence[tuple[int, RegistrationRow]]
+    ) -> list[tuple[int, str]]:
+        courts, registrations = CourtRepository(session), RegistrationRepository(session)
+        known: dict[str, Court | None] = {}
+        seen: dict[tuple[str, str, str], int] = {}
+        problems: list[tuple[int, str]] = []
+        for line, row in rows:
+            if row.court not in known:
+                known[row.court] = courts.by_code(row.court)
+            court = known[row.court]
+            key = (row.court, row.measure, row.address.key)
+            if court is None:
+                problems.append((line, f"unknown court {row.court}"))
+            elif key in seen:
+                problems.append((line, f"duplicate of line {seen[key]}"))
+            elif registrations.active(court.id, row.measure, row.address.key):
+                problems.append(
+                    (line, f"{row.address} is already registered for {row.court} {row.measure}")
+                )
+            seen.setdefault(key, line)
+        return problems
+
+
+def _registration_dict(reg: Registration, court: str) -> dict[str, Any]:
+    return {
+        "id": reg.id,
+        "court": court,
+        "measure": reg.measure,
+        "address": reg.address,
+        "status": reg.status,
+        "registered_by": reg.registered_by,
+        "registered_at": reg.registered_at.isoformat(),
+        "revoked_at": reg.revoked_at.isoformat() if reg.revoked_at else None,
+    }
+
+
+def _parse_csv(data: bytes) -> tuple[list[tuple[int, RegistrationRow]], list[tuple[int, str]]]:
+    if len(data) > IMPORT_MAX_BYTES:
+        raise InputError(f"file larger than {IMPORT_MAX_BYTES} bytes")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError("file is not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = [h.strip().lower() for h in next(reader, [])]
+    missing = [c for c in IMPORT_COLUMNS if c not in header]
+    if missing:
+        raise InputError(
+            f"line 1: header must name court,measure,address (missing {', '.join(missing)})"
+        )
+    index = {c: header.index(c) for c in IMPORT_COLUMNS}
+    rows: list[tuple[int, RegistrationRow]] = []
+    problems: list[tuple[int, str]] = []
+    for line, record in _numbered(reader):
+        if not any(cell.strip() for cell in record):
+            continue
+        try:
+            if len(record) < len(header):
+                raise InputError(f"expected {len(header)} fields, found {len(record)}")
+            rows.append(
+                (
+                    line,
+                    RegistrationRow(
+                        court_code(record[index["court"]]),
+                        measure_number(record[index["measure"]]),
+                        Mailbox.parse(record[index["address"]]),
+                    ),
+                )
+            )
+        except GatewayError as exc:
+            problems.append((line, exc.message))
+    if not rows and not problems:
+        raise InputError("file holds no registration")
+    return rows, problems
+
+
+def _numbered(reader: Iterable[list[str]]) -> Iterable[tuple[int, list[str]]]:
+    # csv's line_num counts physical lines, so quoted newlines keep line numbers true.
+    line = 1
+    iterator = iter(reader)
+    while True:
+        try:
+            record = next(iterator)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise InputError(f"line {line + 1}: {exc}") from None
+        line = getattr(reader, "line_num", line + 1)
+        yield line, record

@@ -1,0 +1,118 @@
+"""The hash-chained audit trail: append events and verify the chain."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.storage.models import AuditEvent, AuditHead
+
+GENESIS = "0" * 64
+Clock = Callable[[], datetime]
+
+
+def canonical_form(
+    seq: int, at: datetime, action: str, actor: str, subject: str, data: dict[str, Any], prev: str
+) -> bytes:
+    """The bytes an event's SHA-256 is taken over (stable key order, no spaces)."""
+    body = {
+        "seq": seq,
+        "at": at.isoformat(timespec="microseconds"),
+        "action": action,
+        "actor": actor,
+        "subject": subject,
+        "data": data,
+        "prev_sha256": prev,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def append_event(
+    session: Session,
+    now: datetime,
+    action: str,
+    *,
+    actor: str,
+    subject: str = "",
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event in the caller's transaction.
+
+    The head row is locked (FOR UPDATE on PostgreSQL; SQLite transactions
+    already hold the write lock) so concurrent appends are serialised.
+    """
+    head = session.execute(
+        select(AuditHead).where(AuditHead.id == 1).with_for_update()
+    ).scalar_one()
+    payload = dict(data or {})
+    seq = head.seq + 1
+    digest = hashlib.sha256(
+        canonical_form(seq, now, action, actor, subject, payload, head.sha256)
+    ).hexdigest()
+    event = AuditEvent(
+        seq=seq,
+        at=now,
+        action=action,
+        actor=actor,
+        subject=subject,
+        data=payload,
+        prev_sha256=head.sha256,
+        sha256=digest,
+    )
+    session.add(event)
+    head.seq, head.sha256 = seq, digest
+    return event
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReport:
+    events: int
+    broken_seq: int | None
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_seq is None
+
+
+def verify_chain(session: Session, batch: int = 5000) -> ChainReport:
+    """Walk the chain in order; name the first event whose hash or link is wrong."""
+    prev, expected_seq, count, last_id = GENESIS, 1, 0, 0
+    while True:
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(batch)
+        ).all()
+        if not rows:
+            break
+        for event in rows:
+            problem = _check_event(event, expected_seq, prev)
+            if problem:
+                return ChainReport(count, event.seq, problem)
+            prev, expected_seq, count, last_id = event.sha256, expected_seq + 1, count + 1, event.id
+        session.expunge_all()
+    head = session.get(AuditHead, 1)
+    if head is not None and (head.seq != count or head.sha256 != prev):
+        return ChainReport(count, count + 1, "events missing at the end of the chain")
+    return ChainReport(count, None, "")
+
+
+def _check_event(event: AuditEvent, expected_seq: int, prev: str) -> str:
+    if event.seq != expected_seq:
+        return f"sequence gap: expected {expected_seq}, found {event.seq}"
+    if event.prev_sha256 != prev:
+        return "link to the previous event is broken"
+    digest = hashlib.sha256(
+        canonical_form(
+            event.seq, event.at, event.action, event.actor, event.subject, event.data, prev
+        )
+    ).hexdigest()
+    if digest != event.sha256:
+        return "event content does not match its hash"
+    return ""

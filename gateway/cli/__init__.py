@@ -1,0 +1,5 @@
+"""Command line: the `gateway` program; one module per command group."""
+
+from gateway.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,66 @@
+"""Commands that set the gateway up and run it: init, db upgrade, serve, audit verify."""
+
+from __future__ import annotations
+
+import click
+
+from gateway.audit.chain import verify_chain
+from gateway.bootstrap import initialise
+from gateway.cli.context import CliContext, pass_cli
+
+
+@click.command()
+@pass_cli
+def init(ctx: CliContext) -> None:
+    """Create what is missing: config (never overwritten), data dir, secret, keys, database."""
+    settings, report = initialise(ctx.config_path)
+    from gateway.app import Services
+
+    services = Services(settings)
+    try:
+        services.upgrade_database()
+    finally:
+        services.close()
+    for line in report.created:
+        click.echo(f"created {line}")
+    if not report.created:
+        click.echo("nothing to create: everything is in place")
+    click.echo("publish this DKIM record for outgoing mail:")
+    click.echo(report.dkim_record)
+
+
+@click.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@pass_cli
+def db_upgrade(ctx: CliContext) -> None:
+    """Apply the database migrations (serve does it too)."""
+    ctx.services.upgrade_database()
+    click.echo("database schema is up to date")
+
+
+@click.group()
+def audit() -> None:
+    """The hash-chained audit trail."""
+
+
+@audit.command("verify")
+@pass_cli
+def audit_verify(ctx: CliContext) -> None:
+    """Walk the audit chain; exit 1 naming the first broken event."""
+    with ctx.services.db.transaction() as session:
+        report = verify_chain(session)
+    if not report.ok:
+        raise click.ClickException(
+            f"audit chain broken at event {report.broken_seq}: {report.reason}"
+        )
+    click.echo(f"audit chain intact: {report.events} events")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(init)
+    cli.add_command(db)
+    cli.add_command(audit)

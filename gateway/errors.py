@@ -1,0 +1,197 @@
+"""The gateway's exception tree: every domain error, and what it means.
+
+Each error carries a message that is safe to show to whoever caused it (an
+operator at the command line, a sender in an SMTP reply): it never holds a
+secret, a path on the server or an exception's text.  Protocol adapters map
+these classes to their wire (``gateway.smtp.replies`` for SMTP, the CLI's
+exit codes) in one table each.
+
+    GatewayError
+    ├── ConfigError                  bad or missing configuration key
+    ├── InputError                   an administrator's input is malformed
+    │   ├── InvalidCourtCode
+    │   ├── InvalidMeasure
+    │   ├── InvalidAddress
+    │   ├── InvalidKind
+    │   └── ImportRefused            a CSV import with a line-by-line report
+    ├── NotFound                     unknown court, registration, request …
+    ├── Conflict                     duplicate court, registration …
+    ├── KeyRefused                   an OpenPGP key that cannot serve
+    ├── MessageRefused               permanent refusal of a message (5xx)
+    │   ├── UnknownRecipient
+    │   ├── MessageTooLarge
+    │   ├── MalformedMessage
+    │   ├── SenderAuthError          DKIM / alignment / registration
+    │   │   ├── NoSignature
+    │   │   ├── BadSignature
+    │   │   ├── NotAligned
+    │   │   ├── SenderNotRegistered
+    │   │   └── MultipleFrom
+    │   ├── CodeError                the numéro de saisie
+    │   │   ├── CodeMissing
+    │   │   ├── CodeUnknown
+    │   │   ├── CodeExpired
+    │   │   ├── CodeMismatch
+    │   │   └── CodeLocked           sender throttled after failures
+    │   ├── CredentialRefused
+    │   ├── RequestClosed
+    │   └── DocumentRefused
+    └── TemporaryFailure             try again later (4xx)
+        ├── StorageUnavailable       database, blob store or encryption
+        ├── DnsTemporaryFailure      resolver timed out
+        ├── DiskFull                 below the configured reserve
+        └── Throttled                too many messages from this client
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.__class__.__doc__ or self.__class__.__name__)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class ConfigError(GatewayError):
+    """The configuration is missing or invalid."""
+
+
+class InputError(GatewayError):
+    """An administrator's input is malformed."""
+
+
+class InvalidCourtCode(InputError):
+    """Not a valid court code."""
+
+
+class InvalidMeasure(InputError):
+    """Not a valid measure number."""
+
+
+class InvalidAddress(InputError):
+    """Not a valid mailbox address."""
+
+
+class InvalidKind(InputError):
+    """Not a valid request kind."""
+
+
+class ImportRefused(InputError):
+    """A CSV import was refused; nothing was imported."""
+
+    def __init__(self, problems: list[tuple[int, str]]) -> None:
+        self.problems = problems
+        super().__init__(f"import refused: {len(problems)} bad line(s), nothing imported")
+
+
+class NotFound(GatewayError):
+    """The named object does not exist."""
+
+
+class Conflict(GatewayError):
+    """The object already exists."""
+
+
+class KeyRefused(GatewayError):
+    """The OpenPGP key cannot be used."""
+
+
+class MessageRefused(GatewayError):
+    """A message is permanently refused."""
+
+
+class UnknownRecipient(MessageRefused):
+    """Recipient address is not one of this gateway's addresses."""
+
+
+class MessageTooLarge(MessageRefused):
+    """Message exceeds the size limit."""
+
+
+class MalformedMessage(MessageRefused):
+    """Message is not well-formed MIME within limits."""
+
+
+class SenderAuthError(MessageRefused):
+    """Sender authentication failed."""
+
+
+class NoSignature(SenderAuthError):
+    """No DKIM signature."""
+
+
+class BadSignature(SenderAuthError):
+    """DKIM signature does not verify."""
+
+
+class NotAligned(SenderAuthError):
+    """DKIM signing domain is not aligned with the From: domain."""
+
+
+class SenderNotRegistered(SenderAuthError):
+    """Sender is not a registered address."""
+
+
+class MultipleFrom(SenderAuthError):
+    """From: must hold exactly one address."""
+
+
+class CodeError(MessageRefused):
+    """The one-time code was refused."""
+
+
+class CodeMissing(CodeError):
+    """No code found in the subject or the recipient address."""
+
+
+class CodeUnknown(CodeError):
+    """Code is not valid."""
+
+
+class CodeExpired(CodeError):
+    """Code has expired."""
+
+
+class CodeMismatch(CodeError):
+    """Code does not belong to this sender."""
+
+
+class CodeLocked(CodeError):
+    """Too many failed codes; try again later."""
+
+
+class CredentialRefused(MessageRefused):
+    """Teletransmission credential refused."""
+
+
+class RequestClosed(MessageRefused):
+    """The request is sealed; ask for a new code."""
+
+
+class DocumentRefused(MessageRefused):
+    """A document was refused."""
+
+
+class TemporaryFailure(GatewayError):
+    """A temporary failure; try again later."""
+
+
+class StorageUnavailable(TemporaryFailure):
+    """Storage temporarily unavailable."""
+
+
+class DnsTemporaryFailure(TemporaryFailure):
+    """DNS lookup timed out."""
+
+
+class DiskFull(TemporaryFailure):
+    """Insufficient storage."""
+
+
+class Throttled(TemporaryFailure):
+    """Too many messages from this client."""

@@ -1,0 +1,397 @@
+"""Typed settings: one TOML file plus GATEWAY__SECTION__KEY overrides, validated once."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from gateway.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/gateway.toml")
+ENV_CONFIG = "GATEWAY_CONFIG"
+ENV_PREFIX = "GATEWAY__"
+
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Accept "90s", "30m", "48h", "2d" or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION_RE.fullmatch(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    raise ValueError(f"expected a duration like '90s', '30m', '48h' or '2d', got {value!r}")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def parse_hostport(value: str, default_port: int | None = None) -> tuple[str, int]:
+    """Split "host:port" or "[v6]:port"."""
+    text = value.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            host, port_text = text, ""
+    if not port_text:
+        if default_port is None:
+            raise ValueError(f"expected host:port, got {value!r}")
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"bad port in {value!r}")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(Section):
+    domain: str = "greffe.example"
+    data_dir: Path = Path("var")
+    name: str = "Passerelle du greffe"
+
+
+class DatabaseSection(Section):
+    url: SecretStr = SecretStr("sqlite:///var/gateway.db")
+    pool_size: int = Field(default=5, ge=1)
+
+
+class SmtpSection(Section):
+    listen: str = "127.0.0.1:2525"
+    submission_listen: str = "127.0.0.1:2587"
+    submission_implicit_tls: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    hostname: str = ""
+    max_connections: int = Field(default=100, ge=1)
+    max_connections_per_client: int = Field(default=10, ge=1)
+    max_messages_per_client: int = Field(default=100, ge=1)
+    client_window: Duration = timedelta(minutes=10)
+    max_commands: int = Field(default=200, ge=10)
+    idle_timeout: Duration = timedelta(seconds=300)
+    min_data_rate: int = Field(default=20_000, ge=1)
+    shutdown_grace: Duration = timedelta(seconds=30)
+
+    @field_validator("listen", "submission_listen")
+    @classmethod
+    def _hostport(cls, value: str) -> str:
+        parse_hostport(value)
+        return value
+
+    @field_validator("tls_cert", "tls_key", mode="before")
+    @classmethod
+    def _empty_path(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+
+class AddressesSection(Section):
+    codes: str = "codes"
+    submit: str = "depot"
+    status: str = "etat"
+
+
+class RelaySection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = False
+    implicit_tls: bool = False
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    timeout: float = Field(default=30.0, gt=0)
+    give_up_after: Duration = timedelta(days=3)
+    max_backoff: Duration = timedelta(hours=1)
+
+
+class DnsSection(Section):
+    nameservers: list[str] = []
+    timeout: float = Field(default=5.0, gt=0)
+
+    @field_validator("nameservers")
+    @classmethod
+    def _servers(cls, value: list[str]) -> list[str]:
+        for server in value:
+            parse_hostport(server, default_port=53)
+        return value
+
+
+class AuthSection(Section):
+    require_dkim: bool = True
+
+
+class CodesSection(Section):
+    ttl: Duration = timedelta(hours=48)
+    max_failures: int = Field(default=5, ge=1)
+    lockout: Duration = timedelta(minutes=15)
+    max_requests_per_day: int = Field(default=10, ge=1)
+
+
+class CredentialsSection(Section):
+    validity: Duration = timedelta(days=730)
+
+
+class LimitsSection(Section):
+    max_message_bytes: int = Field(default=26_214_400, ge=1024)
+    max_recipients: int = Field(default=10, ge=1)
+    max_documents: int = Field(default=30, ge=1)
+    max_document_bytes: int = Field(default=26_214_400, ge=1)
+    max_mime_depth: int = Field(default=10, ge=1)
+    max_mime_parts: int = Field(default=200, ge=1)
+    max_headers: int = Field(default=500, ge=10)
+    disk_reserve_bytes: int = Field(default=1_073_741_824, ge=0)
+    allowed_types: list[str] = [
+        "application/pdf",
+        "image/png",
+        "image/jpeg",
+        "image/tiff",
+        "application/vnd.oasis.opendocument.text",
+        "application/vnd.oasis.opendocument.spreadsheet",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "text/plain",
+    ]
+
+
+class HttpSection(Section):
+    listen: str = "127.0.0.1:8025"
+
+
+class LoggingSection(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = Field(default=False, alias="json")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RetentionSection(Section):
+    requests: Duration = timedelta(days=3650)
+
+
+class ImapMailbox(Section):
+    name: str
+    host: str
+    port: int = Field(default=993, ge=1, le=65535)
+    tls: Literal["ssl", "starttls", "none"] = "ssl"
+    username: str
+    password: SecretStr = SecretStr("")
+    password_file: Path | None = None
+    folders: list[str] = ["INBOX"]
+    quarantine: str = "Quarantine"
+    mode: Literal["ingest", "scrub"] = "ingest"
+    allow_private: bool = False
+    poll_interval: Duration = timedelta(seconds=60)
+
+    @field_validator("password_file", mode="before")
+    @classmethod
+    def _empty_path(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+
+class ImapSection(Section):
+    mailboxes: list[ImapMailbox] = []
+
+
+class Settings(Section):
+    """The whole configuration; paths already resolved against the file's folder."""
+
+    gateway: GatewaySection = GatewaySection()
+    database: DatabaseSection = DatabaseSection()
+    smtp: SmtpSection = SmtpSection()
+    addresses: AddressesSection = AddressesSection()
+    relay: RelaySection = RelaySection()
+    dns: DnsSection = DnsSection()
+    auth: AuthSection = AuthSection()
+    codes: CodesSection = CodesSection()
+    credentials: CredentialsSection = CredentialsSection()
+    limits: LimitsSection = LimitsSection()
+    http: HttpSection = HttpSection()
+    logging: LoggingSection = LoggingSection()
+    retention: RetentionSection = RetentionSection()
+    imap: ImapSection = ImapSection()
+
+    config_path: Path | None = None
+
+    # Derived locations inside the data directory.
+    @property
+    def data_dir(self) -> Path:
+        return self.gateway.data_dir
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.keys_dir / "server-secret"
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.keys_dir / "signing-key.asc"
+
+    @property
+    def signing_pub_file(self) -> Path:
+        return self.keys_dir / "signing-key.pub.asc"
+
+    @property
+    def dkim_key_file(self) -> Path:
+        return self.keys_dir / "dkim-private.pem"
+
+    @property
+    def dkim_pub_file(self) -> Path:
+        return self.keys_dir / "dkim-public.txt"
+
+    @property
+    def dkim_selector(self) -> str:
+        return "greffe"
+
+    @property
+    def templates_dir(self) -> Path:
+        base = self.config_path.parent if self.config_path else Path("config")
+        return base / "templates"
+
+    def address(self, role: Literal["codes", "submit", "status"]) -> str:
+        return f"{getattr(self.addresses, role)}@{self.gateway.domain}"
+
+
+def _env_value(text: str) -> Any:
+    """Read an override as a TOML value when it is one, else as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    """Overlay GATEWAY__SECTION__KEY variables onto the parsed file."""
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(f"{name}: expected GATEWAY__<SECTION>__<KEY>")
+        section = data.setdefault(parts[0], {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"{name}: {parts[0]} is not a section")
+        section[parts[1]] = _env_value(text)
+    return data
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    def rel(path: Path) -> Path:
+        return path if path.is_absolute() else (base / path)
+
+    url = settings.database.url.get_secret_value()
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+        url = prefix + str(rel(Path(url[len(prefix) :])))
+    smtp = settings.smtp.model_copy(
+        update={
+            "tls_cert": rel(settings.smtp.tls_cert) if settings.smtp.tls_cert else None,
+            "tls_key": rel(settings.smtp.tls_key) if settings.smtp.tls_key else None,
+        }
+    )
+    mailboxes = [
+        m.model_copy(update={"password_file": rel(m.password_file) if m.password_file else None})
+        for m in settings.imap.mailboxes
+    ]
+    return settings.model_copy(
+        update={
+            "gateway": settings.gateway.model_copy(
+                update={"data_dir": rel(settings.gateway.data_dir)}
+            ),
+            "database": settings.database.model_copy(update={"url": SecretStr(url)}),
+            "smtp": smtp,
+            "imap": ImapSection(mailboxes=mailboxes),
+        }
+    )
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"invalid configuration: {key}: {message}"
+
+
+def _check_semantics(settings: Settings) -> None:
+    for mailbox in settings.imap.mailboxes:
+        if mailbox.tls == "none" and not is_loopback(mailbox.host):
+            raise ConfigError(
+                f"invalid configuration: imap.mailboxes[{mailbox.name}].tls: "
+                "'none' is allowed only for a loopback host"
+            )
+    if bool(settings.smtp.tls_cert) != bool(settings.smtp.tls_key):
+        raise ConfigError("invalid configuration: smtp.tls_cert and smtp.tls_key go together")
+
+
+def load_settings(
+    path: Path | None, environ: dict[str, str] | None = None, *, must_exist: bool = True
+) -> Settings:
+    """Read, override from the environment, validate and resolve relative paths."""
+    env = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    config_path = resolve_config_path(path, env)
+    if config_path.exists():
+        try:
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid configuration file {config_path}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {config_path}: {exc.strerror}") from None
+    elif must_exist:
+        raise ConfigError(f"configuration file {config_path} not found (run `gateway init`)")
+    data = apply_env(data, env)
+    try:
+        settings = Settings.model_validate({**data, "config_path": config_path.resolve()})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    settings = _resolve_paths(settings, config_path.resolve().parent)
+    _check_semantics(settings)
+    return settings
+
+
+def resolve_config_path(path: Path | None, environ: dict[str, str]) -> Path:
+    """--config wins, then $GATEWAY_CONFIG, then config/gateway.toml."""
+    if path is not None:
+        return path
+    if environ.get(ENV_CONFIG):
+        return Path(environ[ENV_CONFIG])
+    return DEFAULT_CONFIG

@@ -1,0 +1,176 @@
+"""The blob store: encrypted blobs as files under one directory, written durably and atomically.
+
+Every method does blocking file I/O: async callers run them in a worker
+thread (``asyncio.to_thread``).  A key never comes from outside unchecked:
+each one is matched against a strict pattern before it touches the disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gateway.errors import DiskFull, NotFound, StorageUnavailable
+
+KINDS = ("raw", "doc", "manifest")
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_KEY_RE = re.compile(rf"[0-9]{{4}}/[0-9]{{2}}/[0-9]{{2}}/{_UUID}\.(?:raw|doc|manifest)\.pgp")
+_TEMP_RE = re.compile(r"\.[^/]+\.tmp")
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class BlobStore:
+    """Blobs named ``YYYY/MM/DD/<uuid>.<kind>.pgp`` under ``root``."""
+
+    def __init__(self, root: Path, *, new_id: Callable[[], uuid.UUID] = uuid.uuid4) -> None:
+        self._root = root
+        self._new_id = new_id
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def new_key(self, kind: str, now: datetime) -> str:
+        """A fresh key for a blob of ``kind`` (raw, doc, manifest) received at ``now``."""
+        if kind not in KINDS:
+            raise ValueError(f"blob kind must be one of {', '.join(KINDS)}")
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        day = now.astimezone(UTC).strftime("%Y/%m/%d")
+        return f"{day}/{self._new_id()}.{kind}.pgp"
+
+    def write(self, key: str, data: bytes) -> str:
+        """Store ``data`` durably under ``key``; return its SHA-256 (hex).
+
+        Temporary file in the same directory, fsync, rename over, fsync the
+        directory: after a crash the key holds either nothing or all of it.
+        """
+        path = self._path(key)
+        try:
+            self._make_parents(path.parent)
+            temp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+            try:
+                _write_synced(temp, data)
+                os.replace(temp, path)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise _storage_error(exc) from None
+        return hashlib.sha256(data).hexdigest()
+
+    def read(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"blob {key} not found") from None
+        except OSError:
+            raise StorageUnavailable("blob store unavailable") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> bool:
+        """Remove a blob; return whether it existed (deleting twice is not an error)."""
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError:
+            raise StorageUnavailable("blob store unavailable") from None
+        _fsync_dir(path.parent)
+        return True
+
+    def iter_keys(self) -> Iterator[str]:
+        """Every blob key in the store, in sorted order; temporary and foreign files are skipped."""
+        if not self._root.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(self._root):
+            dirnames.sort()
+            relative = Path(dirpath).relative_to(self._root)
+            for name in sorted(filenames):
+                key = (relative / name).as_posix()
+                if _KEY_RE.fullmatch(key):
+                    yield key
+
+    def sweep_temp(self, older_than: timedelta, *, now: datetime | None = None) -> int:
+        """Remove temporary files left by interrupted writes; return how many were removed.
+
+        Only files older than ``older_than`` go, so a write in progress is safe.
+        """
+        cutoff = (now or datetime.now(UTC)).timestamp() - older_than.total_seconds()
+        removed = 0
+        if not self._root.is_dir():
+            return removed
+        for dirpath, _dirnames, filenames in os.walk(self._root):
+            for name in filenames:
+                if not _TEMP_RE.fullmatch(name):
+                    continue
+                temp = Path(dirpath) / name
+                try:
+                    if temp.stat().st_mtime < cutoff:
+                        temp.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue  # finished or swept concurrently
+        return removed
+
+    def free_bytes(self) -> int:
+        """Free space on the store's file system (the root, or its nearest existing parent)."""
+        probe = self._root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        return shutil.disk_usage(probe).free
+
+    def _path(self, key: str) -> Path:
+        if not _KEY_RE.fullmatch(key):
+            raise ValueError("invalid blob key")
+        return self._root.joinpath(*key.split("/"))
+
+    def _make_parents(self, directory: Path) -> None:
+        """Create missing directories, fsyncing each parent so the new entry is durable."""
+        self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        current = self._root
+        for part in directory.relative_to(self._root).parts:
+            current = current / part
+            if current.is_dir():
+                continue
+            try:
+                current.mkdir(mode=0o700)
+            except FileExistsError:
+                continue  # another writer made it, and fsynced its parent
+            _fsync_dir(current.parent)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    handle = os.open(path, flags, 0o600)
+    with os.fdopen(handle, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _storage_error(exc: OSError) -> Exception:
+    if exc.errno in _FULL_ERRNOS:
+        return DiskFull("blob store is full")
+    return StorageUnavailable("blob store unavailable")

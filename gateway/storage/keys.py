@@ -1,0 +1,193 @@
+"""OpenPGP and DKIM key handling: inspect a court's public key, generate the gateway's own keys."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pysequoia
+from pysequoia.packet import KeyFlags, Packet, PacketPile, SignatureType, Tag
+
+from gateway.errors import KeyRefused
+
+_SECRET_TAGS = (Tag.SecretKey, Tag.SecretSubkey)
+_PRIMARY_SELF_SIGS = (
+    SignatureType.PositiveCertification,
+    SignatureType.GenericCertification,
+    SignatureType.CasualCertification,
+    SignatureType.PersonaCertification,
+    SignatureType.DirectKey,
+)
+_MIN_DKIM_BITS = 1024  # RFC 8301 section 3.2: verifiers must refuse less
+_MAX_DKIM_BITS = 8192
+
+
+@dataclass(frozen=True)
+class PublicKeyInfo:
+    """What the gateway keeps of a court's public key once it is accepted."""
+
+    fingerprint: str
+    user_ids: list[str]
+    can_encrypt: bool
+    expires_at: datetime | None
+    armored: str = field(repr=False)
+
+
+def inspect_public_key(data: bytes, *, now: datetime | None = None) -> PublicKeyInfo:
+    """Parse one public key (armored or binary) and check it can receive our data, or raise.
+
+    ``now`` is the clock seam for the expiry checks (default: the current time).
+    """
+    moment = now or datetime.now(UTC)
+    packets = _read_packets(data)
+    if any(packet.tag in _SECRET_TAGS for packet in packets):
+        raise KeyRefused("contains a private key; give the public key only")
+    cert = _single_cert(data)
+    fingerprint = cert.fingerprint.upper()
+    if cert.is_revoked:
+        raise KeyRefused(f"key {fingerprint} is revoked")
+    expires_at = cert.expiration
+    if expires_at is not None and expires_at <= moment:
+        raise KeyRefused(f"key {fingerprint} expired on {expires_at.date().isoformat()}")
+    if not (_has_live_encryption_key(packets, moment) and _encrypts(cert)):
+        raise KeyRefused(f"key {fingerprint} cannot encrypt (no valid encryption subkey)")
+    return PublicKeyInfo(
+        fingerprint=fingerprint,
+        user_ids=[str(user_id) for user_id in cert.user_ids],
+        can_encrypt=True,
+        expires_at=expires_at,
+        armored=str(cert),  # Cert's armor is the public part only
+    )
+
+
+def _read_packets(data: bytes) -> list[Packet]:
+    try:
+        return list(PacketPile.from_bytes(data))
+    except Exception:  # the binding raises bare RuntimeErrors with parser text
+        raise KeyRefused("not an OpenPGP key") from None
+
+
+def _single_cert(data: bytes) -> pysequoia.Cert:
+    try:
+        certs = pysequoia.Cert.split_bytes(data)
+    except Exception:
+        raise KeyRefused("not an OpenPGP key") from None
+    if not certs:
+        raise KeyRefused("not an OpenPGP key")
+    if len(certs) > 1:
+        raise KeyRefused(f"contains {len(certs)} keys; give one")
+    return certs[0]
+
+
+def _encrypts(cert: pysequoia.Cert) -> bool:
+    """Whether Sequoia's standard policy finds a usable encryption key (algorithms, bindings)."""
+    try:
+        pysequoia.encrypt(b"probe", [cert], armor=False)
+    except Exception:
+        return False
+    return True
+
+
+@dataclass
+class _Component:
+    """A primary key or subkey, and what its latest self-signature says about it."""
+
+    key_id: str
+    fingerprint: str
+    created: datetime | None
+    flags: KeyFlags | None = None
+    validity: timedelta | None = None
+    signed_at: datetime | None = None
+    revoked: bool = False
+
+
+def _has_live_encryption_key(packets: Iterable[Packet], now: datetime) -> bool:
+    """Whether some encryption-capable key is neither revoked nor expired.
+
+    pysequoia's encrypt() falls back to expired keys on purpose, so expiry is
+    read from the binding signatures here; their cryptographic validity is
+    left to the trial encryption in ``_encrypts``.
+    """
+    return any(_alive_for_encryption(component, now) for component in _components(packets))
+
+
+def _components(packets: Iterable[Packet]) -> list[_Component]:
+    components: list[_Component] = []
+    primary: _Component | None = None
+    for packet in packets:
+        if packet.tag in (Tag.PublicKey, Tag.PublicSubkey):
+            component = _Component(
+                key_id=packet.key_id or "",
+                fingerprint=packet.fingerprint or "",
+                created=packet.key_created,
+            )
+            primary = component if packet.tag == Tag.PublicKey else primary
+            components.append(component)
+        elif packet.tag == Tag.Signature and primary is not None and components:
+            _apply_signature(components[-1], primary, packet)
+    return components
+
+
+def _apply_signature(component: _Component, primary: _Component, sig: Packet) -> None:
+    if sig.issuer_fingerprint not in (None, primary.fingerprint) or (
+        sig.issuer_fingerprint is None and sig.issuer_key_id != primary.key_id
+    ):
+        return  # a third-party certification says nothing about key usage
+    kind = sig.signature_type
+    if kind in (SignatureType.KeyRevocation, SignatureType.SubkeyRevocation):
+        component.revoked = True
+        return
+    wanted = _PRIMARY_SELF_SIGS if component is primary else (SignatureType.SubkeyBinding,)
+    if kind not in wanted:
+        return
+    created = sig.signature_created
+    if component.signed_at is None or (created is not None and created >= component.signed_at):
+        component.flags = sig.key_flags
+        component.validity = sig.key_validity_period
+        component.signed_at = created
+
+
+def _alive_for_encryption(component: _Component, now: datetime) -> bool:
+    flags = component.flags
+    if component.revoked or flags is None:
+        return False
+    if not (flags.storage_encryption or flags.transport_encryption):
+        return False
+    if component.validity is None or component.created is None:
+        return True
+    return component.created + component.validity > now
+
+
+def generate_signing_key(user_id: str) -> tuple[str, str]:
+    """Generate the gateway's receipt-signing key: (armored secret key, armored public key).
+
+    No passphrase: the secret lives in a 0600 file.  RFC 4880 (v4) keys, so
+    that GnuPG 2.2 on the recipients' side can verify the signatures.
+    """
+    tsk = pysequoia.Tsk.generate(user_id, profile=pysequoia.Profile.RFC4880)
+    return str(tsk), str(tsk.extract_certificate())
+
+
+def generate_dkim_key(bits: int = 2048) -> tuple[bytes, str]:
+    """Generate an RSA DKIM key: (private key PEM, base64 public key for the TXT ``p=`` tag).
+
+    Uses the ``openssl`` command (the ``cryptography`` package is not a
+    dependency); the private key travels through pipes only, never a file.
+    """
+    if not _MIN_DKIM_BITS <= bits <= _MAX_DKIM_BITS:
+        raise ValueError(f"DKIM key size must be {_MIN_DKIM_BITS}-{_MAX_DKIM_BITS} bits")
+    private_pem = _openssl(["genrsa", "-traditional", str(bits)], None)
+    public_der = _openssl(["rsa", "-pubout", "-outform", "DER"], private_pem)
+    return private_pem, base64.b64encode(public_der).decode("ascii")
+
+
+def _openssl(args: list[str], stdin: bytes | None) -> bytes:
+    result = subprocess.run(
+        ["openssl", *args], input=stdin, capture_output=True, check=False, timeout=60
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed with status {result.returncode}")
+    return result.stdout

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the integration tests use, only when missing.
+set -euo pipefail
+need=()
+command -v gpg >/dev/null 2>&1 || need+=(gnupg)
+[ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing system packages: ${need[*]} (run as root, or install them)" >&2
+    exit 1
+  fi
+  echo "installing system packages: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,59 @@
+"""Shared fixtures: databases (SQLite file and throwaway PostgreSQL), a gateway home, the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.cli.main import main
+from tests.fixtures.dnsserver import dns_server  # noqa: F401
+from tests.fixtures.gpgkeys import court_key, second_court_key  # noqa: F401
+from tests.fixtures.postgres import PostgresCluster, postgres_cluster  # noqa: F401
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+CliRunner = Callable[..., CliResult]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'gateway.db'}"
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    return cluster.create_database()
+
+
+@pytest.fixture
+def gateway_config(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A gateway home made by `gateway init`, its database on db_url."""
+    monkeypatch.setenv("GATEWAY__DATABASE__URL", db_url)
+    monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
+    config = tmp_path / "home" / "gateway.toml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(config), "init"])
+    assert exit_info.value.code == 0
+    return config
+
+
+@pytest.fixture
+def cli(gateway_config: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[CliRunner]:
+    """Run `gateway --config <home> ARGS...` in-process; returns exit code and output."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--config", str(gateway_config), *args])
+        captured = capsys.readouterr()
+        code = exit_info.value.code
+        return CliResult(code if isinstance(code, int) else 1, captured.out, captured.err)
+
+    yield run
