@@ -21,6 +21,7 @@ exit codes) in one table each.
     │   ├── UnknownRecipient
     │   ├── MessageTooLarge
     │   ├── MalformedMessage
+    │   ├── BareLineEnding           bare CR or LF in DATA (smuggling)
     │   ├── SenderAuthError          DKIM / alignment / registration
     │   │   ├── NoSignature
     │   │   ├── BadSignature
@@ -35,6 +36,7 @@ exit codes) in one table each.
     │   │   └── CodeLocked           sender throttled after failures
     │   ├── CredentialRefused
     │   ├── RequestClosed
+    │   ├── BadCommand               a codes@/etat@ subject that is not understood
     │   └── DocumentRefused
     └── TemporaryFailure             try again later (4xx)
         ├── StorageUnavailable       database, blob store or encryption
@@ -117,6 +119,10 @@ class MalformedMessage(MessageRefused):
     """Message is not well-formed MIME within limits."""
 
 
+class BareLineEnding(MessageRefused):
+    """Bare CR or LF in message data."""
+
+
 class SenderAuthError(MessageRefused):
     """Sender authentication failed."""
 
@@ -171,6 +177,10 @@ class CredentialRefused(MessageRefused):
 
 class RequestClosed(MessageRefused):
     """The request is sealed; ask for a new code."""
+
+
+class BadCommand(MessageRefused):
+    """The subject is not a command this address understands."""
 
 
 class DocumentRefused(MessageRefused):

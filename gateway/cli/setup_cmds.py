@@ -42,6 +42,20 @@ def db_upgrade(ctx: CliContext) -> None:
     click.echo("database schema is up to date")
 
 
+@click.command()
+@pass_cli
+def serve(ctx: CliContext) -> None:
+    """Run SMTP, the outbox and the background workers until SIGTERM."""
+    import asyncio
+
+    from gateway.logs import setup_logging
+    from gateway.runtime import run_gateway
+
+    settings = ctx.settings
+    setup_logging(settings.logging.level, settings.logging.json_lines)
+    asyncio.run(run_gateway(ctx.services))
+
+
 @click.group()
 def audit() -> None:
     """The hash-chained audit trail."""
@@ -63,4 +77,5 @@ def audit_verify(ctx: CliContext) -> None:
 def register(cli: click.Group) -> None:
     cli.add_command(init)
     cli.add_command(db)
+    cli.add_command(serve)
     cli.add_command(audit)

@@ -1,0 +1,134 @@
+"""codes@: "CODE <court> <measure> [kind]" opens a request; its code goes to the registration."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from gateway.audit.chain import append_event
+from gateway.errors import BadCommand, GatewayError
+from gateway.ingest.pipeline import Context, Outcome
+from gateway.model import RequestKind, court_code, measure_number
+from gateway.otp.codes import format_code
+from gateway.otp.service import CodeService
+from gateway.outbox.compose import MailComposer
+from gateway.outbox.queue import enqueue
+from gateway.storage.db import Database
+from gateway.storage.models import Registration
+from gateway.storage.repositories import CourtRepository, RegistrationRepository
+
+log = logging.getLogger("gateway.codes")
+Clock = Callable[[], datetime]
+USAGE = "subject must be: CODE <court> <measure> [requete|compte|inventaire]"
+
+
+def parse_code_request(subject: str) -> tuple[str, str, RequestKind]:
+    """Split "CODE TJ-LYON 21/00123 A compte" into court, measure and kind."""
+    words = subject.split()
+    if len(words) < 3 or words[0].upper() != "CODE":
+        raise BadCommand(USAGE)
+    rest = words[2:]
+    kind = RequestKind.REQUETE
+    if len(rest) > 1 and rest[-1].lower() in {k.value for k in RequestKind}:
+        kind = RequestKind(rest.pop().lower())
+    try:
+        return court_code(words[1]), measure_number(" ".join(rest)), kind
+    except GatewayError:
+        raise BadCommand(USAGE) from None
+
+
+class CodeIssuer:
+    """Issues codes for administrators and for codes@ alike; mails go to the registration only."""
+
+    def __init__(
+        self, db: Database, codes: CodeService, composer: MailComposer, clock: Clock
+    ) -> None:
+        self.db = db
+        self.codes = codes
+        self.composer = composer
+        self.clock = clock
+
+    def request(
+        self, court: str, measure: str, address_key: str, kind: RequestKind, actor: str
+    ) -> str | None:
+        """Issue and mail a code if (court, measure, address) is registered; returns why not."""
+        with self.db.transaction() as session:
+            court_row = CourtRepository(session).by_code(court)
+            registration = (
+                RegistrationRepository(session).active(court_row.id, measure, address_key)
+                if court_row
+                else None
+            )
+            now = self.clock()
+            if registration is None:
+                reason = "no such registration"
+            elif self.codes.recent_issues(session, registration.id, now) >= (
+                self.codes.policy.max_requests_per_day
+            ):
+                reason = "too many code requests today"
+            else:
+                self._issue(session, registration, court, kind, actor, now)
+                return None
+            append_event(
+                session,
+                now,
+                "code.request_ignored",
+                actor=actor,
+                subject=f"court:{court}",
+                data={"reason": reason},
+            )
+            return reason
+
+    def _issue(
+        self,
+        session: Session,
+        registration: Registration,
+        court: str,
+        kind: RequestKind,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        issued = self.codes.issue(session, registration, court, kind, now)
+        message = self.composer.compose(
+            "code",
+            registration.address,
+            court=court,
+            measure=registration.measure,
+            kind=kind.value,
+            reference=issued.request.reference,
+            code=format_code(issued.code),
+            expires_at=issued.expires_at.strftime("%d/%m/%Y %H:%M UTC"),
+        )
+        enqueue(
+            session,
+            kind="code",
+            recipient=registration.address,
+            message=message,
+            now=now,
+            related_reference=issued.request.reference,
+        )
+        append_event(
+            session,
+            now,
+            "code.issued",
+            actor=actor,
+            subject=issued.request.reference,
+            data={"registration": registration.id, "kind": kind.value},
+        )
+
+    def handle(self, ctx: Context) -> Outcome:
+        """The codes@ role: always the same outcome once the sender is authenticated."""
+        court, measure, kind = parse_code_request(ctx.parsed.subject)
+        reason = self.request(
+            court,
+            measure,
+            ctx.verdict.from_address.key,
+            kind,
+            actor=f"{ctx.inbound.channel.value}:{ctx.verdict.from_address.key}",
+        )
+        if reason:
+            log.info("code request not honoured: %s", reason)
+        return Outcome("code_requested")

@@ -1,0 +1,170 @@
+"""The ingestion pipeline shared by every channel: inbound message in, outcome out.
+
+Stages: line endings -> MIME parse and limits -> sender authentication
+(DKIM, in a worker thread) -> registration -> the role's handler (code
+request, submission, state).  Refusals are audited in their own short
+transaction and raised for the adapter to map to its wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from gateway.audit.chain import append_event
+from gateway.errors import (
+    BareLineEnding,
+    MessageRefused,
+    MessageTooLarge,
+    SenderNotRegistered,
+)
+from gateway.ingest.mime import MimeLimits, ParsedMessage, parse_message
+from gateway.ingest.recipients import Recipient, Role
+from gateway.ingest.senderauth import SenderAuthenticator, SenderVerdict
+from gateway.model import Channel
+from gateway.storage.db import Database
+from gateway.storage.models import Registration
+from gateway.storage.repositories import RegistrationRepository
+
+log = logging.getLogger("gateway.ingest")
+Clock = Callable[[], datetime]
+T = TypeVar("T")
+
+# A CR not followed by LF, or an LF not preceded by CR: the stuff SMTP smuggling is made of.
+_BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message as an adapter received it."""
+
+    raw: bytes
+    mail_from: str
+    recipient: Recipient
+    channel: Channel
+    peer_ip: str
+    received_at: datetime
+    tls: dict[str, str] | None = None
+    credential_id: int | None = None
+    credential_address_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to an accepted message; adapters turn it into their reply."""
+
+    action: str
+    """code_requested | submitted | state_sent | sealed"""
+    reference: str | None = None
+    duplicate: bool = False
+
+
+@dataclass
+class Context:
+    """What the stages learnt about a message, handed to the role's handler."""
+
+    inbound: Inbound
+    parsed: ParsedMessage
+    verdict: SenderVerdict
+    registrations: list[Registration] = field(default_factory=list)
+
+    @property
+    def throttle_keys(self) -> list[str]:
+        return [f"addr:{self.verdict.from_address.key}", f"ip:{self.inbound.peer_ip}"]
+
+    def auth_results(self) -> dict[str, Any]:
+        results: dict[str, Any] = {"channel": self.inbound.channel.value, **self.verdict.as_dict()}
+        results["tls"] = self.inbound.tls
+        return results
+
+
+class RoleHandler(Protocol):
+    def __call__(self, ctx: Context) -> Outcome: ...
+
+
+class Pipeline:
+    """Orders the stages; knows no protocol."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        authenticator: SenderAuthenticator,
+        limits: MimeLimits,
+        max_message_bytes: int,
+        id_domain: str,
+        clock: Clock,
+        handlers: dict[Role, RoleHandler],
+    ) -> None:
+        self.db = db
+        self.authenticator = authenticator
+        self.limits = limits
+        self.max_message_bytes = max_message_bytes
+        self.id_domain = id_domain
+        self.clock = clock
+        self.handlers = handlers
+        self.stage_observer: Callable[[str, float], None] | None = None
+
+    async def ingest(self, inbound: Inbound) -> Outcome:
+        try:
+            return await self._ingest(inbound)
+        except MessageRefused as exc:
+            await asyncio.to_thread(self._audit_refusal, inbound, exc)
+            raise
+
+    async def _ingest(self, inbound: Inbound) -> Outcome:
+        if len(inbound.raw) > self.max_message_bytes:
+            raise MessageTooLarge("message exceeds fixed maximum message size")
+        if _BARE_EOL.search(inbound.raw):
+            raise BareLineEnding("bare CR or LF in message data")
+        parsed = await self._timed("parse", asyncio.to_thread(self._parse, inbound.raw))
+        verdict = await self._timed(
+            "dkim", asyncio.to_thread(self.authenticator.authenticate, inbound.raw)
+        )
+        ctx = Context(inbound, parsed, verdict)
+        handler = self.handlers[inbound.recipient.role]
+        return await self._timed("handle", asyncio.to_thread(self._handle, ctx, handler))
+
+    def _parse(self, raw: bytes) -> ParsedMessage:
+        return parse_message(raw, self.limits, id_domain=self.id_domain)
+
+    def _handle(self, ctx: Context, handler: RoleHandler) -> Outcome:
+        with self.db.transaction() as session:
+            ctx.registrations = list(
+                RegistrationRepository(session).active_for_address(ctx.verdict.from_address.key)
+            )
+            session.expunge_all()
+        if ctx.inbound.credential_address_key is not None:
+            if ctx.inbound.credential_address_key != ctx.verdict.from_address.key:
+                raise SenderNotRegistered("From: is not the authenticated address")
+        elif not ctx.registrations:
+            raise SenderNotRegistered("sender is not a registered address")
+        return handler(ctx)
+
+    async def _timed(self, stage: str, awaitable: Awaitable[T]) -> T:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            return await awaitable
+        finally:
+            if self.stage_observer is not None:
+                self.stage_observer(stage, loop.time() - started)
+
+    def _audit_refusal(self, inbound: Inbound, exc: MessageRefused) -> None:
+        try:
+            with self.db.transaction() as session:
+                append_event(
+                    session,
+                    self.clock(),
+                    "message.refused",
+                    actor=f"{inbound.channel.value}:{inbound.peer_ip}",
+                    subject=inbound.recipient.role.value,
+                    data={"reason": type(exc).__name__, "detail": exc.message},
+                )
+        except Exception:  # the refusal stands even if its audit line cannot be written
+            log.exception("could not audit a refusal")

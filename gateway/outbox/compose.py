@@ -1,0 +1,198 @@
+"""Builds outgoing messages: headers, text body, PGP/MIME signature (RFC 3156), DKIM signature."""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage, MIMEPart
+from uuid import uuid4
+
+import dkim
+
+from gateway.errors import ConfigError
+from gateway.model import Mailbox
+from gateway.outbox.templates import Templates
+from gateway.settings import Settings
+from gateway.storage.crypto import ReceiptSigner
+
+Clock = Callable[[], datetime]
+IdFactory = Callable[[], str]
+
+# CRLF line endings and folding at 78: the bytes we build, sign and send are the same.
+POLICY = email.policy.SMTP
+SIGNED_HEADERS = (
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"content-type",
+    b"mime-version",
+    b"auto-submitted",
+)
+PGP_KINDS = frozenset({"receipt"})
+
+
+def new_id() -> str:
+    return uuid4().hex
+
+
+def one_line(text: str) -> str:
+    """Fold CR, LF and other line breaks into spaces: header values never span lines."""
+    return " ".join(text.split())
+
+
+def _set_text(part: MIMEPart, body: str) -> None:
+    # Quoted-printable keeps every line short and 7-bit, so relays never re-encode
+    # (which would break both signatures) and no line ends in a space.
+    part.set_content(body, subtype="plain", charset="utf-8", cte="quoted-printable")
+
+
+class MailComposer:
+    """Turns a template and its values into the signed bytes the outbox will deliver.
+
+    `defaults` are values every template may use (addresses, gateway name);
+    values given to `compose` take precedence over them.  Messages of the
+    kinds in `pgp_kinds` are also OpenPGP-signed (PGP/MIME).
+    """
+
+    def __init__(
+        self,
+        domain: str,
+        from_name: str,
+        dkim_selector: str,
+        dkim_private_pem: bytes,
+        templates: Templates,
+        signer: ReceiptSigner | None,
+        clock: Clock,
+        id_factory: IdFactory = new_id,
+        *,
+        defaults: Mapping[str, str] | None = None,
+        pgp_kinds: frozenset[str] = PGP_KINDS,
+    ) -> None:
+        self._domain = domain
+        self._from = Address(display_name=one_line(from_name), addr_spec=f"noreply@{domain}")
+        self._selector = dkim_selector.encode("ascii")
+        self._dkim_key = dkim_private_pem
+        self._templates = templates
+        self._signer = signer
+        self._clock = clock
+        self._new_id = id_factory
+        self._pgp_kinds = pgp_kinds
+        self._defaults = {"domain": domain, "gateway_name": from_name, **(defaults or {})}
+        self._dkim_sign(b"From: probe@invalid\r\n\r\nprobe\r\n")  # a bad key fails now, not later
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, signer: ReceiptSigner | None, clock: Clock
+    ) -> MailComposer:
+        """The composer the gateway runs with: its DKIM key, templates and addresses."""
+        try:
+            private_pem = settings.dkim_key_file.read_bytes()
+        except OSError:
+            raise ConfigError(
+                f"DKIM key {settings.dkim_key_file} is unreadable (run `gateway init`)"
+            ) from None
+        defaults = {
+            "codes_address": settings.address("codes"),
+            "submit_address": settings.address("submit"),
+            "status_address": settings.address("status"),
+            "submit_local": settings.addresses.submit,
+        }
+        return cls(
+            settings.gateway.domain,
+            settings.gateway.name,
+            settings.dkim_selector,
+            private_pem,
+            Templates(settings.templates_dir),
+            signer,
+            clock,
+            defaults=defaults,
+        )
+
+    @property
+    def from_address(self) -> str:
+        """The envelope and header sender, `noreply@<domain>`."""
+        return self._from.addr_spec
+
+    def compose(self, kind: str, to: str, /, **values: str) -> bytes:
+        """Render template `kind` for `to` and return the DKIM-signed bytes to enqueue.
+
+        Kinds in `pgp_kinds` (receipts by default) become PGP/MIME multipart/signed.
+        """
+        recipient = str(Mailbox.parse(one_line(to)))
+        merged = {**self._defaults, **values}
+        if "code" in merged and "code_compact" not in merged:
+            merged["code_compact"] = merged["code"].replace("-", "")
+        subject, body = self._templates.render(kind, **merged)
+        headers = self._headers(recipient, one_line(subject))
+        if kind in self._pgp_kinds:
+            part = MIMEPart(policy=POLICY)
+            _set_text(part, body)
+            message = self._pgp_mime(headers, part)
+        else:
+            _set_text(headers, body)
+            message = headers.as_bytes()
+        return self._dkim_sign(message) + message
+
+    def _headers(self, recipient: str, subject: str) -> EmailMessage:
+        headers = EmailMessage(policy=POLICY)
+        headers["From"] = self._from
+        headers["To"] = recipient
+        headers["Subject"] = subject
+        headers["Date"] = email.utils.format_datetime(self._clock())
+        headers["Message-ID"] = f"<{self._new_id()}@{self._domain}>"
+        headers["Auto-Submitted"] = "auto-generated"
+        headers["MIME-Version"] = "1.0"
+        return headers
+
+    def _pgp_mime(self, headers: EmailMessage, part: MIMEPart) -> bytes:
+        """RFC 3156 multipart/signed, assembled byte by byte around the exact signed part."""
+        if self._signer is None:
+            raise ConfigError("this message must be OpenPGP-signed but no signing key is loaded")
+        signed = part.as_bytes(policy=POLICY)
+        signature = self._signer.sign_detached(signed)
+        boundary = f"=_signed_{self._new_id()}"
+        headers["Content-Type"] = (
+            f'multipart/signed; boundary="{boundary}"; micalg={self._signer.micalg}; '
+            'protocol="application/pgp-signature"'
+        )
+        head = b"".join(POLICY.fold_binary(name, value) for name, value in headers.items())
+        delimiter = f"--{boundary}".encode("ascii")
+        signature_part = (
+            b'Content-Type: application/pgp-signature; name="signature.asc"\r\n'
+            b"Content-Description: OpenPGP digital signature\r\n"
+            b'Content-Disposition: attachment; filename="signature.asc"\r\n\r\n'
+            + "\r\n".join(signature.strip().splitlines()).encode("ascii")
+        )
+        # The CRLF before each delimiter belongs to the delimiter, not to the
+        # signed part: the verifier sees exactly `signed`.
+        return b"".join(
+            [
+                head,
+                b"\r\nThis is an OpenPGP/MIME signed message (RFC 4880 and 3156).\r\n",
+                delimiter + b"\r\n" + signed,
+                b"\r\n" + delimiter + b"\r\n" + signature_part,
+                b"\r\n" + delimiter + b"--\r\n",
+            ]
+        )
+
+    def _dkim_sign(self, message: bytes) -> bytes:
+        try:
+            signature: bytes = dkim.sign(
+                message,
+                self._selector,
+                self._domain.encode("ascii"),
+                self._dkim_key,
+                canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=list(SIGNED_HEADERS),
+            )
+        except dkim.DKIMException:
+            raise ConfigError("the DKIM private key cannot sign") from None
+        return signature
+
+    def __repr__(self) -> str:
+        return f"MailComposer(domain={self._domain!r}, selector={self._selector.decode()!r})"

@@ -1,0 +1,48 @@
+"""The outbox table's producer side: enqueue a message in the caller's transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway.storage.models import Outbox
+
+PENDING = "pending"
+SENT = "sent"
+FAILED = "failed"
+KINDS = frozenset({"code", "receipt", "state", "rejection", "registration"})
+
+
+def enqueue(
+    session: Session,
+    *,
+    kind: str,
+    recipient: str,
+    message: bytes,
+    now: datetime,
+    related_reference: str | None = None,
+) -> Outbox:
+    """Add a pending row, due now; it commits (or not) with whatever caused it."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown outbox kind {kind!r}")
+    row = Outbox(
+        kind=kind,
+        recipient=" ".join(recipient.split()),
+        message=message,
+        status=PENDING,
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
+        related_reference=related_reference,
+    )
+    session.add(row)
+    session.flush()  # assigns the id, and surfaces a constraint error here, not at commit
+    return row
+
+
+def pending_count(session: Session) -> int:
+    """How many messages wait for delivery (a metrics gauge)."""
+    count = session.scalar(select(func.count()).select_from(Outbox).where(Outbox.status == PENDING))
+    return int(count or 0)

@@ -1,0 +1,115 @@
+"""`gateway serve`: start every listener and worker, stop them gracefully on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway.app import Services
+from gateway.ingest.pipeline import Outcome
+from gateway.otp.service import seal_expired
+from gateway.outbox.worker import OutboxWorker
+from gateway.settings import parse_hostport
+from gateway.smtp.server import GatewayHandler, SmtpLimits, SmtpListener, make_tls_context
+
+log = logging.getLogger("gateway.serve")
+SWEEP_INTERVAL = 60.0
+
+
+@dataclass
+class Running:
+    """What a started gateway exposes (tests read the real ports from here)."""
+
+    smtp_port: int
+    stop: asyncio.Event
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def smtp_limits(services: Services) -> SmtpLimits:
+    smtp, limits = services.settings.smtp, services.settings.limits
+    return SmtpLimits(
+        max_message_bytes=limits.max_message_bytes,
+        max_recipients=limits.max_recipients,
+        max_connections=smtp.max_connections,
+        max_connections_per_client=smtp.max_connections_per_client,
+        max_messages_per_client=smtp.max_messages_per_client,
+        client_window=smtp.client_window.total_seconds(),
+        max_commands=smtp.max_commands,
+        idle_timeout=smtp.idle_timeout.total_seconds(),
+        min_data_rate=smtp.min_data_rate,
+    )
+
+
+async def _sweep(services: Services, stop: asyncio.Event) -> None:
+    """Seal requests whose code expired (the daily check comes on top of this)."""
+
+    def seal() -> list[str]:
+        with services.db.transaction() as session:
+            return seal_expired(session, services.clock())
+
+    while not stop.is_set():
+        try:
+            sealed = await asyncio.to_thread(seal)
+            if sealed:
+                log.info("sealed expired requests", extra={"count": len(sealed)})
+        except Exception:
+            log.exception("sweeper failed; will retry")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=SWEEP_INTERVAL)
+
+
+async def run_gateway(
+    services: Services, on_ready: Callable[[Running], None] | None = None
+) -> None:
+    """Run until SIGTERM/SIGINT (or `Running.stop` is set), then shut down in order."""
+    settings = services.settings
+    await asyncio.to_thread(services.upgrade_database)
+    if not settings.auth.require_dkim:
+        log.warning("auth.require_dkim is FALSE: senders are NOT authenticated by DKIM")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Only the main thread can take signals; tests run the gateway in another one.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+
+    outbox = OutboxWorker(services.db, settings.relay, services.clock)
+    handler = GatewayHandler(
+        await asyncio.to_thread(lambda: services.pipeline),
+        services.recipients,
+        smtp_limits(services),
+        services.clock,
+    )
+    handler.on_outcome = _wake_outbox(outbox)
+    tls = None
+    if settings.smtp.tls_cert and settings.smtp.tls_key:
+        tls = make_tls_context(str(settings.smtp.tls_cert), str(settings.smtp.tls_key))
+    listener = SmtpListener(
+        handler, hostname=settings.smtp.hostname or settings.gateway.domain, tls_context=tls
+    )
+    host, port = parse_hostport(settings.smtp.listen)
+    running = Running(smtp_port=await listener.start(host, port), stop=stop)
+    running.tasks = [
+        asyncio.create_task(outbox.run(stop), name="outbox"),
+        asyncio.create_task(_sweep(services, stop), name="sweeper"),
+    ]
+    log.info("gateway listening", extra={"smtp": f"{host}:{running.smtp_port}", "tls": bool(tls)})
+    if on_ready is not None:
+        on_ready(running)
+    await stop.wait()
+    log.info("shutting down")
+    await listener.stop(settings.smtp.shutdown_grace.total_seconds())
+    await asyncio.gather(*running.tasks, return_exceptions=True)
+    services.close()
+    log.info("stopped")
+
+
+def _wake_outbox(outbox: OutboxWorker) -> Callable[[Outcome], None]:
+    def wake(outcome: Outcome) -> None:
+        outbox.wake()
+
+    return wake

@@ -1,0 +1,152 @@
+"""Templates: packaged French defaults, operator overrides, strict placeholders."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.outbox.templates import (
+    DocumentLine,
+    SubmissionLine,
+    Templates,
+    format_documents,
+    format_size,
+    format_submissions,
+    format_utc,
+)
+
+COMMON = {
+    "domain": "greffe.example",
+    "gateway_name": "Passerelle du greffe",
+    "codes_address": "codes@greffe.example",
+    "submit_address": "depot@greffe.example",
+    "status_address": "etat@greffe.example",
+    "submit_local": "depot",
+}
+VALUES = {
+    "code": {
+        "court": "TJ-PARIS", "measure": "12/345", "kind": "requête",
+        "reference": "TJ-PARIS-2026-000001", "code": "7K3QD-M2X9A",
+        "code_compact": "7K3QDM2X9A", "expires_at": "27/11/2026 à 14:05:00 UTC",
+    },
+    "receipt": {
+        "court": "TJ-PARIS", "measure": "12/345", "request_reference": "TJ-PARIS-2026-000001",
+        "submission_reference": "TJ-PARIS-2026-000001/1", "received_at": "25/11/2026",
+        "documents": "    1. compte.pdf", "message_sha256": "ab" * 32,
+    },
+    "state": {"reference": "TJ-PARIS-2026-000001", "status": "ouverte", "submissions": "    -"},
+    "rejection": {"reference": "TJ-PARIS-2026-000001", "reason": "pièce illisible"},
+    "registration": {"court": "TJ-PARIS", "measure": "12/345"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(VALUES))
+def test_templates_defaults_render_every_value(name: str, tmp_path: Path) -> None:
+    subject, body = Templates(tmp_path).render(name, **COMMON, **VALUES[name])
+
+    assert subject and "$" not in subject + body
+    for value in VALUES[name].values():
+        assert value in subject + body
+    assert body.endswith("\n") and not body.startswith("\n")
+
+
+def test_templates_code_explains_both_ways_to_send(tmp_path: Path) -> None:
+    _subject, body = Templates(tmp_path).render("code", **COMMON, **VALUES["code"])
+
+    assert "depot@greffe.example" in body
+    assert "[7K3QD-M2X9A]" in body
+    assert "depot+7K3QDM2X9A@greffe.example" in body
+
+
+@pytest.mark.parametrize("name", sorted(VALUES))
+def test_templates_missing_value_is_an_error(name: str, tmp_path: Path) -> None:
+    values = {**COMMON, **VALUES[name]}
+    values.pop(next(iter(VALUES[name])))
+
+    with pytest.raises(KeyError):
+        Templates(tmp_path).render(name, **values)
+
+
+def test_templates_override_dir_wins(tmp_path: Path) -> None:
+    (tmp_path / "rejection.txt").write_text(
+        "Subject: Rejet $reference\n\nMotif : $reason\n", encoding="utf-8"
+    )
+
+    subject, body = Templates(tmp_path).render("rejection", reference="R-1", reason="hors délai")
+
+    assert (subject, body) == ("Rejet R-1", "Motif : hors délai\n")
+
+
+def test_templates_override_only_replaces_its_own_file(tmp_path: Path) -> None:
+    (tmp_path / "rejection.txt").write_text("Subject: x\n\ny\n", encoding="utf-8")
+
+    subject, _body = Templates(tmp_path).render("registration", **COMMON, court="C", measure="M")
+
+    assert "M" in subject and "(C)" in subject
+
+
+@pytest.mark.parametrize(
+    "text", ["Objet: x\n\ny\n", "Subject: x\ny\n", "Subject: x\n"], ids=["prefix", "blank", "short"]
+)
+def test_templates_malformed_override_names_the_file(tmp_path: Path, text: str) -> None:
+    (tmp_path / "state.txt").write_text(text, encoding="utf-8")
+
+    with pytest.raises(ConfigError, match=r"state\.txt"):
+        Templates(tmp_path).render("state", reference="R", status="s", submissions="-")
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "nope", "Code", ""])
+def test_templates_unknown_or_unsafe_name_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(KeyError):
+        Templates(tmp_path).render(name)
+
+
+def test_templates_crlf_override_reads_like_lf(tmp_path: Path) -> None:
+    (tmp_path / "rejection.txt").write_bytes(b"Subject: Rejet $reference\r\n\r\nA\r\nB\r\n")
+
+    assert Templates(tmp_path).render("rejection", reference="R", reason="-") == (
+        "Rejet R", "A\nB\n"
+    )
+
+
+def test_format_documents_lists_name_size_and_hash() -> None:
+    block = format_documents([DocumentLine("compte 2025.pdf", 1234567, "ab" * 32)])
+
+    assert "1. compte 2025.pdf" in block
+    assert "1\u00a0234\u00a0567 octets" in block
+    assert "SHA-256 : " + "ab" * 32 in block
+
+
+def test_format_documents_filename_cannot_add_lines() -> None:
+    block = format_documents([DocumentLine("a.pdf\nSHA-256 : faux", 1, "cd" * 32)])
+
+    assert block.count("\n") == 2
+
+
+def test_format_documents_empty_says_so() -> None:
+    assert "aucun document" in format_documents([])
+
+
+def test_format_submissions_lists_each_submission() -> None:
+    moment = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
+    block = format_submissions(
+        [SubmissionLine("R/1", moment, [DocumentLine("a.pdf", 10, "ef" * 32)])]
+    )
+
+    assert "R/1, reçu le 25/11/2026 à 09:30:00 UTC" in block
+    assert "a.pdf" in block
+
+
+def test_format_utc_converts_to_utc() -> None:
+    from datetime import timedelta, timezone
+
+    paris = timezone(timedelta(hours=1))
+
+    assert format_utc(datetime(2026, 11, 25, 10, 0, tzinfo=paris)) == "25/11/2026 à 09:00:00 UTC"
+
+
+def test_format_size_singular() -> None:
+    assert format_size(1) == "1 octet"
