@@ -27,7 +27,7 @@ def test_unknown_recipient_and_relay_refused(world: World) -> None:
 def test_code_request_mails_the_registered_address_only(world: World) -> None:
     code = world.request_code("compte")
     assert len(code) == 11
-    mail_from, rcpts, raw = world.sink.messages[-1]
+    _mail_from, rcpts, raw = world.sink.messages[-1]
     assert rcpts == [GUARDIAN]
     assert b"DKIM-Signature:" in raw
     with world.gw.services.db.transaction() as session:
@@ -98,7 +98,9 @@ def test_dns_timeout_is_temporary(world: World) -> None:
 
 def test_submission_accepted_and_numbered(world: World) -> None:
     code = world.request_code()
-    raw1 = world.gw.message(subject=f"Requête [{code}]", attachments=[("a.pdf", "application/pdf", PDF)])
+    raw1 = world.gw.message(
+        subject=f"Requête [{code}]", attachments=[("a.pdf", "application/pdf", PDF)]
+    )
     assert world.gw.send(raw1) == (250, f"2.0.0 Accepted {COURT}-{_year(world)}-000001/1")
     raw2 = world.gw.message(subject="suite", attachments=[("b.pdf", "application/pdf", PDF)])
     compact = code.replace("-", "").lower()
