@@ -187,9 +187,9 @@ class OutboxWorker:
             ).all()
             claimed = []
             for row in rows:
-                row.lease_until = lease_until
                 if row.message is None:  # cannot happen for a pending row; never send nothing
                     continue
+                row.lease_until = lease_until
                 claimed.append(Claimed(row.id, row.kind, row.recipient, row.message, lease_until))
         return claimed
 

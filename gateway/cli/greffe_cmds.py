@@ -1,0 +1,82 @@
+"""Commands for the greffe: requests and submissions, and the decrypting export."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from gateway.cli.context import CliContext, pass_cli, print_rows
+from gateway.greffe import Exporter, list_requests, list_submissions
+from gateway.model import RequestStatus
+from gateway.storage.crypto import GpgKeyring
+
+
+@click.group()
+def requests() -> None:
+    """Requests (requêtes) and their status."""
+
+
+@requests.command("list")
+@click.option("--court", default=None, help="Only this court.")
+@click.option("--status", type=click.Choice([s.value for s in RequestStatus]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_cli
+def requests_list(ctx: CliContext, court: str | None, status: str | None, as_json: bool) -> None:
+    """List requests."""
+    rows = list_requests(ctx.services.db, court, status)
+    print_rows(rows, ["reference", "court", "measure", "kind", "status", "submissions"], as_json)
+
+
+@click.group()
+def submissions() -> None:
+    """Accepted messages."""
+
+
+@submissions.command("list")
+@click.option("--court", default=None, help="Only this court.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_cli
+def submissions_list(ctx: CliContext, court: str | None, as_json: bool) -> None:
+    """List submissions."""
+    rows = list_submissions(ctx.services.db, court)
+    print_rows(rows, ["reference", "court", "channel", "received_at", "size", "documents"], as_json)
+
+
+@submissions.command("export")
+@click.argument("reference")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write (new or empty).",
+)
+@click.option(
+    "--gnupghome",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="GnuPG home holding the court's private key (default: $GNUPGHOME, ~/.gnupg).",
+)
+@pass_cli
+def submissions_export(ctx: CliContext, reference: str, out: Path, gnupghome: Path | None) -> None:
+    """Decrypt a request or a submission: manifest.json, message.eml and the documents.
+
+    Every SHA-256 is checked against the manifest and the database first;
+    nothing is written if one does not match.
+    """
+    home = gnupghome or Path(os.environ.get("GNUPGHOME", Path.home() / ".gnupg"))
+    with GpgKeyring(home) as keyring:
+        exporter = Exporter(ctx.services.db, ctx.services.blobs, keyring)
+        if sys.stderr.isatty():
+            with click.progressbar(length=0, label="decrypting", file=sys.stderr) as bar:
+                files = exporter.export(reference, out, bar.update)
+        else:
+            files = exporter.export(reference, out)
+    click.echo(f"{len(files)} files written to {out}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(requests)
+    cli.add_command(submissions)
