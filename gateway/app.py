@@ -18,6 +18,7 @@ from gateway.ingest.recipients import RecipientPolicy, Role
 from gateway.ingest.senderauth import SenderAuthenticator
 from gateway.ingest.status import StatusReporter
 from gateway.ingest.submit import SubmissionStore
+from gateway.metrics import Metrics
 from gateway.otp.codes import CodeHasher
 from gateway.otp.service import CodePolicy, CodeService
 from gateway.outbox.compose import MailComposer
@@ -53,6 +54,10 @@ class Services:
     def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
         self.settings = settings
         self.clock = clock
+
+    @functools.cached_property
+    def metrics(self) -> Metrics:
+        return Metrics()
 
     @functools.cached_property
     def db(self) -> Database:
@@ -135,6 +140,7 @@ class Services:
             ),
             disk_reserve=limits.disk_reserve_bytes,
             clock=self.clock,
+            observe=self.metrics.observe_stage,
         )
 
     def role_handlers(self) -> dict[Role, RoleHandler]:
@@ -160,6 +166,7 @@ class Services:
             id_domain=self.settings.gateway.domain,
             clock=self.clock,
             handlers=self.role_handlers(),
+            observe=self.metrics.observe_stage,
         )
 
     def upgrade_database(self) -> None:

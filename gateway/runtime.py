@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import os
+import shutil
 import signal
+import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gateway.app import Services
+from gateway.imap.watch import run_pullers
 from gateway.ingest.pipeline import Outcome
+from gateway.metrics import MetricsServer, multiprocess_registry
 from gateway.otp.service import seal_expired
 from gateway.outbox.worker import OutboxWorker
 from gateway.settings import parse_hostport
@@ -26,6 +34,7 @@ class Running:
 
     smtp_port: int
     stop: asyncio.Event
+    http_port: int | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -63,11 +72,19 @@ async def _sweep(services: Services, stop: asyncio.Event) -> None:
 
 
 async def run_gateway(
-    services: Services, on_ready: Callable[[Running], None] | None = None
+    services: Services,
+    on_ready: Callable[[Running], None] | None = None,
+    *,
+    reuse_port: bool = False,
+    serve_http: bool = True,
 ) -> None:
     """Run until SIGTERM/SIGINT (or `Running.stop` is set), then shut down in order."""
     settings = services.settings
     await asyncio.to_thread(services.upgrade_database)
+    metrics_server = None
+    if serve_http:
+        http_host, http_port = parse_hostport(settings.http.listen)
+        metrics_server = MetricsServer(http_host, http_port, services.metrics.registry)
     if not settings.auth.require_dkim:
         log.warning("auth.require_dkim is FALSE: senders are NOT authenticated by DKIM")
     stop = asyncio.Event()
@@ -85,6 +102,7 @@ async def run_gateway(
         services.clock,
     )
     handler.on_outcome = _wake_outbox(outbox)
+    handler.count_message = services.metrics.count_message
     tls = None
     if settings.smtp.tls_cert and settings.smtp.tls_key:
         tls = make_tls_context(str(settings.smtp.tls_cert), str(settings.smtp.tls_key))
@@ -92,10 +110,15 @@ async def run_gateway(
         handler, hostname=settings.smtp.hostname or settings.gateway.domain, tls_context=tls
     )
     host, port = parse_hostport(settings.smtp.listen)
-    running = Running(smtp_port=await listener.start(host, port), stop=stop)
+    running = Running(
+        smtp_port=await listener.start(host, port, reuse_port=reuse_port),
+        stop=stop,
+        http_port=metrics_server.port if metrics_server else None,
+    )
     running.tasks = [
         asyncio.create_task(outbox.run(stop), name="outbox"),
         asyncio.create_task(_sweep(services, stop), name="sweeper"),
+        asyncio.create_task(run_pullers(services, stop), name="imap"),
     ]
     log.info("gateway listening", extra={"smtp": f"{host}:{running.smtp_port}", "tls": bool(tls)})
     if on_ready is not None:
@@ -104,6 +127,8 @@ async def run_gateway(
     log.info("shutting down")
     await listener.stop(settings.smtp.shutdown_grace.total_seconds())
     await asyncio.gather(*running.tasks, return_exceptions=True)
+    if metrics_server is not None:
+        metrics_server.close()
     services.close()
     log.info("stopped")
 
@@ -113,3 +138,50 @@ def _wake_outbox(outbox: OutboxWorker) -> Callable[[Outcome], None]:
         outbox.wake()
 
     return wake
+
+
+def _worker_main(config_path: str) -> None:
+    """One worker process of `serve --workers N` (spawned: a fresh interpreter)."""
+    from gateway.logs import setup_logging
+    from gateway.settings import load_settings
+
+    settings = load_settings(Path(config_path))
+    setup_logging(settings.logging.level, settings.logging.json_lines)
+    asyncio.run(run_gateway(Services(settings), reuse_port=True, serve_http=False))
+
+
+def run_workers(services: Services, workers: int) -> None:
+    """N processes share the SMTP socket (SO_REUSEPORT) and the database; the parent serves
+    /metrics for all of them."""
+    settings = services.settings
+    assert settings.config_path is not None
+    metrics_dir = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    services.upgrade_database()
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_worker_main, args=(str(settings.config_path),), name=f"worker-{i}")
+        for i in range(workers)
+    ]
+    for child in children:
+        child.start()
+    http_host, http_port = parse_hostport(settings.http.listen)
+    metrics_server = MetricsServer(http_host, http_port, multiprocess_registry())
+    stopping = threading.Event()
+
+    def forward(signum: int, _frame: object) -> None:
+        stopping.set()
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log.info("started workers", extra={"workers": workers})
+    while not stopping.is_set() and all(child.is_alive() for child in children):
+        stopping.wait(0.5)
+    forward(signal.SIGTERM, None)
+    for child in children:
+        child.join(timeout=settings.smtp.shutdown_grace.total_seconds() + 10)
+    metrics_server.close()
+    shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -43,17 +43,27 @@ def db_upgrade(ctx: CliContext) -> None:
 
 
 @click.command()
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes sharing the SMTP port (SO_REUSEPORT) and the database.",
+)
 @pass_cli
-def serve(ctx: CliContext) -> None:
-    """Run SMTP, the outbox and the background workers until SIGTERM."""
+def serve(ctx: CliContext, workers: int) -> None:
+    """Run SMTP, metrics, the outbox and the background workers until SIGTERM."""
     import asyncio
 
     from gateway.logs import setup_logging
-    from gateway.runtime import run_gateway
+    from gateway.runtime import run_gateway, run_workers
 
     settings = ctx.settings
     setup_logging(settings.logging.level, settings.logging.json_lines)
-    asyncio.run(run_gateway(ctx.services))
+    if workers == 1:
+        asyncio.run(run_gateway(ctx.services))
+    else:
+        run_workers(ctx.services, workers)
 
 
 @click.group()
@@ -74,8 +84,29 @@ def audit_verify(ctx: CliContext) -> None:
     click.echo(f"audit chain intact: {report.events} events")
 
 
+@click.command()
+@pass_cli
+def check(ctx: CliContext) -> None:
+    """Daily consistency check: blobs vs rows, audit chain, stuck requests; exit 1 on a fault."""
+    import sys
+
+    from gateway.audit.check import run_check
+
+    services = ctx.services
+    findings = run_check(services.db, services.blobs, services.clock())
+    for problem in findings.problems:
+        click.echo(f"problem: {problem}", err=True)
+    for name, count in sorted(findings.counts.items()):
+        click.echo(f"{name}: {count}")
+    if not findings.ok:
+        click.echo(f"gateway: check found {len(findings.problems)} problem(s)", err=True)
+        sys.exit(1)
+    click.echo("check passed")
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(init)
     cli.add_command(db)
     cli.add_command(serve)
+    cli.add_command(check)
     cli.add_command(audit)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from gateway.audit.chain import append_event
 from gateway.errors import (
@@ -26,6 +26,7 @@ from gateway.errors import (
 from gateway.ingest.mime import MimeLimits, ParsedMessage, parse_message
 from gateway.ingest.recipients import Recipient, Role
 from gateway.ingest.senderauth import SenderAuthenticator, SenderVerdict
+from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Channel
 from gateway.storage.db import Database
 from gateway.storage.models import Registration
@@ -33,7 +34,6 @@ from gateway.storage.repositories import RegistrationRepository
 
 log = logging.getLogger("gateway.ingest")
 Clock = Callable[[], datetime]
-T = TypeVar("T")
 
 # A CR not followed by LF, or an LF not preceded by CR: the stuff SMTP smuggling is made of.
 _BARE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
@@ -100,6 +100,7 @@ class Pipeline:
         id_domain: str,
         clock: Clock,
         handlers: dict[Role, RoleHandler],
+        observe: Observe = no_observe,
     ) -> None:
         self.db = db
         self.authenticator = authenticator
@@ -108,7 +109,7 @@ class Pipeline:
         self.id_domain = id_domain
         self.clock = clock
         self.handlers = handlers
-        self.stage_observer: Callable[[str, float], None] | None = None
+        self.observe = observe
 
     async def ingest(self, inbound: Inbound) -> Outcome:
         try:
@@ -122,13 +123,13 @@ class Pipeline:
             raise MessageTooLarge("message exceeds fixed maximum message size")
         if _BARE_EOL.search(inbound.raw):
             raise BareLineEnding("bare CR or LF in message data")
-        parsed = await self._timed("parse", asyncio.to_thread(self._parse, inbound.raw))
-        verdict = await self._timed(
-            "dkim", asyncio.to_thread(self.authenticator.authenticate, inbound.raw)
-        )
+        with timed(self.observe, "parse"):
+            parsed = await asyncio.to_thread(self._parse, inbound.raw)
+        with timed(self.observe, "dkim"):
+            verdict = await asyncio.to_thread(self.authenticator.authenticate, inbound.raw)
         ctx = Context(inbound, parsed, verdict)
         handler = self.handlers[inbound.recipient.role]
-        return await self._timed("handle", asyncio.to_thread(self._handle, ctx, handler))
+        return await asyncio.to_thread(self._handle, ctx, handler)
 
     def _parse(self, raw: bytes) -> ParsedMessage:
         return parse_message(raw, self.limits, id_domain=self.id_domain)
@@ -145,15 +146,6 @@ class Pipeline:
         elif not ctx.registrations:
             raise SenderNotRegistered("sender is not a registered address")
         return handler(ctx)
-
-    async def _timed(self, stage: str, awaitable: Awaitable[T]) -> T:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            return await awaitable
-        finally:
-            if self.stage_observer is not None:
-                self.stage_observer(stage, loop.time() - started)
 
     def _audit_refusal(self, inbound: Inbound, exc: MessageRefused) -> None:
         try:

@@ -192,7 +192,11 @@ class SenderAuthenticator:
         for sig in signatures:
             if sig.verified and sig.domain and is_aligned(sender.domain, sig.domain):
                 return SenderVerdict(
-                    sender, "pass", sig.domain, sig.selector, aligned=True,
+                    sender,
+                    "pass",
+                    sig.domain,
+                    sig.selector,
+                    aligned=True,
                     reason=f"DKIM signature from d={sig.domain} verifies and is aligned",
                 )
         if any(sig.temporary_failure for sig in signatures):
@@ -216,22 +220,38 @@ class SenderAuthenticator:
         if aligned:
             best = aligned[0]
             return SenderVerdict(
-                sender, "pass", best.domain, best.selector, aligned=True,
+                sender,
+                "pass",
+                best.domain,
+                best.selector,
+                aligned=True,
                 reason=f"DKIM signature from d={best.domain} verifies and is aligned",
             )
         if verified:
             best = verified[0]
             return SenderVerdict(
-                sender, "pass", best.domain, best.selector, aligned=False,
+                sender,
+                "pass",
+                best.domain,
+                best.selector,
+                aligned=False,
                 reason=f"DKIM signature from d={best.domain} verifies but is not aligned",
             )
         first = signatures[0]
         if any(sig.temporary_failure for sig in signatures):
             return SenderVerdict(
-                sender, "skipped", first.domain, first.selector, aligned=False,
+                sender,
+                "skipped",
+                first.domain,
+                first.selector,
+                aligned=False,
                 reason="DKIM not evaluated: DNS lookup failed temporarily",
             )
         return SenderVerdict(
-            sender, "fail", first.domain, first.selector, aligned=False,
+            sender,
+            "fail",
+            first.domain,
+            first.selector,
+            aligned=False,
             reason="DKIM signature does not verify",
         )

@@ -26,6 +26,7 @@ from gateway.errors import (
 from gateway.ingest.documents import CheckedDocument, DocumentPolicy, check_documents
 from gateway.ingest.manifest import encode, submission_manifest
 from gateway.ingest.pipeline import Context, Outcome
+from gateway.metrics import Observe, no_observe, timed
 from gateway.otp.codes import find_code_in_subject, normalise_code
 from gateway.otp.service import CodeService
 from gateway.outbox.compose import MailComposer
@@ -86,6 +87,7 @@ class SubmissionStore:
         policy: DocumentPolicy,
         disk_reserve: int,
         clock: Clock,
+        observe: Observe = no_observe,
     ) -> None:
         self.db = db
         self.codes = codes
@@ -94,6 +96,7 @@ class SubmissionStore:
         self.policy = policy
         self.disk_reserve = disk_reserve
         self.clock = clock
+        self.observe = observe
         self.encryptors = CourtEncryptors()
 
     # -- the role handler -------------------------------------------------
@@ -103,20 +106,23 @@ class SubmissionStore:
         existing = self._find_duplicate(mid_sha256, raw_sha256)
         if existing:
             return Outcome("submitted", existing, duplicate=True)
-        code, request, court = self.verify_code(ctx)
-        documents = check_documents(
-            self.policy,
-            [(a.filename, a.declared_type, a.content) for a in ctx.parsed.attachments],
-        )
+        with timed(self.observe, "code"):
+            code, request, court = self.verify_code(ctx)
+        with timed(self.observe, "documents"):
+            documents = check_documents(
+                self.policy,
+                [(a.filename, a.declared_type, a.content) for a in ctx.parsed.attachments],
+            )
         if self.blobs.free_bytes() < self.disk_reserve + 2 * len(ctx.inbound.raw):
             raise DiskFull("insufficient system storage")
         with self.db.transaction() as session:
             encryptor = self.encryptors.for_court(session, court.id)
         written = self._write_payload(ctx, encryptor, documents)
         try:
-            return self._commit(
-                ctx, code, request, court, documents, written, encryptor, mid_sha256, raw_sha256
-            )
+            with timed(self.observe, "commit"):
+                return self._commit(
+                    ctx, code, request, court, documents, written, encryptor, mid_sha256, raw_sha256
+                )
         except IntegrityError:
             # The same message committed meanwhile (a client retry racing us).
             self._discard(written)
@@ -186,9 +192,11 @@ class SubmissionStore:
         return written
 
     def _write(self, encryptor: Encryptor, kind: str, data: bytes) -> StoredBlob:
-        sealed = encryptor.encrypt(data)
+        with timed(self.observe, "encrypt"):
+            sealed = encryptor.encrypt(data)
         key = self.blobs.new_key(kind, self.clock())
-        digest = self.blobs.write(key, sealed)
+        with timed(self.observe, "blob_write"):
+            digest = self.blobs.write(key, sealed)
         return StoredBlob(key, kind, digest, len(sealed))
 
     def _discard(self, written: Sequence[StoredBlob]) -> None:

@@ -90,12 +90,15 @@ class CodeService:
 
     # -- issuing ----------------------------------------------------------
     def recent_issues(self, session: Session, registration_id: int, now: datetime) -> int:
-        return session.scalar(
-            select(func.count(Code.id)).where(
-                Code.registration_id == registration_id,
-                Code.issued_at > now - timedelta(days=1),
+        return (
+            session.scalar(
+                select(func.count(Code.id)).where(
+                    Code.registration_id == registration_id,
+                    Code.issued_at > now - timedelta(days=1),
+                )
             )
-        ) or 0
+            or 0
+        )
 
     def issue(
         self,

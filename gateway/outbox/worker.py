@@ -264,5 +264,8 @@ class OutboxWorker:
         row.next_attempt_at = now + retry_delay(row.attempts, self._relay.max_backoff)
         log.info(
             "outbox %s (%s): %s, retry at %s",
-            row.id, row.kind, outcome.detail, row.next_attempt_at.isoformat(),
+            row.id,
+            row.kind,
+            outcome.detail,
+            row.next_attempt_at.isoformat(),
         )

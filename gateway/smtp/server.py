@@ -15,7 +15,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.errors import GatewayError, UnknownRecipient
+from gateway.errors import GatewayError, MessageRefused, UnknownRecipient
 from gateway.ingest.pipeline import Inbound, Outcome, Pipeline
 from gateway.ingest.recipients import Recipient, RecipientPolicy
 from gateway.model import Channel
@@ -147,6 +147,7 @@ class GatewayHandler:
         self.in_flight = 0
         self.accepting = True
         self.on_outcome: Callable[[Outcome], None] | None = None
+        self.count_message: Callable[[str], None] = lambda outcome: None
 
     def busy(self) -> bool:
         """A DATA is being processed, or a session is between MAIL and the end of DATA."""
@@ -227,11 +228,14 @@ class GatewayHandler:
         try:
             outcome = await self.pipeline.ingest(inbound)
         except GatewayError as exc:
+            self.count_message("refused" if isinstance(exc, MessageRefused) else "tempfail")
             return replies.reply_for(exc)
         except Exception:
             ref = uuid.uuid4().hex[:12]
             log.exception("internal error in DATA", extra={"correlation_id": ref})
+            self.count_message("error")
             return replies.R451_INTERNAL.format(ref=ref)
+        self.count_message("duplicate" if outcome.duplicate else "accepted")
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         if outcome.reference and outcome.action == "submitted":
@@ -313,6 +317,9 @@ class SmtpListener:
         while self.handler.busy() and loop.time() < deadline:
             await asyncio.sleep(0.05)
         if self.handler.busy():
-            log.warning("shutdown grace period over with transactions in flight")
+            log.warning(
+                "shutdown grace period over with transactions in flight",
+                extra={"in_flight": self.handler.in_flight, "sessions": len(self.handler.sessions)},
+            )
         for session in list(self.handler.sessions):
             session.close_for_shutdown()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import email
 import hashlib
 import json
+import os
 import socket
+import time
 from datetime import timedelta
 from email.policy import default as default_policy
 from pathlib import Path
@@ -278,3 +280,42 @@ def test_greffe_export_round_trip_and_tamper(
         with pytest.raises(IntegrityFailure):
             exporter.export(reference, tmp_path / "again")
     assert not (tmp_path / "again").exists()
+
+
+def test_requests_seal_themselves_when_the_code_expires(world: World) -> None:
+    from gateway.otp.service import seal_expired
+
+    world.request_code()
+    with world.gw.services.db.transaction() as session:
+        assert seal_expired(session, world.gw.clock()) == []
+    later = world.gw.clock() + timedelta(hours=48, seconds=1)
+    with world.gw.services.db.transaction() as session:
+        sealed = seal_expired(session, later)
+    assert sealed == [f"{COURT}-{world.gw.clock().year}-000001"]
+    with world.gw.services.db.transaction() as session:
+        assert session.scalars(select(Request.status)).one() == "sealed"
+
+
+def test_check_passes_then_names_orphans_and_tampering(world: World) -> None:
+    from gateway.audit.check import run_check
+
+    code = world.request_code()
+    assert submit(world, code)[0] == 250
+    services = world.gw.services
+    assert run_check(services.db, services.blobs, world.gw.clock()).ok
+    # A crash between blob write and commit leaves a named blob with no row.
+    key = services.blobs.new_key("raw", world.gw.clock())
+    services.blobs.write(key, b"sealed bytes")
+    old = time.time() - 7200
+    os.utime(services.blobs.root / key, (old, old))
+    findings = run_check(services.db, services.blobs, world.gw.clock())
+    assert [p for p in findings.problems if "orphan" in p] == [
+        f"orphan blob {key}: no database row (interrupted write?)"
+    ]
+    (services.blobs.root / key).unlink()
+    with services.db.transaction() as session:
+        doc_blob = session.scalars(select(Document.blob)).one()
+    path = services.blobs.root / doc_blob
+    path.write_bytes(path.read_bytes() + b"\0")
+    findings = run_check(services.db, services.blobs, world.gw.clock())
+    assert findings.problems == [f"blob {doc_blob} does not match its recorded SHA-256"]

@@ -1,0 +1,85 @@
+"""`python -m bench [--quick]`: run every section, write bench/results/<date>[-quick].{md,json}."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.report import judge, render
+from bench.suite import Bench, make_plan
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _output(*args: str) -> str:
+    try:
+        proc = subprocess.run(args, capture_output=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return proc.stdout.decode(errors="replace").strip() or "?"
+
+
+def environment() -> dict[str, str]:
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "memory": _output("sh", "-c", "free -m | awk '/Mem:/ {print $2 \" MB\"}'"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postfix": _output("postconf", "-dh", "mail_version"),
+        "postgresql": _output("/usr/lib/postgresql/15/bin/postgres", "--version"),
+        "commit": _output("git", "rev-parse", "--short", "HEAD")
+        + (" (+ uncommitted changes)" if _output("git", "status", "--porcelain") != "?" else ""),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="small counts, no 25 MB point, no 10^6 scale point (~3 minutes)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    root.chmod(0o755)  # Postfix and PostgreSQL run as their own users below it
+    started = time.monotonic()
+    try:
+        results = Bench(make_plan(args.quick), root).run()
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    now = datetime.now(UTC)
+    data: dict[str, Any] = {
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": args.quick,
+        "command": "make bench" if not args.quick else ".venv/bin/python -m bench --quick",
+        "environment": environment(),
+        "duration_s": round(time.monotonic() - started, 1),
+        **asdict(results),
+    }
+    data["targets"] = judge(data)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = now.strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    (args.out / f"{stem}.md").write_text(render(data))
+    print(f"wrote {args.out / stem}.md and .json in {data['duration_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The results file: targets judged from the run's own ratios, tables in Markdown, raw JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.stats import fmt, ratio
+
+Row = dict[str, Any]
+STAGE_ORDER = ("parse", "dkim", "code", "documents", "encrypt", "blob_write", "commit", "handle")
+
+
+def find(points: list[Row], target: str, size: str, sessions: int) -> Row | None:
+    for point in points:
+        if (point["target"], point["size_label"], point["sessions"]) == (target, size, sessions):
+            result: Row = point["result"]
+            return result
+    return None
+
+
+def _rate(points: list[Row], target: str, size: str, sessions: int) -> float | None:
+    found = find(points, target, size, sessions)
+    return None if found is None else found.get("msgs_per_s")
+
+
+def judge(results: Row) -> list[Row]:
+    """Each target of issue 7: measured value, threshold, verdict (None when not measured)."""
+    points, sections = results["points"], results["sections"]
+    out: list[Row] = []
+
+    def add(name: str, value: float | None, threshold: float, higher_is_better: bool) -> None:
+        verdict = None if value is None else (
+            value >= threshold if higher_is_better else value < threshold)
+        out.append({"target": name, "value": value, "threshold": threshold, "pass": verdict})
+
+    for size in ("100KB", "5KB"):
+        add(f"gateway (1 process) / aiosmtpd discard, {size}, 20 sessions",
+            ratio(_rate(points, "gateway-sqlite", size, 20),
+                  _rate(points, "aiosmtpd-discard", size, 20)), 0.5, True)
+    add("gateway --workers 2 / Postfix durable, 100KB, 20 sessions",
+        ratio(_rate(points, "gateway-sqlite-w2", "100KB", 20),
+              _rate(points, "postfix", "100KB", 20)), 0.5, True)
+    half = find(points, "gateway-sqlite@half", "100KB", 20)
+    add("p99 accept latency at half the maximum rate (ms)",
+        None if half is None else half.get("p99_ms"), 250, False)
+    big = find(points, "gateway-sqlite", "25MB", 4)
+    add("25 MB x 4 at once: peak RSS above idle (MB)",
+        None if big is None else big["peak_rss_mb"] - big["idle_rss_mb"], 4 * 25 * 4, False)
+    imap = sections.get("imap") or {}
+    add("IMAP pull-and-strip / plain imaplib fetch", imap.get("ratio"), 0.8, True)
+    cases = sections.get("scale") or []
+    value = None
+    if len(cases) >= 2:
+        value = ratio(cases[-1]["point"].get("msgs_per_s"), cases[0]["point"].get("msgs_per_s"))
+    label = "largest store" if not cases else f"{cases[-1]['submissions']:,} stored"
+    add(f"accept rate, {label} / 1,000 stored", value, 0.9, True)
+    return out
+
+
+def _points_table(points: list[Row]) -> list[str]:
+    lines = [
+        "| server | size | sessions | msgs ok | msg/s | p50 ms | p95 ms | p99 ms "
+        "| server CPU ms/msg | DB CPU ms/msg | idle RSS MB | peak RSS MB | client CPU ms/msg "
+        "| not 250 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for point in points:
+        res = point["result"]
+        bad = {k: v for k, v in res.get("replies", {}).items() if k != "250"}
+        lines.append(
+            f"| {point['target']} | {point['size_label']} | {point['sessions']} | {res['ok']} "
+            f"| {fmt(res.get('msgs_per_s'))} | {fmt(res.get('p50_ms'))} "
+            f"| {fmt(res.get('p95_ms'))} | {fmt(res.get('p99_ms'))} "
+            f"| {fmt(res.get('server_cpu_ms_per_msg'))} | {fmt(res.get('db_cpu_ms_per_msg'))} "
+            f"| {fmt(res.get('idle_rss_mb'))} | {fmt(res.get('peak_rss_mb'))} "
+            f"| {fmt(res.get('client_cpu_ms_per_msg'), 2)} | {bad or ''} |"
+        )
+    return lines
+
+
+def _ratio_table(points: list[Row]) -> list[str]:
+    lines = ["| size | sessions | gateway msg/s | discard msg/s | Postfix msg/s "
+             "| gateway/discard | gateway/Postfix | gateway-pg/Postfix |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for point in points:
+        if point["target"] != "gateway-sqlite":
+            continue
+        size, sessions = point["size_label"], point["sessions"]
+        gw = point["result"].get("msgs_per_s")
+        dis = _rate(points, "aiosmtpd-discard", size, sessions)
+        pfx = _rate(points, "postfix", size, sessions)
+        pg = _rate(points, "gateway-pg", size, sessions)
+        lines.append(f"| {size} | {sessions} | {fmt(gw)} | {fmt(dis)} | {fmt(pfx)} "
+                     f"| {fmt(ratio(gw, dis), 2)} | {fmt(ratio(gw, pfx), 2)} "
+                     f"| {fmt(ratio(pg, pfx), 2)} |")
+    return lines
+
+
+def _stage_table(points: list[Row]) -> list[str]:
+    with_stages = [p for p in points if p["result"].get("stages")]
+    if not with_stages:
+        return ["No `gateway_stage_seconds` histogram on /metrics: stage timing not available."]
+    stages = [s for s in STAGE_ORDER if any(s in p["result"]["stages"] for p in with_stages)]
+    stages += sorted({s for p in with_stages for s in p["result"]["stages"]} - set(stages))
+    lines = ["| server | size | sessions | " + " | ".join(stages) + " |",
+             "|---|---|---:|" + "---:|" * len(stages)]
+    for point in with_stages:
+        res = point["result"]
+        cells = []
+        for stage in stages:
+            found = res["stages"].get(stage)
+            # Per message: a stage run several times per message (3 blobs) counts in full.
+            cells.append("-" if not found or not res["ok"] else
+                         fmt(found["mean_ms"] * found["count"] / res["ok"], 2))
+        lines.append(f"| {point['target']} | {point['size_label']} | {point['sessions']} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
+def _scale_lines(cases: list[Row]) -> list[str]:
+    if not cases:
+        return ["Not run."]
+    lines = ["| registrations | stored submissions | rows inserted | insert s | msg/s (5KB, 20) "
+             "| p99 ms | code stage ms/msg | direct code lookup µs (mean / p99) |",
+             "|---:|---:|---|---:|---:|---:|---:|---|"]
+    for case in cases:
+        res = case["point"]
+        code = (res.get("stages") or {}).get("code")
+        lookup = case["direct_lookup"]
+        lines.append(
+            f"| {case['registrations']:,} | {case['submissions']:,} | {case['rows']} "
+            f"| {case['insert_s']} | {fmt(res.get('msgs_per_s'))} | {fmt(res.get('p99_ms'))} "
+            f"| {fmt(code['mean_ms'] if code else None, 2)} "
+            f"| {lookup['mean_us']} / {lookup['p99_us']} |")
+    return lines
+
+
+def render(results: Row) -> str:
+    env, sections = results["environment"], results["sections"]
+    targets = judge(results)
+    lines = [f"# Benchmark {results['date']} ({'quick' if results['quick'] else 'full'})", "",
+             f"Reproduce: `{results['command']}` (from the repository root; as root).", "",
+             "## Machine", ""]
+    lines += [f"- {key}: {value}" for key, value in env.items()]
+    lines += ["- Client, server, DNS and relay sink share the machine's cores: the client runs "
+              "in its own process; its CPU per message is in the table.", "",
+              "## Targets (ratios within this run)", "",
+              "| target | measured | threshold | verdict |", "|---|---:|---:|---|"]
+    for item in targets:
+        verdict = {None: "not measured", True: "PASS", False: "FAIL"}[item["pass"]]
+        lines.append(f"| {item['target']} | {fmt(item['value'], 2)} | {item['threshold']} "
+                     f"| {verdict} |")
+    lines += ["", "## SMTP accept: gateway against aiosmtpd discard and Postfix", ""]
+    lines += _ratio_table(results["points"])
+    lines += ["", "## Every point", "", *_points_table(results["points"])]
+    lines += ["", "## Where the time goes (ms per message, from /metrics deltas)", "",
+              "Under concurrency a stage's time includes waiting for a worker thread "
+              "and the GIL.", ""]
+    lines += _stage_table(results["points"])
+    lines += ["", "## Scale (SQLite, synthetic rows under a court of their own)", ""]
+    lines += _scale_lines(sections.get("scale") or [])
+    imap = sections.get("imap") or {"skipped": "not run"}
+    lines += ["", "## IMAP pull-and-strip", ""]
+    if "skipped" in imap:
+        lines.append(f"Skipped: {imap['skipped']}")
+    else:
+        lines.append(f"{imap['messages']} messages of 100 KB: plain imaplib fetch "
+                     f"{imap['plain_msgs_per_s']} msg/s, `gateway imap pull --once` "
+                     f"{imap['pull_msgs_per_s']} msg/s, ratio {imap['ratio']}.")
+    lines += ["", "## Notes", ""] + [f"- {note}" for note in results["notes"]]
+    lines.append(f"- Section durations (s): {sections.get('durations_s')}")
+    return "\n".join(lines) + "\n"

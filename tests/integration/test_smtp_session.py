@@ -1,0 +1,245 @@
+"""SMTP session behaviour: STARTTLS, limits, the log line, metrics, the CLI, graceful shutdown."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway.storage.models import Outbox
+from tests.fixtures.dnsserver import DnsServer
+from tests.fixtures.gatewayserver import COURT, DOMAIN, GUARDIAN, MEASURE, GatewayFactory, World
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+def test_starttls_offered_and_tls12_minimum(
+    gateway_factory: GatewayFactory, tls_files: tuple[Path, Path]
+) -> None:
+    cert, key = tls_files
+    gw = gateway_factory({"GATEWAY__SMTP__TLS_CERT": str(cert), "GATEWAY__SMTP__TLS_KEY": str(key)})
+    with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as client:
+        client.ehlo("client.test")
+        assert client.has_extn("starttls")
+        assert client.has_extn("size") and client.esmtp_features["size"] == "26214400"
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)):
+            client.starttls(context=context)
+    with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as client:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        client.starttls(context=context)
+        assert client.sock.version() in ("TLSv1.2", "TLSv1.3")  # type: ignore[union-attr]
+        assert client.ehlo()[0] == 250
+
+
+def test_too_many_connections_per_client_421(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory({"GATEWAY__SMTP__MAX_CONNECTIONS_PER_CLIENT": "2"})
+    first = smtplib.SMTP("127.0.0.1", gw.port, timeout=10)
+    second = smtplib.SMTP("127.0.0.1", gw.port, timeout=10)
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as third:
+            assert third.recv(200).startswith(b"421 4.7.0")
+    finally:
+        first.quit()
+        second.quit()
+    with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as again:
+        assert again.noop()[0] == 250
+
+
+def test_too_many_messages_per_client_450(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory({"GATEWAY__SMTP__MAX_MESSAGES_PER_CLIENT": "2"})
+    with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as client:
+        client.ehlo("client.test")
+        for _ in range(2):
+            assert client.mail(GUARDIAN)[0] == 250
+            client.rset()
+        code, text = client.mail(GUARDIAN)
+        assert (code, text[:5]) == (450, b"4.7.1")
+
+
+def test_too_many_recipients_452(world: World) -> None:
+    with smtplib.SMTP("127.0.0.1", world.gw.port, timeout=10) as client:
+        client.ehlo("client.test")
+        client.mail(GUARDIAN)
+        replies = [client.rcpt(f"depot+{i}@{DOMAIN}")[0] for i in range(12)]
+    assert replies[:1] == [250]
+    assert 452 in replies
+
+
+def test_one_line_per_transaction_logged(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.smtp")
+    raw = world.gw.message(subject="x", sign_domain=None)
+    world.gw.send(raw)
+    records = [r for r in caplog.records if r.getMessage() == "smtp transaction"]
+    assert len(records) == 1
+    record = records[0]
+    assert record.reply.startswith("550 5.7.1")  # type: ignore[attr-defined]
+    assert record.peer == "127.0.0.1"  # type: ignore[attr-defined]
+    assert record.size == len(raw)  # type: ignore[attr-defined]
+    assert record.duration_ms >= 0  # type: ignore[attr-defined]
+
+
+def test_metrics_endpoint_counts_stages(world: World) -> None:
+    code = world.request_code()
+    raw = world.gw.message(
+        subject=f"[{code}]", attachments=[("a.pdf", "application/pdf", b"%PDF-1.4\n%%EOF\n")]
+    )
+    assert world.gw.send(raw)[0] == 250
+    port = world.gw.running.http_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for stage in ("parse", "dkim", "code", "documents", "encrypt", "blob_write", "commit"):
+        assert f'gateway_stage_seconds_count{{stage="{stage}"}}' in text, stage
+    assert 'gateway_messages_total{outcome="accepted"} 2.0' in text  # codes@ and depot@
+
+
+def test_cli_codes_request_prints_nothing_secret(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli.main import main
+
+    config = str(world.gw.services.settings.config_path)
+    before = len(world.sink.messages)
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "--config",
+                config,
+                "codes",
+                "request",
+                "--court",
+                COURT,
+                "--measure",
+                MEASURE,
+                "--address",
+                GUARDIAN,
+                "--kind",
+                "compte",
+            ]
+        )
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "mailed" in out and "-" not in out.split("mailed")[0]
+    mail = world.sink.wait_for(before + 1, timeout=20)[-1]
+    assert mail[1] == [GUARDIAN]
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "--config",
+                config,
+                "codes",
+                "request",
+                "--court",
+                COURT,
+                "--measure",
+                "nope",
+                "--address",
+                GUARDIAN,
+            ]
+        )
+    assert info.value.code == 1
+    assert "no active registration" in capsys.readouterr().err
+    with world.gw.services.db.transaction() as session:
+        assert (session.scalar(select(func.count(Outbox.id))) or 0) >= 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("gateway serve did not listen")
+
+
+def test_sigterm_finishes_transaction_in_flight(
+    gateway_config: Path, dns_server: DnsServer
+) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "GATEWAY__SMTP__LISTEN": f"127.0.0.1:{port}",
+        "GATEWAY__HTTP__LISTEN": "127.0.0.1:0",
+        "GATEWAY__DNS__NAMESERVERS": json.dumps([dns_server.address]),
+        "GATEWAY__LOGGING__JSON": "true",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--config", str(gateway_config), "serve"],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, process)
+        client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        client.ehlo("client.test")
+        client.mail(GUARDIAN)
+        assert client.rcpt(f"depot@{DOMAIN}")[0] == 250
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(OSError):  # no longer accepting
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        code, _ = client.data(b"From: " + GUARDIAN.encode() + b"\r\nSubject: x\r\n\r\nhello\r\n")
+        assert code == 550  # the pipeline's own answer (unsigned), not a 421
+        client.close()
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert any(line["msg"] == "smtp transaction" for line in lines)
+    assert lines[-1]["msg"] == "stopped"

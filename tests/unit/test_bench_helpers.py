@@ -1,0 +1,79 @@
+"""The bench harness's pure helpers: percentiles, /proc parsing, Prometheus deltas, SMTP framing."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.client import PLACEHOLDER, dot_stuff, unique_id
+from bench.metrics import counter_delta, parse_prometheus, stage_means
+from bench.procstat import CLOCK_TICKS, parse_stat_cpu, parse_status_kb
+from bench.stats import latency_summary, percentile, ratio
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [4.0, 1.0, 3.0, 2.0]
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 100) == 4.0
+    assert percentile(values, 50) == pytest.approx(2.5)
+    assert percentile(list(range(101)), 99) == pytest.approx(99.0)
+
+
+def test_percentile_of_nothing_is_none_and_range_is_checked() -> None:
+    assert percentile([], 50) is None
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_latency_summary_reports_milliseconds() -> None:
+    summary = latency_summary([0.001] * 98 + [0.5, 1.0])
+    assert summary["p50_ms"] == 1.0
+    assert summary["max_ms"] == 1000.0
+    assert summary["p99_ms"] is not None and 500 <= summary["p99_ms"] <= 1000
+
+
+def test_ratio_is_none_without_both_figures() -> None:
+    assert ratio(5.0, 10.0) == 0.5
+    assert ratio(None, 10.0) is None
+    assert ratio(5.0, 0.0) is None
+
+
+def test_stat_line_with_spaces_in_the_name() -> None:
+    fields = ["S"] + ["0"] * 10 + [str(3 * CLOCK_TICKS), str(CLOCK_TICKS)] + ["0"] * 30
+    line = "1234 (python -m x) " + " ".join(fields)
+    assert parse_stat_cpu(line) == pytest.approx(4.0)
+
+
+def test_status_field_in_kb() -> None:
+    text = "Name:\tpython\nVmHWM:\t  20480 kB\nVmRSS:\t  10240 kB\n"
+    assert parse_status_kb(text, "VmHWM") == 20480
+    assert parse_status_kb(text, "VmSwap") is None
+
+
+def test_stage_means_are_computed_from_the_growth_between_scrapes() -> None:
+    before = parse_prometheus(
+        '# HELP x\ngateway_stage_seconds_sum{stage="dkim"} 1.0\n'
+        'gateway_stage_seconds_count{stage="dkim"} 10\n'
+        'gateway_messages_total{outcome="accepted"} 10\n'
+    )
+    after = parse_prometheus(
+        'gateway_stage_seconds_sum{stage="dkim"} 3.0\n'
+        'gateway_stage_seconds_count{stage="dkim"} 20\n'
+        'gateway_stage_seconds_sum{stage="commit"} 0.5\n'
+        'gateway_stage_seconds_count{stage="commit"} 10\n'
+        'gateway_messages_total{outcome="accepted"} 25\n'
+    )
+    assert stage_means(before, after) == {
+        "dkim": {"count": 10, "mean_ms": 200.0},
+        "commit": {"count": 10, "mean_ms": 50.0},
+    }
+    assert counter_delta(before, after, "gateway_messages", "outcome") == {"accepted": 15.0}
+
+
+def test_dot_stuffing_and_end_marker() -> None:
+    assert dot_stuff(b".a\r\nb\r\n.c") == b"..a\r\nb\r\n..c\r\n.\r\n"
+
+
+def test_unique_ids_keep_the_placeholder_length() -> None:
+    first, second = unique_id("run", 1), unique_id("run", 2)
+    assert len(first) == len(second) == len(PLACEHOLDER)
+    assert first != second
