@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from gateway.audit.chain import append_event
 from gateway.errors import (
     BareLineEnding,
+    DocumentRefused,
     MessageRefused,
     MessageTooLarge,
     SenderNotRegistered,
@@ -156,7 +157,15 @@ class Pipeline:
                     "message.refused",
                     actor=f"{inbound.channel.value}:{inbound.peer_ip}",
                     subject=inbound.recipient.role.value,
-                    data={"reason": type(exc).__name__, "detail": exc.message},
+                    data=_refusal_data(exc),
                 )
         except Exception:  # the refusal stands even if its audit line cannot be written
             log.exception("could not audit a refusal")
+
+
+def _refusal_data(exc: MessageRefused) -> dict[str, Any]:
+    """What the audit keeps of a refusal: never a sender's filename (DocumentRefused names one)."""
+    data: dict[str, Any] = {"reason": type(exc).__name__}
+    if not isinstance(exc, DocumentRefused):
+        data["detail"] = exc.message
+    return data

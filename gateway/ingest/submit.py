@@ -25,6 +25,7 @@ from gateway.errors import (
 )
 from gateway.ingest.documents import CheckedDocument, DocumentPolicy, check_documents
 from gateway.ingest.manifest import encode, submission_manifest
+from gateway.ingest.mime import Attachment, ParsedMessage
 from gateway.ingest.pipeline import Context, Outcome
 from gateway.metrics import Observe, no_observe, timed
 from gateway.otp.codes import find_code_in_subject, normalise_code
@@ -70,6 +71,17 @@ class CourtEncryptors:
             return encryptor
 
 
+# Signature parts of multipart/signed mail (PGP/MIME, S/MIME) are not filings: they stay
+# in the stored raw message but are neither documents nor refused as unknown types.
+SIGNATURE_TYPES = frozenset(
+    {"application/pgp-signature", "application/pkcs7-signature", "application/x-pkcs7-signature"}
+)
+
+
+def filing_attachments(parsed: ParsedMessage) -> list[Attachment]:
+    return [a for a in parsed.attachments if a.declared_type not in SIGNATURE_TYPES]
+
+
 def message_id_hash(message_id: str) -> str:
     return hashlib.sha256(message_id.strip().lower().encode("utf-8", "replace")).hexdigest()
 
@@ -108,16 +120,16 @@ class SubmissionStore:
             return Outcome("submitted", existing, duplicate=True)
         with timed(self.observe, "code"):
             code, request, court = self.verify_code(ctx)
+        attachments = filing_attachments(ctx.parsed)
         with timed(self.observe, "documents"):
             documents = check_documents(
-                self.policy,
-                [(a.filename, a.declared_type, a.content) for a in ctx.parsed.attachments],
+                self.policy, [(a.filename, a.declared_type, a.content) for a in attachments]
             )
         if self.blobs.free_bytes() < self.disk_reserve + 2 * len(ctx.inbound.raw):
             raise DiskFull("insufficient system storage")
         with self.db.transaction() as session:
             encryptor = self.encryptors.for_court(session, court.id)
-        written = self._write_payload(ctx, encryptor, documents)
+        written = self._write_payload(ctx.inbound.raw, encryptor, documents, attachments)
         try:
             with timed(self.observe, "commit"):
                 return self._commit(
@@ -178,12 +190,16 @@ class SubmissionStore:
 
     # -- storage ----------------------------------------------------------
     def _write_payload(
-        self, ctx: Context, encryptor: Encryptor, documents: Sequence[CheckedDocument]
+        self,
+        raw: bytes,
+        encryptor: Encryptor,
+        documents: Sequence[CheckedDocument],
+        attachments: Sequence[Attachment],
     ) -> list[StoredBlob]:
         written: list[StoredBlob] = []
         try:
-            written.append(self._write(encryptor, "raw", ctx.inbound.raw))
-            for document, attachment in zip(documents, ctx.parsed.attachments, strict=True):
+            written.append(self._write(encryptor, "raw", raw))
+            for document, attachment in zip(documents, attachments, strict=True):
                 written.append(self._write(encryptor, "doc", attachment.content))
                 assert document.size == len(attachment.content)
         except BaseException:

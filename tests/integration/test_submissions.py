@@ -319,3 +319,37 @@ def test_check_passes_then_names_orphans_and_tampering(world: World) -> None:
     path.write_bytes(path.read_bytes() + b"\0")
     findings = run_check(services.db, services.blobs, world.gw.clock())
     assert findings.problems == [f"blob {doc_blob} does not match its recorded SHA-256"]
+
+
+def test_pgp_signed_mail_signature_part_is_not_a_document(world: World) -> None:
+    from email.message import EmailMessage
+
+    from tests.fixtures.dkimkeys import sign
+
+    code = world.request_code()
+    inner = EmailMessage()
+    inner.set_content("Ci-joint le compte.\n")
+    inner.add_attachment(PDF, maintype="application", subtype="pdf", filename="compte.pdf")
+    outer = EmailMessage()
+    outer["From"] = GUARDIAN
+    outer["To"] = f"depot@{DOMAIN}"
+    outer["Subject"] = f"[{code}]"
+    outer["Message-ID"] = "<signed-1@exemple.fr>"
+    outer.make_mixed()
+    outer.set_type("multipart/signed")
+    outer.set_param("protocol", "application/pgp-signature")
+    outer.attach(inner)
+    signature = EmailMessage()
+    signature.set_content(
+        b"-----BEGIN PGP SIGNATURE-----\n\nxx\n-----END PGP SIGNATURE-----\n",
+        maintype="application",
+        subtype="pgp-signature",
+    )
+    outer.attach(signature)
+    raw = outer.as_bytes(policy=outer.policy.clone(linesep="\r\n"))
+    key = world.gw.publish_key("exemple.fr")
+    raw = sign(raw, b"s1", b"exemple.fr", key.private_pem)
+    status, reply = world.gw.send(raw)
+    assert status == 250, reply
+    with world.gw.services.db.transaction() as session:
+        assert [d.detected_type for d in session.scalars(select(Document))] == ["application/pdf"]
