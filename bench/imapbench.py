@@ -59,8 +59,8 @@ def run(gateway: GatewayInstance, template: Path, count: int) -> dict[str, Any]:
     baseline, pulled = Dovecot(), Dovecot()
     try:
         for server in (baseline, pulled):
-            server.write_maildir(messages)
             server.start()
+            server.write_maildir(messages)  # Dovecot indexes them at the first SELECT
         plain_n, plain_s = plain_fetch(baseline)
         with gateway.config.open("a") as handle:
             handle.write(_mailbox_config(pulled))

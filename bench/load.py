@@ -104,6 +104,7 @@ def measure(
     if pid:
         with RssSampler(pid) as sampler:
             raw = run_client(spec)
+        load_cpu = procstat.tree_cpu(pid) - (cpu0 or 0.0)
     else:
         raw = run_client(spec)
     settled = target.settle(raw["ok"]) if target.settle else {}
@@ -121,6 +122,7 @@ def measure(
     res["client_cpu_ms_per_msg"] = _per_msg(raw["client_cpu_s"], raw["ok"])
     if pid and cpu0 is not None:
         res["server_cpu_ms_per_msg"] = _per_msg(procstat.tree_cpu(pid) - cpu0, raw["ok"])
+        res["server_cpu_load_ms_per_msg"] = _per_msg(load_cpu, raw["ok"])
         res["window_s"] = round(time.perf_counter() - wall0, 2)
         if target.aux_pid and aux0 is not None:
             aux = procstat.tree_cpu(target.aux_pid) - aux0

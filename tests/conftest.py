@@ -10,7 +10,7 @@ import pytest
 
 from gateway.cli.main import main
 from tests.fixtures.dnsserver import dns_server  # noqa: F401
-from tests.fixtures.dovecot import dovecot  # noqa: F401
+from tests.fixtures.dovecot import dovecot, dovecot_tls, imap_cert  # noqa: F401
 from tests.fixtures.gatewayserver import gateway_factory, world  # noqa: F401
 from tests.fixtures.gpgkeys import court_key, second_court_key  # noqa: F401
 from tests.fixtures.postgres import PostgresCluster, postgres_cluster  # noqa: F401

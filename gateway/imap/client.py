@@ -147,6 +147,11 @@ class ImapClient:
             if response.result != "OK":
                 raise ImapUnavailable(f"imap {mailbox.name}: login refused")
             await imap.protocol.capability()  # the list grows after login
+        except (TimeoutError, OSError, aioimaplib.AioImapException) as exc:  # TLS errors too
+            await client.close()
+            raise ImapUnavailable(
+                f"imap {mailbox.name}: cannot connect ({type(exc).__name__})"
+            ) from exc
         except BaseException:
             await client.close()
             raise
@@ -267,8 +272,8 @@ class ImapClient:
     async def close(self) -> None:
         """Log out politely when possible; never raises."""
         try:
-            if self._imap.get_state() in ("AUTH", "SELECTED", "NONAUTH"):
-                await asyncio.wait_for(self._imap.logout(), 10)
+            if self._imap.get_state() in ("AUTH", "SELECTED"):  # logged in: say goodbye
+                await asyncio.wait_for(self._imap.logout(), 5)
         except Exception:  # the connection is going away either way
             log.debug("imap logout failed", exc_info=True)
         transport = getattr(self._imap.protocol, "transport", None)

@@ -98,7 +98,7 @@ class PassSummary:
 
 @dataclass(frozen=True)
 class PullerDeps:
-    """The gateway services a puller uses (built by `watch.puller_for`)."""
+    """The gateway services a puller uses (built by `watch.runner_for`)."""
 
     pipeline: Pipeline
     recipients: RecipientPolicy

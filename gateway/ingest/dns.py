@@ -67,8 +67,9 @@ class TxtResolver:
             self._resolver.timeout = timeout
             self._resolver.lifetime = timeout
             self._resolver.use_edns(0, 0, _EDNS_PAYLOAD)
-            # Never cache: a key just published or revoked must be seen.
-            self._resolver.cache = None
+            # Answers are cached for their own TTL, as any MTA's resolver would:
+            # one lookup per sender domain and TTL instead of one per message.
+            self._resolver.cache = dns.resolver.LRUCache(max_size=10_000)
 
     @property
     def timeout(self) -> float:

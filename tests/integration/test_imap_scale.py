@@ -1,4 +1,4 @@
-"""IMAP pull at scale and under contention: a 1,000-message mailbox, two pullers on one PostgreSQL."""
+"""IMAP pull at scale and under contention: 1,000 messages, two pullers on one PostgreSQL."""
 
 from __future__ import annotations
 
