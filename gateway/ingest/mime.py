@@ -27,7 +27,6 @@ Design (measured, see tests/unit/test_mime_*.py):
 from __future__ import annotations
 
 import binascii
-import codecs
 import itertools
 import re
 import uuid
@@ -35,10 +34,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
-from email.utils import getaddresses, parsedate_to_datetime, unquote
-from html import unescape
+from email.utils import getaddresses, parsedate_to_datetime
 
 from gateway.errors import MalformedMessage
+from gateway.ingest.mimetext import (
+    decode_8bit,
+    decode_text,
+    decode_words,
+    html_to_text,
+    param_text,
+)
 
 _Fields = list[tuple[str, str]]  # (lower-case name, unfolded value decoded to text)
 
@@ -78,29 +83,8 @@ class ParsedMessage:
 _FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
 _MBOX_FROM_RE = re.compile(rb"From (?![ \t]*:)")
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
-_WORD = r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?="
-_WORD_RE = re.compile(_WORD)
-_WORD_RUN_RE = re.compile(rf"{_WORD}(?:\s+{_WORD})*")
-_SPECIALS = frozenset('()<>[]:;@\\,."')
-# Codecs that are not mail charsets: slow (punycode is quadratic) or not byte decoders.
-_NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape", "undefined"})
-_ASCII_NAMES = frozenset({"ascii", "us-ascii", "ansi_x3.4-1968", "646"})
 _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 _SEPARATOR = "---------- Attached message ----------"
-# HTML rendering; each pattern stops at the end of input or at the next "<", so
-# unclosed constructs cannot make it quadratic.  An unclosed <head> ends at <body>.
-_HTML_COMMENT_RE = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
-_HTML_HIDDEN_RE = re.compile(
-    r"<(script|style|title|template)\b.*?(?:</\1\s*>|\Z)|<head\b.*?(?:</head\s*>|(?=<body\b)|\Z)",
-    re.S | re.I,
-)
-_HTML_BLOCK_TAG_RE = re.compile(  # alternatives grouped by first letter: fails fast
-    r"</?(?:a(?:ddress|rticle|side)|b(?:lockquote|r)|d(?:[dlt]|iv)|f(?:ooter|orm)|h(?:[1-6r]|eader)"
-    r"|li|main|nav|ol|p(?:re)?|section|t(?:[dhr]|able)|ul)\b[^<>]*>",
-    re.I,
-)
-_HTML_OTHER_TAG_RE = re.compile(r"<[!/?a-zA-Z][^<>]*>")
-_TEXT_BLANK_LINES_RE = re.compile(r"\n{3,}")
 
 
 def parse_message(
@@ -116,7 +100,7 @@ def parse_message(
     # An mbox "From " line may precede the header (files, some IMAP exports).
     start = raw.find(b"\n") + 1 if _MBOX_FROM_RE.match(raw) else 0
     fields, body_start = walker.head(raw, start, len(raw))
-    froms = [_decode_words(v, phrase=True) for v in _values(fields, "from") if v.strip()]
+    froms = [decode_words(v, phrase=True) for v in _values(fields, "from") if v.strip()]
     if not froms:
         raise MalformedMessage("no From: header")
     body = _Body()
@@ -128,7 +112,7 @@ def parse_message(
         from_header=", ".join(froms),
         to=_addresses(fields, "to"),
         cc=_addresses(fields, "cc"),
-        subject=_fold(_decode_words(_first(fields, "subject") or "")),
+        subject=_fold(decode_words(_first(fields, "subject") or "")),
         date=_parse_date(_first(fields, "date")),
         text_body=body.render(),
         attachments=walker.attachments,
@@ -145,7 +129,7 @@ class _Body:
     attached: list[str] = field(default_factory=list)
 
     def render(self) -> str:
-        own = "\n".join(self.plain) if self.plain else "\n\n".join(map(_html_to_text, self.html))
+        own = "\n".join(self.plain) if self.plain else "\n\n".join(map(html_to_text, self.html))
         return "\n\n".join(x for x in [own.strip("\n"), *self.attached] if x)
 
 
@@ -186,7 +170,7 @@ def _filename(params: Message) -> str | None:
     for name, header in (("filename", "content-disposition"), ("name", "content-type")):
         value = params.get_param(name, header=header)
         if value is not None:
-            return _param_text(value).strip() or None
+            return param_text(value).strip() or None
     return None
 
 
@@ -279,7 +263,7 @@ class _Walker:
         inner = _Body()
         self.content(buf, fields, body_start, end, depth, inner)
         summary = [
-            f"{label}: {_fold(_decode_words(value))}"
+            f"{label}: {_fold(decode_words(value))}"
             for label in ("From", "Date", "Subject")
             if (value := _first(fields, label.lower())) is not None
         ]
@@ -289,7 +273,7 @@ class _Walker:
         if info.is_attachment:
             self.attachments.append(Attachment(info.filename, info.ctype, payload))
             return
-        text = _decode_text(payload, info.charset)
+        text = decode_text(payload, info.charset)
         (body.plain if info.ctype == "text/plain" else body.html).append(text)
 
 
@@ -324,7 +308,7 @@ def _parse_fields(lines: list[bytes]) -> _Fields:
         name, sep, value = line.partition(b":")
         if sep:  # anything else (an mbox "From " line, garbage) is not a field
             raw_fields.append((name.strip().lower(), value.strip()))
-    return [(n.decode("ascii", "replace"), _decode_8bit(v)) for n, v in raw_fields]
+    return [(n.decode("ascii", "replace"), decode_8bit(v)) for n, v in raw_fields]
 
 
 def _split_multipart(
@@ -376,89 +360,6 @@ def _decode_base64(chunk: bytes, number: int) -> bytes:
         raise MalformedMessage(bad) from None
 
 
-def _codec(charset: str | None) -> str | None:
-    """Return a usable Python codec name for a declared charset, or None."""
-    if not charset:
-        return None
-    name = charset.strip().strip('"').lower()
-    if name in _ASCII_NAMES:
-        return None  # 8-bit text labelled us-ascii is common; guess instead
-    try:
-        codec = codecs.lookup(name).name
-    except (LookupError, ValueError):
-        return None
-    return None if codec in _NOT_CHARSETS else codec
-
-
-def _decode_bytes(data: bytes, charset: str | None) -> str:
-    codec = _codec(charset)
-    if codec is not None:
-        try:
-            return data.decode(codec, "replace")
-        except (LookupError, UnicodeError, ValueError):
-            pass
-    return _decode_8bit(data)
-
-
-def _decode_8bit(data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
-def _decode_text(payload: bytes, charset: str | None) -> str:
-    return _decode_bytes(payload, charset).replace("\r\n", "\n")
-
-
-def _word_bytes(match: re.Match[str]) -> tuple[str, bytes] | None:
-    charset, encoding, text = match.group(1, 2, 3)
-    data = text.encode("utf-8")
-    try:
-        if encoding in "qQ":
-            return charset.split("*")[0], binascii.a2b_qp(data, header=True)
-        return charset.split("*")[0], binascii.a2b_base64(
-            data + b"=" * (-len(data) % 4), strict_mode=True
-        )
-    except binascii.Error:
-        return None
-
-
-def _decode_run(run: str) -> str:
-    """Decode adjacent encoded words; bytes of one charset are joined before decoding."""
-    pieces: list[tuple[str, bytes]] = []
-    for match in _WORD_RE.finditer(run):
-        decoded = _word_bytes(match)
-        if decoded is None:
-            return run
-        if pieces and pieces[-1][0].lower() == decoded[0].lower():
-            pieces[-1] = (decoded[0], pieces[-1][1] + decoded[1])
-        else:
-            pieces.append(decoded)
-    return "".join(_decode_bytes(data, charset) for charset, data in pieces)
-
-
-def _decode_words(value: str, *, phrase: bool = False) -> str:
-    """Decode RFC 2047 encoded words; in a phrase, quote text holding address specials."""
-
-    def replace(match: re.Match[str]) -> str:
-        text = _decode_run(match.group(0))
-        if not phrase or not _SPECIALS.intersection(text):
-            return text
-        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-        inside_quotes = value.count('"', 0, match.start()) % 2 == 1
-        return escaped if inside_quotes else f'"{escaped}"'
-
-    return _WORD_RUN_RE.sub(replace, value) if "=?" in value else value
-
-
-def _param_text(value: str | tuple[str | None, str | None, str]) -> str:
-    if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded text as Latin-1)
-        charset, _language, text = value
-        return _decode_bytes(text.encode("raw-unicode-escape"), charset)
-    return _decode_words(unquote(value.strip().strip('"')))
-
-
 def _values(fields: _Fields, name: str) -> list[str]:
     return [value for key, value in fields if key == name]
 
@@ -495,12 +396,3 @@ def _parse_date(value: str | None) -> datetime | None:
     if parsed.tzinfo is None:  # "-0000": zone unknown, read as UTC (RFC 5322 3.3)
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
-
-
-def _html_to_text(html: str) -> str:
-    """Render HTML as plain text in a few linear passes (HTMLParser manages ~1 MB/s)."""
-    text = _HTML_HIDDEN_RE.sub(" ", _HTML_COMMENT_RE.sub(" ", html.replace("\0", "")))
-    # Block elements become NUL marks, so that one split() can fold all the source's whitespace.
-    text = unescape(_HTML_OTHER_TAG_RE.sub("", _HTML_BLOCK_TAG_RE.sub("\0", text)))
-    text = " ".join(text.split()).replace(" \0", "\0").replace("\0 ", "\0")
-    return _TEXT_BLANK_LINES_RE.sub("\n\n", text.replace("\0", "\n")).strip()
