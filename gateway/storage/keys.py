@@ -52,8 +52,14 @@ def inspect_public_key(data: bytes, *, now: datetime | None = None) -> PublicKey
     expires_at = cert.expiration
     if expires_at is not None and expires_at <= moment:
         raise KeyRefused(f"key {fingerprint} expired on {expires_at.date().isoformat()}")
-    if not (_has_live_encryption_key(packets, moment) and _encrypts(cert)):
+    probe = _encrypts(cert)
+    if not (_has_live_encryption_key(packets, moment) and probe is not None):
         raise KeyRefused(f"key {fingerprint} cannot encrypt (no valid encryption subkey)")
+    if not _gnupg_readable(probe):
+        raise KeyRefused(
+            f"key {fingerprint} asks for RFC 9580 encryption (SEIPD v2), which GnuPG 2.2 "
+            "cannot decrypt; give a key made by GnuPG (or without the SEIPDv2 feature)"
+        )
     return PublicKeyInfo(
         fingerprint=fingerprint,
         user_ids=[str(user_id) for user_id in cert.user_ids],
@@ -82,13 +88,24 @@ def _single_cert(data: bytes) -> pysequoia.Cert:
     return certs[0]
 
 
-def _encrypts(cert: pysequoia.Cert) -> bool:
-    """Whether Sequoia's standard policy finds a usable encryption key (algorithms, bindings)."""
+def _encrypts(cert: pysequoia.Cert) -> bytes | None:
+    """A probe encrypted to the key, or None when Sequoia's policy finds no usable subkey."""
     try:
-        pysequoia.encrypt(b"probe", [cert], armor=False)
+        return bytes(pysequoia.encrypt(b"probe", [cert], armor=False))
     except Exception:
-        return False
-    return True
+        return None
+
+
+def _gnupg_readable(ciphertext: bytes) -> bool:
+    """Whether the probe uses SEIPD v1, the only encrypted-data format GnuPG 2.2 reads.
+
+    Sequoia picks SEIPD v2 (RFC 9580) for keys that advertise it, as keys made
+    by Sequoia do; the greffe's gpg could then not decrypt what we store.
+    """
+    for packet in PacketPile.from_bytes(ciphertext):
+        if packet.tag == Tag.SEIP:
+            return bytes(packet.body[:1]) == b"\x01"
+    return False
 
 
 @dataclass

@@ -124,9 +124,10 @@ def test_revoked_key_refused(gnupghome: Path) -> None:
         inspect_public_key(revoked.encode())
 
 
-def test_gateway_signing_key_public_half_accepted() -> None:
+def test_sequoia_made_key_refused_gnupg_could_not_decrypt() -> None:
+    # Keys made by Sequoia advertise SEIPD v2 (RFC 9580): pysequoia would encrypt in a
+    # format the greffe's GnuPG 2.2 cannot read, so such a key must not become a court key.
     _secret, public = generate_signing_key("Passerelle <passerelle@gateway.example>")
 
-    assert inspect_public_key(public.encode()).user_ids == [
-        "Passerelle <passerelle@gateway.example>"
-    ]
+    with pytest.raises(KeyRefused, match=r"GnuPG 2\.2 cannot decrypt"):
+        inspect_public_key(public.encode())
