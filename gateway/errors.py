@@ -42,6 +42,7 @@ exit codes) in one table each.
         ├── StorageUnavailable       database, blob store or encryption
         ├── DnsTemporaryFailure      resolver timed out
         ├── DiskFull                 below the configured reserve
+        ├── ImapUnavailable          an IMAP server unreachable or refusing
         └── Throttled                too many messages from this client
 """
 
@@ -201,6 +202,10 @@ class DnsTemporaryFailure(TemporaryFailure):
 
 class DiskFull(TemporaryFailure):
     """Insufficient storage."""
+
+
+class ImapUnavailable(TemporaryFailure):
+    """The IMAP server cannot be reached or refused a command; try again later."""
 
 
 class Throttled(TemporaryFailure):

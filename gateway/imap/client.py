@@ -22,7 +22,7 @@ from typing import Any
 
 import aioimaplib
 
-from gateway.errors import ConfigError, TemporaryFailure
+from gateway.errors import ConfigError, ImapUnavailable
 from gateway.settings import ImapMailbox
 
 log = logging.getLogger("gateway.imap")
@@ -36,10 +36,6 @@ _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _INTERNALDATE = re.compile(rb'\bINTERNALDATE "([^"]+)"')
 _STATUS_CODE = re.compile(rb"\[(UIDVALIDITY|UIDNEXT) (\d+)\]")
 _IMAP_DATE = re.compile(r"(\d{1,2})-(\w{3})-(\d{4}) (\d\d:\d\d:\d\d) ([+-]\d{4})")
-
-
-class ImapUnavailable(TemporaryFailure):
-    """The IMAP server cannot be reached or refused a command; try again later."""
 
 
 @dataclass(frozen=True, slots=True)
