@@ -9,8 +9,10 @@ transaction and raised for the adapter to map to its wire.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -133,7 +135,15 @@ class Pipeline:
         return await asyncio.to_thread(self._handle, ctx, handler)
 
     def _parse(self, raw: bytes) -> ParsedMessage:
-        return parse_message(raw, self.limits, id_domain=self.id_domain)
+        # A message without Message-ID gets one derived from its bytes, so that the
+        # same bytes sent again (a lost 250, an IMAP pass after a crash) dedupe.
+        digest = hashlib.sha256(raw).digest()[:16]
+        return parse_message(
+            raw,
+            self.limits,
+            id_domain=self.id_domain,
+            new_uuid=lambda: uuid.UUID(bytes=digest, version=4),
+        )
 
     def _handle(self, ctx: Context, handler: RoleHandler) -> Outcome:
         with self.db.transaction() as session:

@@ -353,3 +353,30 @@ def test_pgp_signed_mail_signature_part_is_not_a_document(world: World) -> None:
     assert status == 250, reply
     with world.gw.services.db.transaction() as session:
         assert [d.detected_type for d in session.scalars(select(Document))] == ["application/pdf"]
+
+
+def test_message_without_message_id_sent_twice_stored_once(world: World) -> None:
+    code = world.request_code()
+    from tests.fixtures.dkimkeys import sign
+
+    unsigned = world.gw.message(
+        subject=f"[{code}]", attachments=[("a.pdf", "application/pdf", PDF)], sign_domain=None
+    )
+    head, _, body = unsigned.partition(b"\r\n\r\n")
+    head = b"\r\n".join(
+        line for line in head.split(b"\r\n") if not line.lower().startswith(b"message-id:")
+    )
+    key = world.gw.publish_key("exemple.fr")
+    raw = sign(
+        head + b"\r\n\r\n" + body,
+        b"s1",
+        b"exemple.fr",
+        key.private_pem,
+        headers=(b"from", b"to", b"subject", b"date"),
+    )
+    assert b"Message-ID" not in raw.split(b"\r\n\r\n")[0]
+    first = world.gw.send(raw)
+    assert first[0] == 250, first
+    before = counts(world)
+    assert world.gw.send(raw) == first
+    assert counts(world) == before
