@@ -97,7 +97,7 @@ class Admin:
         return KeyAdded(code, info.fingerprint, info.user_ids)
 
     def list_courts(self) -> list[dict[str, Any]]:
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             courts = CourtRepository(session)
             return [
                 {
@@ -146,7 +146,7 @@ class Admin:
     def list_registrations(
         self, court: str | None = None, *, include_revoked: bool = True
     ) -> list[dict[str, Any]]:
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             court_id = None
             if court is not None:
                 court_id = self._court(CourtRepository(session), court_code(court)).id

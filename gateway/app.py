@@ -101,7 +101,7 @@ class Services:
 
     @functools.cached_property
     def code_issuer(self) -> CodeIssuer:
-        return CodeIssuer(self.db, self.codes, self.composer, self.clock)
+        return CodeIssuer(self.db, self.codes, self.clock)
 
     @functools.cached_property
     def recipients(self) -> RecipientPolicy:
@@ -134,7 +134,6 @@ class Services:
             db=self.db,
             codes=self.codes,
             blobs=self.blobs,
-            composer=self.composer,
             policy=DocumentPolicy(
                 frozenset(limits.allowed_types), limits.max_document_bytes, limits.max_documents
             ),
@@ -144,7 +143,7 @@ class Services:
         )
 
     def role_handlers(self) -> dict[Role, RoleHandler]:
-        status = StatusReporter(self.db, self.submissions, self.composer, self.clock)
+        status = StatusReporter(self.db, self.submissions, self.clock)
         return {
             Role.CODES: self.code_issuer.handle,
             Role.SUBMIT: self.submissions.handle,
@@ -168,6 +167,10 @@ class Services:
             handlers=self.role_handlers(),
             observe=self.metrics.observe_stage,
         )
+
+    def compose_mail(self, kind: str, recipient: str, values: dict[str, str]) -> bytes:
+        """What the outbox worker calls to turn template values into a signed message."""
+        return self.composer.compose(kind, recipient, **values)
 
     def upgrade_database(self) -> None:
         migrate.upgrade(self.db)

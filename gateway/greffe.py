@@ -42,7 +42,7 @@ def list_requests(db: Database, court: str | None, status: str | None) -> list[d
         query = query.where(Court.code == court_code(court))
     if status:
         query = query.where(Request.status == status)
-    with db.transaction() as session:
+    with db.reading() as session:
         return [
             {
                 "reference": req.reference,
@@ -72,7 +72,7 @@ def list_submissions(db: Database, court: str | None) -> list[dict[str, Any]]:
     )
     if court:
         query = query.where(Court.code == court_code(court))
-    with db.transaction() as session:
+    with db.reading() as session:
         return [
             {
                 "reference": sub.reference,
@@ -107,7 +107,7 @@ class Exporter:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise InputError(f"{out} must be an empty or new folder")
         staged = _Staged()
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             if "/" in reference:
                 submission = self._submission(session, reference)
                 self._stage_submission(session, submission, "", staged, progress)

@@ -94,7 +94,10 @@ async def run_gateway(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
 
-    outbox = OutboxWorker(services.db, settings.relay, services.clock)
+    await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
+    outbox = OutboxWorker(
+        services.db, settings.relay, services.clock, compose=services.compose_mail
+    )
     handler = GatewayHandler(
         await asyncio.to_thread(lambda: services.pipeline),
         services.recipients,

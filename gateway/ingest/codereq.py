@@ -14,7 +14,6 @@ from gateway.ingest.pipeline import Context, Outcome
 from gateway.model import RequestKind, court_code, measure_number
 from gateway.otp.codes import format_code
 from gateway.otp.service import CodeService
-from gateway.outbox.compose import MailComposer
 from gateway.outbox.queue import enqueue
 from gateway.storage.db import Database
 from gateway.storage.models import Registration
@@ -43,12 +42,9 @@ def parse_code_request(subject: str) -> tuple[str, str, RequestKind]:
 class CodeIssuer:
     """Issues codes for administrators and for codes@ alike; mails go to the registration only."""
 
-    def __init__(
-        self, db: Database, codes: CodeService, composer: MailComposer, clock: Clock
-    ) -> None:
+    def __init__(self, db: Database, codes: CodeService, clock: Clock) -> None:
         self.db = db
         self.codes = codes
-        self.composer = composer
         self.clock = clock
 
     def request(
@@ -92,21 +88,18 @@ class CodeIssuer:
         now: datetime,
     ) -> None:
         issued = self.codes.issue(session, registration, court, kind, now)
-        message = self.composer.compose(
-            "code",
-            registration.address,
-            court=court,
-            measure=registration.measure,
-            kind=kind.value,
-            reference=issued.request.reference,
-            code=format_code(issued.code),
-            expires_at=issued.expires_at.strftime("%d/%m/%Y %H:%M UTC"),
-        )
         enqueue(
             session,
             kind="code",
             recipient=registration.address,
-            message=message,
+            values={
+                "court": court,
+                "measure": registration.measure,
+                "kind": kind.value,
+                "reference": issued.request.reference,
+                "code": format_code(issued.code),
+                "expires_at": issued.expires_at.strftime("%d/%m/%Y %H:%M UTC"),
+            },
             now=now,
             related_reference=issued.request.reference,
         )

@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 from gateway.audit.chain import append_event
 from gateway.ingest.pipeline import Context, Outcome
 from gateway.ingest.submit import SubmissionStore
-from gateway.outbox.compose import MailComposer
 from gateway.outbox.queue import enqueue
 from gateway.outbox.templates import STATUS_LABELS, DocumentLine, SubmissionLine, format_submissions
 from gateway.storage.db import Database
@@ -48,12 +47,9 @@ def submission_lines(session: Session, request_id: int) -> list[SubmissionLine]:
 
 
 class StatusReporter:
-    def __init__(
-        self, db: Database, store: SubmissionStore, composer: MailComposer, clock: Clock
-    ) -> None:
+    def __init__(self, db: Database, store: SubmissionStore, clock: Clock) -> None:
         self.db = db
         self.store = store
-        self.composer = composer
         self.clock = clock
 
     def handle(self, ctx: Context) -> Outcome:
@@ -75,18 +71,16 @@ class StatusReporter:
                     subject=live.reference,
                     data={"by": "sender"},
                 )
-            message = self.composer.compose(
-                "state",
-                registration.address,
-                reference=live.reference,
-                status=STATUS_LABELS.get(live.status, live.status),
-                submissions=format_submissions(submission_lines(session, live.id)),
-            )
+            values = {
+                "reference": live.reference,
+                "status": STATUS_LABELS.get(live.status, live.status),
+                "submissions": format_submissions(submission_lines(session, live.id)),
+            }
             enqueue(
                 session,
                 kind="state",
                 recipient=registration.address,
-                message=message,
+                values=values,
                 now=now,
                 related_reference=live.reference,
             )

@@ -20,8 +20,6 @@ from gateway.errors import (
     CodeMissing,
     DiskFull,
     KeyRefused,
-    MessageRefused,
-    RequestClosed,
 )
 from gateway.ingest.documents import CheckedDocument, DocumentPolicy, check_documents
 from gateway.ingest.manifest import encode, submission_manifest
@@ -30,7 +28,6 @@ from gateway.ingest.pipeline import Context, Outcome
 from gateway.metrics import Observe, no_observe, timed
 from gateway.otp.codes import find_code_in_subject, normalise_code
 from gateway.otp.service import CodeService
-from gateway.outbox.compose import MailComposer
 from gateway.outbox.queue import enqueue
 from gateway.outbox.templates import DocumentLine, format_documents, format_utc
 from gateway.storage.blobstore import BlobStore
@@ -95,7 +92,6 @@ class SubmissionStore:
         db: Database,
         codes: CodeService,
         blobs: BlobStore,
-        composer: MailComposer,
         policy: DocumentPolicy,
         disk_reserve: int,
         clock: Clock,
@@ -104,7 +100,6 @@ class SubmissionStore:
         self.db = db
         self.codes = codes
         self.blobs = blobs
-        self.composer = composer
         self.policy = policy
         self.disk_reserve = disk_reserve
         self.clock = clock
@@ -127,7 +122,7 @@ class SubmissionStore:
             )
         if self.blobs.free_bytes() < self.disk_reserve + 2 * len(ctx.inbound.raw):
             raise DiskFull("insufficient system storage")
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             encryptor = self.encryptors.for_court(session, court.id)
         written = self._write_payload(ctx.inbound.raw, encryptor, documents, attachments)
         try:
@@ -155,38 +150,44 @@ class SubmissionStore:
         if canonical is None:
             raise CodeMissing("no code found in the subject or the address")
         now = self.clock()
-        failure: MessageRefused
-        with self.db.transaction() as session:
+        # The common case only reads; a refusal is recorded in its own write.
+        failure: CodeError | None = None
+        court: Court | None = None
+        with self.db.reading() as session:
             self.codes.check_not_locked(session, ctx.throttle_keys, now)
             try:
                 code, request = self.codes.find(
                     session, canonical, ctx.verdict.from_address.key, ctx.registrations
                 )
+                self.codes.check_usable(code, request, now)
+                court = session.get(Court, request.court_id)
             except CodeError as exc:
                 failure = exc
-                self.codes.record_failure(session, ctx.throttle_keys, now)
-                append_event(
-                    session,
-                    now,
-                    "code.failed",
-                    actor=_actor(ctx),
-                    data={"reason": type(exc).__name__},
-                )
-            else:
-                try:
-                    self.codes.check_usable(code, request, now)
-                except CodeExpired as exc:
-                    failure = exc
-                    if request.status == "open":
-                        self.codes.close(session, code, request, now)
-                except RequestClosed as exc:
-                    failure = exc
-                else:
-                    court = session.get(Court, request.court_id)
-                    assert court is not None
-                    session.expunge_all()
-                    return code, request, court
-        raise failure
+            session.expunge_all()
+        if isinstance(failure, CodeExpired):
+            self._seal(code.id, now)
+            raise failure
+        if failure is not None:
+            self._record_code_failure(ctx, failure, now)
+            raise failure
+        assert court is not None
+        return code, request, court
+
+    def _record_code_failure(self, ctx: Context, exc: CodeError, now: datetime) -> None:
+        with self.db.transaction() as session:
+            self.codes.record_failure(session, ctx.throttle_keys, now)
+            append_event(
+                session, now, "code.failed", actor=_actor(ctx), data={"reason": type(exc).__name__}
+            )
+
+    def _seal(self, code_id: int, now: datetime) -> None:
+        """An expired code seals its request (if the sweeper has not done it yet)."""
+        with self.db.transaction() as session:
+            code = session.get(Code, code_id)
+            assert code is not None
+            request = session.get(Request, code.request_id, with_for_update=True)
+            if request is not None and request.status == "open":
+                self.codes.close(session, code, request, now)
 
     # -- storage ----------------------------------------------------------
     def _write_payload(
@@ -352,30 +353,28 @@ class SubmissionStore:
         raw_sha256: str,
         now: datetime,
     ) -> None:
-        message = self.composer.compose(
-            "receipt",
-            registration.address,
-            court=court.code,
-            measure=registration.measure,
-            request_reference=request.reference,
-            submission_reference=reference,
-            received_at=format_utc(ctx.inbound.received_at),
-            documents=format_documents(
+        values = {
+            "court": court.code,
+            "measure": registration.measure,
+            "request_reference": request.reference,
+            "submission_reference": reference,
+            "received_at": format_utc(ctx.inbound.received_at),
+            "documents": format_documents(
                 DocumentLine(d.filename, d.size, d.sha256) for d in documents
             ),
-            message_sha256=raw_sha256,
-        )
+            "message_sha256": raw_sha256,
+        }
         enqueue(
             session,
             kind="receipt",
             recipient=registration.address,
-            message=message,
+            values=values,
             now=now,
             related_reference=reference,
         )
 
     def _find_duplicate(self, mid_sha256: str, raw_sha256: str) -> str | None:
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             return session.scalar(
                 select(Submission.reference).where(
                     Submission.message_id_sha256 == mid_sha256,

@@ -10,10 +10,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from uuid import uuid4
 
-import dkim
-
 from gateway.errors import ConfigError
 from gateway.model import Mailbox
+from gateway.outbox.dkimsign import DkimSigner
 from gateway.outbox.templates import Templates
 from gateway.settings import Settings
 from gateway.storage.crypto import ReceiptSigner
@@ -76,7 +75,9 @@ class MailComposer:
         self._domain = domain
         self._from = Address(display_name=one_line(from_name), addr_spec=f"noreply@{domain}")
         self._selector = dkim_selector.encode("ascii")
-        self._dkim_key = dkim_private_pem
+        self._dkim = DkimSigner(
+            domain, dkim_selector, dkim_private_pem, SIGNED_HEADERS, lambda: clock().timestamp()
+        )
         self._templates = templates
         self._signer = signer
         self._clock = clock
@@ -181,18 +182,7 @@ class MailComposer:
         )
 
     def _dkim_sign(self, message: bytes) -> bytes:
-        try:
-            signature: bytes = dkim.sign(
-                message,
-                self._selector,
-                self._domain.encode("ascii"),
-                self._dkim_key,
-                canonicalize=(b"relaxed", b"relaxed"),
-                include_headers=list(SIGNED_HEADERS),
-            )
-        except dkim.DKIMException:
-            raise ConfigError("the DKIM private key cannot sign") from None
-        return signature
+        return self._dkim.header(message)
 
     def __repr__(self) -> str:
         return f"MailComposer(domain={self._domain!r}, selector={self._selector.decode()!r})"

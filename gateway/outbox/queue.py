@@ -20,17 +20,25 @@ def enqueue(
     *,
     kind: str,
     recipient: str,
-    message: bytes,
     now: datetime,
+    message: bytes | None = None,
+    values: dict[str, str] | None = None,
     related_reference: str | None = None,
 ) -> Outbox:
-    """Add a pending row, due now; it commits (or not) with whatever caused it."""
+    """Add a pending row, due now; it commits (or not) with whatever caused it.
+
+    Give either the composed `message`, or the template `values` for the worker
+    to compose and sign at delivery (which keeps that work off the accept path).
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown outbox kind {kind!r}")
+    if (message is None) == (values is None):
+        raise ValueError("give either a message or template values")
     row = Outbox(
         kind=kind,
         recipient=" ".join(recipient.split()),
         message=message,
+        template_values=values,
         status=PENDING,
         attempts=0,
         created_at=now,

@@ -32,6 +32,10 @@ DETAIL_MAX = 200
 _NOT_ABOUT_THE_MESSAGE = (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPHeloError)
 
 
+Compose = Callable[[str, str, dict[str, str]], bytes]
+"""(kind, recipient, template values) -> the signed message."""
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """A row taken under lease: what delivery needs, detached from its session."""
@@ -39,7 +43,8 @@ class Claimed:
     id: int
     kind: str
     recipient: str
-    message: bytes
+    message: bytes | None
+    values: dict[str, str] | None
     lease_until: datetime
 
 
@@ -112,6 +117,7 @@ class OutboxWorker:
         concurrency: int = 4,
         tls_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
+        compose: Compose | None = None,
     ) -> None:
         self._db = db
         self._relay = relay
@@ -121,6 +127,7 @@ class OutboxWorker:
         self._slots = asyncio.Semaphore(concurrency)
         self._tls_context = tls_context or relay_tls_context()
         self._local_hostname = local_hostname
+        self._compose = compose
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -187,25 +194,51 @@ class OutboxWorker:
             ).all()
             claimed = []
             for row in rows:
-                if row.message is None:  # cannot happen for a pending row; never send nothing
-                    continue
+                if row.message is None and row.template_values is None:
+                    continue  # cannot happen for a pending row; never send nothing
                 row.lease_until = lease_until
-                claimed.append(Claimed(row.id, row.kind, row.recipient, row.message, lease_until))
+                claimed.append(
+                    Claimed(
+                        row.id,
+                        row.kind,
+                        row.recipient,
+                        row.message,
+                        row.template_values,
+                        lease_until,
+                    )
+                )
         return claimed
 
     async def _attempt(self, item: Claimed) -> None:
         async with self._slots:
-            outcome = await self._send(item)
+            message = item.message
+            if message is None:
+                message = await asyncio.to_thread(self._compose_now, item)
+            outcome = (
+                await self._send(item, message)
+                if message is not None
+                else Outcome("temporary", "could not compose the message (see the log)")
+            )
         now = self._clock()
         await asyncio.to_thread(self._record, item, outcome, now)
 
-    async def _send(self, item: Claimed) -> Outcome:
+    def _compose_now(self, item: Claimed) -> bytes | None:
+        if self._compose is None or item.values is None:
+            log.error("outbox %s: template values but no composer", item.id)
+            return None
+        try:
+            return self._compose(item.kind, item.recipient, item.values)
+        except Exception:
+            log.exception("outbox %s (%s): composing failed", item.id, item.kind)
+            return None
+
+    async def _send(self, item: Claimed, message: bytes) -> Outcome:
         relay = self._relay
         password = relay.password.get_secret_value()
         try:
             await aiosmtplib.send(
-                item.message,
-                sender=envelope_sender(item.message),
+                message,
+                sender=envelope_sender(message),
                 recipients=[item.recipient],
                 hostname=relay.host,
                 port=relay.port,
@@ -239,12 +272,13 @@ class OutboxWorker:
 
     def _apply(self, session: Session, row: Outbox, outcome: Outcome, now: datetime) -> None:
         if outcome.result == "sent":
-            row.status, row.sent_at, row.message = SENT, now, None  # it may hold a code
+            # The message (or its values) may hold a code: keep neither once sent.
+            row.status, row.sent_at, row.message, row.template_values = SENT, now, None, None
             log.info("outbox %s (%s): sent after %d attempt(s)", row.id, row.kind, row.attempts)
             return
         too_old = now - row.created_at >= self._relay.give_up_after
         if outcome.result == "permanent" or too_old:
-            row.status, row.message = FAILED, None
+            row.status, row.message, row.template_values = FAILED, None, None
             log.warning("outbox %s (%s): gave up: %s", row.id, row.kind, outcome.detail)
             append_event(
                 session,

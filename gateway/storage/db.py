@@ -25,10 +25,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+READ_ONLY = "gateway_read_only"
+
+
 def _sqlite_begin(conn: Any) -> None:
     # BEGIN IMMEDIATE takes the write lock up front, so two writers never
     # deadlock upgrading a read lock: the second one waits (busy_timeout).
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Read-only transactions take a plain BEGIN: in WAL mode they never wait.
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -54,6 +61,9 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -71,6 +81,19 @@ class Database:
         """
         try:
             with self._sessions() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise StorageUnavailable("database unavailable") from exc
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads: on SQLite it does not take the write lock.
+
+        Anything written through it fails (SQLite refuses to upgrade a read
+        transaction under contention); use `transaction()` to write.
+        """
+        try:
+            with self._read_sessions() as session, session.begin():
                 yield session
         except OperationalError as exc:
             raise StorageUnavailable("database unavailable") from exc

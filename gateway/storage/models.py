@@ -229,6 +229,8 @@ class Outbox(Base):
     recipient: Mapped[str] = mapped_column(String(320))
     message: Mapped[bytes | None]
     """The signed message, cleared once delivered."""
+    template_values: Mapped[dict[str, Any] | None]
+    """Or the template's values: composed and signed at delivery, cleared once delivered."""
     status: Mapped[str] = mapped_column(String(16), default="pending")
     """pending | sent | failed (gave up)"""
     attempts: Mapped[int] = mapped_column(Integer, default=0)

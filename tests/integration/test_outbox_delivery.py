@@ -65,16 +65,25 @@ def clock() -> FakeClock:
 
 def relay_for(sink: SmtpSink, **options: object) -> RelaySection:
     values: dict[str, object] = {
-        "host": sink.host, "port": sink.port, "timeout": 5.0,
-        "give_up_after": timedelta(hours=6), "max_backoff": timedelta(minutes=10),
+        "host": sink.host,
+        "port": sink.port,
+        "timeout": 5.0,
+        "give_up_after": timedelta(hours=6),
+        "max_backoff": timedelta(minutes=10),
     }
     return RelaySection.model_validate({**values, **options})
 
 
 def put(db: Database, clock: FakeClock, message: bytes = MESSAGE, kind: str = "receipt") -> int:
     with db.transaction() as session:
-        row = enqueue(session, kind=kind, recipient="tuteur@famille.example", message=message,
-                      now=clock(), related_reference="TJ-PARIS-2026-000001/1")
+        row = enqueue(
+            session,
+            kind=kind,
+            recipient="tuteur@famille.example",
+            message=message,
+            now=clock(),
+            related_reference="TJ-PARIS-2026-000001/1",
+        )
         return row.id
 
 
@@ -88,7 +97,8 @@ def row_of(db: Database, outbox_id: int) -> Outbox:
 def attempts_of(db: Database, outbox_id: int) -> list[tuple[str, str]]:
     with db.transaction() as session:
         rows = session.scalars(
-            select(OutboxAttempt).where(OutboxAttempt.outbox_id == outbox_id)
+            select(OutboxAttempt)
+            .where(OutboxAttempt.outbox_id == outbox_id)
             .order_by(OutboxAttempt.id)
         ).all()
         return [(attempt.result, attempt.detail) for attempt in rows]
@@ -111,8 +121,11 @@ async def test_outbox_worker_delivers_once_and_clears_message(
     assert await worker.run_once() == 0
 
     [(mail_from, rcpt_tos, data)] = smtp_sink.wait_for(1)
-    assert (mail_from, rcpt_tos, data) == ("noreply@greffe.example", ["tuteur@famille.example"],
-                                           MESSAGE)
+    assert (mail_from, rcpt_tos, data) == (
+        "noreply@greffe.example",
+        ["tuteur@famille.example"],
+        MESSAGE,
+    )
     row = row_of(db, outbox_id)
     assert (row.status, row.message, row.sent_at, row.attempts) == ("sent", None, T0, 1)
     assert row.lease_until is None
@@ -214,7 +227,8 @@ async def test_outbox_leased_row_is_not_claimed_until_lease_ends(
     outbox_id = put(db, clock)
     with db.transaction() as session:
         session.execute(
-            update(Outbox).where(Outbox.id == outbox_id)
+            update(Outbox)
+            .where(Outbox.id == outbox_id)
             .values(lease_until=T0 + timedelta(minutes=10))
         )
     worker = OutboxWorker(db, relay_for(smtp_sink), clock)
@@ -274,10 +288,12 @@ async def test_outbox_composed_receipt_arrives_dkim_valid(
     db: Database, clock: FakeClock, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
     key = generate_key()
-    composer = MailComposer("greffe.example", "Greffe", "greffe", key.private_pem,
-                            Templates(tmp_path), None, clock)
-    message = composer.compose("rejection", "tuteur@famille.example", reference="R-1",
-                               reason="pièce illisible")
+    composer = MailComposer(
+        "greffe.example", "Greffe", "greffe", key.private_pem, Templates(tmp_path), None, clock
+    )
+    message = composer.compose(
+        "rejection", "tuteur@famille.example", reference="R-1", reason="pièce illisible"
+    )
     put(db, clock, message, kind="rejection")
 
     await OutboxWorker(db, relay_for(smtp_sink), clock).run_once()
@@ -292,10 +308,26 @@ def relay_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     folder = tmp_path_factory.mktemp("relay-tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=relay.test",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=relay.test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
     return str(cert), str(key)
 
@@ -305,8 +337,10 @@ async def test_outbox_worker_starttls_and_auth(
 ) -> None:
     cert, key = relay_cert
     sink = SmtpSink(
-        tls_context=server_tls_context(cert, key), require_starttls=True,
-        authenticator=SmtpSink.authenticator("relay-user", "s3cret"), auth_required=True,
+        tls_context=server_tls_context(cert, key),
+        require_starttls=True,
+        authenticator=SmtpSink.authenticator("relay-user", "s3cret"),
+        auth_required=True,
     )
     sink.start()
     try:
@@ -341,3 +375,41 @@ async def test_outbox_worker_refuses_untrusted_relay_certificate(
         assert row_of(db, outbox_id).status == "pending"
     finally:
         sink.close()
+
+
+def test_template_values_composed_at_delivery_and_cleared(
+    db: Database, clock: FakeClock, smtp_sink: SmtpSink
+) -> None:
+    composed: list[tuple[str, str, dict[str, str]]] = []
+    broken = {"yes": True}
+
+    def compose(kind: str, recipient: str, values: dict[str, str]) -> bytes:
+        if broken["yes"]:
+            raise KeyError("missing placeholder")  # a broken operator template
+        composed.append((kind, recipient, values))
+        return MESSAGE
+
+    with db.transaction() as session:
+        row_id = enqueue(
+            session,
+            kind="code",
+            recipient="tuteur@famille.example",
+            values={"code": "7K3QD-M2X9A"},
+            now=clock(),
+        ).id
+    worker = OutboxWorker(db, relay_for(smtp_sink), clock, compose=compose)
+    asyncio.run(worker.run_once())
+    with db.transaction() as session:
+        row = session.get(Outbox, row_id)
+        assert row is not None and row.status == "pending" and row.attempts == 1
+        assert row.template_values == {"code": "7K3QD-M2X9A"}  # kept for the retry
+    assert smtp_sink.messages == []
+    broken["yes"] = False
+    clock.advance(minutes=5)
+    asyncio.run(worker.run_once())
+    assert composed == [("code", "tuteur@famille.example", {"code": "7K3QD-M2X9A"})]
+    assert len(smtp_sink.wait_for(1)) == 1
+    with db.transaction() as session:
+        row = session.get(Outbox, row_id)
+        assert row is not None and row.status == "sent"
+        assert row.template_values is None and row.message is None
