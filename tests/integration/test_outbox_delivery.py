@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ from gateway.storage.models import AuditEvent, Outbox, OutboxAttempt
 from tests.fixtures import smtpsink
 from tests.fixtures.dkimkeys import generate_key
 from tests.fixtures.smtpsink import SmtpSink, server_tls_context
+from tests.fixtures.tlscert import make_self_signed
 
 smtp_sink = smtpsink.smtp_sink  # the fixture, until conftest imports it for every module
 
@@ -305,30 +305,7 @@ async def test_outbox_composed_receipt_arrives_dkim_valid(
 
 @pytest.fixture(scope="module")
 def relay_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    folder = tmp_path_factory.mktemp("relay-tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=relay.test",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = make_self_signed(tmp_path_factory.mktemp("relay-tls"), "relay.test")
     return str(cert), str(key)
 
 
