@@ -166,6 +166,7 @@ class Services:
             clock=self.clock,
             handlers=self.role_handlers(),
             observe=self.metrics.observe_stage,
+            large_message_bytes=limits.large_message_bytes,
         )
 
     def compose_mail(self, kind: str, recipient: str, values: dict[str, str]) -> bytes:

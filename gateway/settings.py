@@ -164,6 +164,7 @@ class CredentialsSection(Section):
 
 class LimitsSection(Section):
     max_message_bytes: int = Field(default=26_214_400, ge=1024)
+    large_message_bytes: int = Field(default=4_194_304, ge=1024)
     max_recipients: int = Field(default=10, ge=1)
     max_documents: int = Field(default=30, ge=1)
     max_document_bytes: int = Field(default=26_214_400, ge=1)
