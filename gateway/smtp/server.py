@@ -93,6 +93,7 @@ class GatewaySMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._gateway = handler
         self._peer_ip: str | None = None
+        self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -103,12 +104,15 @@ class GatewaySMTP(SMTP):
                 assert isinstance(transport, asyncio.WriteTransport)
                 transport.write(replies.R421_TOO_MANY_CONNECTIONS.encode() + b"\r\n")
                 transport.close()
+                self._refused = True  # aiosmtpd never saw this connection: nothing to tear down
                 return
             self._peer_ip = ip
             self._gateway.sessions.add(self)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
         if self._peer_ip is not None:
             self._gateway.tracker.close(self._peer_ip)
             self._gateway.sessions.discard(self)

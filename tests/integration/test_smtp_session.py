@@ -216,3 +216,15 @@ def test_sigterm_finishes_transaction_in_flight(
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any(line["msg"] == "smtp transaction" for line in lines)
     assert lines[-1]["msg"] == "stopped"
+
+
+def test_refused_connection_leaves_no_loop_error(
+    gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = gateway_factory({"GATEWAY__SMTP__MAX_CONNECTIONS_PER_CLIENT": "1"})
+    with smtplib.SMTP("127.0.0.1", gw.port, timeout=10):
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as extra:
+                assert extra.recv(200).startswith(b"421 4.7.0")
+        time.sleep(0.2)
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
