@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from gateway.errors import GatewayError, MessageRefused, UnknownRecipient
 from gateway.ingest.pipeline import Inbound, Outcome, Pipeline
@@ -248,6 +248,10 @@ class GatewayHandler:
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd's default answers 500 with the exception text (paths!): never that.
+        if isinstance(error, TLSSetupException):
+            # The client's TLS is too old or broken: its problem, not an internal fault.
+            log.info("smtp tls handshake failed", extra={"reason": str(error.__cause__)[:200]})
+            return replies.R421_TLS_FAILED
         ref = uuid.uuid4().hex[:12]
         log.error("smtp session error", exc_info=error, extra={"correlation_id": ref})
         return replies.R451_INTERNAL.format(ref=ref)
