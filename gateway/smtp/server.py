@@ -119,6 +119,12 @@ class GatewaySMTP(SMTP):
             self._peer_ip = None
         super().connection_lost(error)
 
+    async def push(self, status: str | bytes) -> None:
+        # aiosmtpd answers an oversized message itself, without an enhanced code.
+        if isinstance(status, str) and status.startswith("552 Error:"):
+            status = replies.R552_TOO_BIG
+        await super().push(status)
+
     async def smtp_DATA(self, arg: str) -> None:
         self._reset_timeout(self._gateway.limits.data_timeout)
         await super().smtp_DATA(arg)

@@ -20,7 +20,17 @@ from sqlalchemy import func, select
 
 from gateway.storage.models import Outbox
 from tests.fixtures.dnsserver import DnsServer
-from tests.fixtures.gatewayserver import COURT, DOMAIN, GUARDIAN, MEASURE, GatewayFactory, World
+from tests.fixtures.gatewayserver import (
+    COURT,
+    DOMAIN,
+    GUARDIAN,
+    MEASURE,
+    GatewayFactory,
+    World,
+    make_world,
+)
+from tests.fixtures.gpgkeys import CourtKey
+from tests.fixtures.smtpsink import SmtpSink
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
@@ -228,3 +238,31 @@ def test_refused_connection_leaves_no_loop_error(
                 assert extra.recv(200).startswith(b"421 4.7.0")
         time.sleep(0.2)
     assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
+
+
+def test_oversized_message_552_534(gateway_factory: GatewayFactory) -> None:
+    gw = gateway_factory({"GATEWAY__LIMITS__MAX_MESSAGE_BYTES": "4096"})
+    with smtplib.SMTP("127.0.0.1", gw.port, timeout=10) as client:
+        client.ehlo("client.test")
+        assert client.esmtp_features["size"] == "4096"
+        code, text = client.mail(GUARDIAN, ["SIZE=5000"])
+        assert (code, text[:5]) == (552, b"5.3.4")
+        assert client.mail(GUARDIAN)[0] == 250
+        assert client.rcpt(f"depot@{DOMAIN}")[0] == 250
+        code, text = client.data(b"Subject: x\r\n\r\n" + (b"y" * 70 + b"\r\n") * 100)
+        assert (code, text[:5]) == (552, b"5.3.4")
+
+
+def test_disk_below_reserve_452_431(
+    smtp_sink: SmtpSink, gateway_factory: GatewayFactory, court_key: CourtKey
+) -> None:
+    world = make_world(
+        smtp_sink, gateway_factory, court_key, {"GATEWAY__LIMITS__DISK_RESERVE_BYTES": str(10**18)}
+    )
+    code = world.request_code()
+    raw = world.gw.message(
+        subject=f"[{code}]", attachments=[("a.pdf", "application/pdf", b"%PDF-1.4\n")]
+    )
+    status, text = world.gw.send(raw)
+    assert (status, text[:5]) == (452, "4.3.1")
+    assert list(world.gw.services.settings.blob_dir.rglob("*.pgp")) == []
