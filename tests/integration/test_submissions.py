@@ -380,3 +380,15 @@ def test_message_without_message_id_sent_twice_stored_once(world: World) -> None
     before = counts(world)
     assert world.gw.send(raw) == first
     assert counts(world) == before
+
+
+def test_code_of_another_registration_refused(world: World) -> None:
+    code = world.request_code()  # mailed to GUARDIAN
+    other = "autre.tuteur@exemple.fr"
+    world.gw.services.admin.add_registration(COURT, "99/99999", other, "test")
+    raw = world.gw.message(
+        sender=other, subject=f"[{code}]", attachments=[("a.pdf", "application/pdf", PDF)]
+    )
+    status, reply = world.gw.send(raw, mail_from=other)
+    assert status == 550 and reply.startswith("5.7.0") and "does not belong" in reply
+    assert counts(world) == (0, 0, 0)
