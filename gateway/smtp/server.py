@@ -11,7 +11,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
@@ -119,10 +119,11 @@ class GatewaySMTP(SMTP):
             self._peer_ip = None
         super().connection_lost(error)
 
-    async def push(self, status: str | bytes) -> None:
+    async def push(self, status: AnyStr) -> None:
         # aiosmtpd answers an oversized message itself, without an enhanced code.
         if isinstance(status, str) and status.startswith("552 Error:"):
-            status = replies.R552_TOO_BIG
+            await super().push(replies.R552_TOO_BIG)
+            return
         await super().push(status)
 
     async def smtp_DATA(self, arg: str) -> None:
