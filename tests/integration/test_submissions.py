@@ -12,6 +12,7 @@ from datetime import timedelta
 from email.policy import default as default_policy
 from pathlib import Path
 
+import dkim
 import jsonschema
 import pytest
 from sqlalchemy import func, select
@@ -89,6 +90,10 @@ def test_receipt_signed_and_lists_hashes(world: World) -> None:
     assert message.get_content_type() == "multipart/signed"
     assert message.get_param("protocol") == "application/pgp-signature"
     assert "DKIM-Signature" in message
+    # The receipt as the relay got it verifies against the key `gateway init` published.
+    settings = world.gw.services.settings
+    record = f"v=DKIM1; k=rsa; p={settings.dkim_pub_file.read_text('ascii').strip()}".encode()
+    assert dkim.verify(receipt[2], dnsfunc=lambda name, timeout=5: record)
     signed_part = message.get_payload(0)
     text = signed_part.get_content()
     assert reply.split()[-1] in text
