@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 
@@ -20,7 +22,11 @@ Clock = Callable[[], datetime]
 
 
 def wants_closure(subject: str) -> bool:
-    return "CLOTURE" in subject.upper().replace("Û", "U").split()
+    """CLOTURE as a word of the subject, in any case, with or without its accent (CLÔTURE)."""
+    bare = "".join(
+        c for c in unicodedata.normalize("NFKD", subject) if not unicodedata.combining(c)
+    )
+    return "CLOTURE" in re.split(r"[^A-Z0-9]+", bare.upper())
 
 
 def submission_lines(session: Session, request_id: int) -> list[SubmissionLine]:
