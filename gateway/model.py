@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from gateway.errors import InvalidAddress, InvalidCourtCode, InvalidKind, InvalidMeasure
@@ -80,6 +81,11 @@ class Mailbox:
         return f"{self.local.lower()}@{self.domain}"
 
 
+def fold_accents(text: str) -> str:
+    """`Clôture` -> `Cloture`, `requête` -> `requete`: what guardians type vs our keywords."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
 class RequestKind(enum.StrEnum):
     REQUETE = "requete"
     COMPTE = "compte"
@@ -90,7 +96,7 @@ class RequestKind(enum.StrEnum):
         if raw is None or raw == "":
             return cls.REQUETE
         try:
-            return cls(raw.strip().lower())
+            return cls(fold_accents(raw.strip().lower()))
         except ValueError:
             raise InvalidKind(
                 f"invalid request kind {raw!r}: one of requete, compte, inventaire"

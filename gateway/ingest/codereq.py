@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from gateway.audit.chain import append_event
 from gateway.errors import BadCommand, GatewayError
 from gateway.ingest.pipeline import Context, Outcome
-from gateway.model import RequestKind, court_code, measure_number
+from gateway.model import RequestKind, court_code, fold_accents, measure_number
 from gateway.otp.codes import format_code
 from gateway.otp.service import CodeService
 from gateway.outbox.queue import enqueue
@@ -31,8 +31,8 @@ def parse_code_request(subject: str) -> tuple[str, str, RequestKind]:
         raise BadCommand(USAGE)
     rest = words[2:]
     kind = RequestKind.REQUETE
-    if len(rest) > 1 and rest[-1].lower() in {k.value for k in RequestKind}:
-        kind = RequestKind(rest.pop().lower())
+    if len(rest) > 1 and fold_accents(rest[-1].lower()) in {k.value for k in RequestKind}:
+        kind = RequestKind.parse(rest.pop())
     try:
         return court_code(words[1]), measure_number(" ".join(rest)), kind
     except GatewayError:

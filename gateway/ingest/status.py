@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 from gateway.audit.chain import append_event
 from gateway.ingest.pipeline import Context, Outcome
 from gateway.ingest.submit import SubmissionStore
+from gateway.model import fold_accents
 from gateway.outbox.queue import enqueue
 from gateway.outbox.templates import STATUS_LABELS, DocumentLine, SubmissionLine, format_submissions
 from gateway.storage.db import Database
@@ -23,10 +23,7 @@ Clock = Callable[[], datetime]
 
 def wants_closure(subject: str) -> bool:
     """CLOTURE as a word of the subject, in any case, with or without its accent (CLÔTURE)."""
-    bare = "".join(
-        c for c in unicodedata.normalize("NFKD", subject) if not unicodedata.combining(c)
-    )
-    return "CLOTURE" in re.split(r"[^A-Z0-9]+", bare.upper())
+    return "CLOTURE" in re.split(r"[^A-Z0-9]+", fold_accents(subject).upper())
 
 
 def submission_lines(session: Session, request_id: int) -> list[SubmissionLine]:
