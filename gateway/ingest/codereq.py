@@ -15,6 +15,7 @@ from gateway.model import RequestKind, court_code, fold_accents, measure_number
 from gateway.otp.codes import format_code
 from gateway.otp.service import CodeService
 from gateway.outbox.queue import enqueue
+from gateway.outbox.templates import KIND_LABELS
 from gateway.storage.db import Database
 from gateway.storage.models import Registration
 from gateway.storage.repositories import CourtRepository, RegistrationRepository
@@ -95,7 +96,7 @@ class CodeIssuer:
             values={
                 "court": court,
                 "measure": registration.measure,
-                "kind": kind.value,
+                "kind": KIND_LABELS.get(kind.value, kind.value),
                 "reference": issued.request.reference,
                 "code": format_code(issued.code),
                 "expires_at": issued.expires_at.strftime("%d/%m/%Y %H:%M UTC"),

@@ -28,6 +28,7 @@ def test_code_request_mails_the_registered_address_only(world: World) -> None:
     code = world.request_code("compte")
     assert len(code) == 11
     _mail_from, rcpts, raw = world.sink.messages[-1]
+    assert b"compte de gestion" in raw.replace(b"=\r\n", b"")  # the kind, in French
     assert rcpts == [GUARDIAN]
     assert b"DKIM-Signature:" in raw
     with world.gw.services.db.transaction() as session:
