@@ -275,3 +275,50 @@ def test_disk_below_reserve_452_431(
     status, text = world.gw.send(raw)
     assert (status, text[:5]) == (452, "4.3.1")
     assert list(world.gw.services.settings.blob_dir.rglob("*.pgp")) == []
+
+
+def test_serve_with_two_workers_shares_port_and_metrics(
+    gateway_config: Path, dns_server: DnsServer
+) -> None:
+    port, http_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "GATEWAY__SMTP__LISTEN": f"127.0.0.1:{port}",
+        "GATEWAY__HTTP__LISTEN": f"127.0.0.1:{http_port}",
+        "GATEWAY__DNS__NAMESERVERS": json.dumps([dns_server.address]),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "--config",
+            str(gateway_config),
+            "serve",
+            "--workers",
+            "2",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, process)
+        for _ in range(6):  # several connections: the kernel spreads them over both workers
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.ehlo("client.test")
+                client.mail(GUARDIAN)
+                client.rcpt(f"depot@{DOMAIN}")
+                code, _ = client.data(
+                    b"From: " + GUARDIAN.encode() + b"\r\nSubject: x\r\n\r\nhi\r\n"
+                )
+                assert code == 550  # unsigned: refused by whichever worker took it
+        url = f"http://127.0.0.1:{http_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        assert 'gateway_messages_total{outcome="refused"} 6.0' in text
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
