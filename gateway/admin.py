@@ -6,18 +6,16 @@ import csv
 import io
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from gateway.audit.chain import append_event
 from gateway.errors import Conflict, GatewayError, ImportRefused, InputError, KeyRefused, NotFound
-from gateway.model import Mailbox, court_code, measure_number
+from gateway.model import Clock, Mailbox, court_code, measure_number
 from gateway.storage.db import Database
 from gateway.storage.keys import inspect_public_key
 from gateway.storage.models import Court, CourtKey, Registration
 from gateway.storage.repositories import CourtRepository, RegistrationRepository
 
-Clock = Callable[[], datetime]
 Progress = Callable[[int], None]
 
 IMPORT_MAX_BYTES = 50 * 1024 * 1024

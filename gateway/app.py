@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from gateway.ingest.senderauth import SenderAuthenticator
 from gateway.ingest.status import StatusReporter
 from gateway.ingest.submit import SubmissionStore
 from gateway.metrics import Metrics
+from gateway.model import Clock
 from gateway.otp.codes import CodeHasher
 from gateway.otp.service import CodePolicy, CodeService
 from gateway.outbox.compose import MailComposer
@@ -27,8 +27,6 @@ from gateway.storage import migrate
 from gateway.storage.blobstore import BlobStore
 from gateway.storage.crypto import GpgKeyring, ReceiptSigner
 from gateway.storage.db import Database
-
-Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:

@@ -5,9 +5,14 @@ from __future__ import annotations
 import enum
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from gateway.errors import InvalidAddress, InvalidCourtCode, InvalidKind, InvalidMeasure
+
+Clock = Callable[[], datetime]
+"""The time source every service takes as a seam (tests pass their own)."""
 
 _COURT_RE = re.compile(r"[A-Z0-9][A-Z0-9-]{1,15}")
 _MEASURE_RE = re.compile(r"[A-Za-z0-9/._ -]{1,40}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +14,6 @@ from sqlalchemy.orm import Session
 from gateway.storage.models import AuditEvent, AuditHead
 
 GENESIS = "0" * 64
-Clock = Callable[[], datetime]
 
 
 def canonical_form(

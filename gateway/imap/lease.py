@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, or_, update
 from sqlalchemy.exc import IntegrityError
 
+from gateway.model import Clock
 from gateway.storage.db import Database
 from gateway.storage.models import Lease
-
-Clock = Callable[[], datetime]
 
 
 def new_holder_id() -> str:

@@ -22,7 +22,6 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from email.utils import getaddresses
 from typing import Any, Protocol
 
@@ -51,11 +50,10 @@ from gateway.imap.stub import (
 from gateway.ingest.mime import ParsedMessage, parse_message
 from gateway.ingest.pipeline import Inbound, Pipeline
 from gateway.ingest.recipients import Recipient, RecipientPolicy, Role
-from gateway.model import Channel
+from gateway.model import Channel, Clock
 from gateway.settings import ImapMailbox
 
 log = logging.getLogger("gateway.imap")
-Clock = Callable[[], datetime]
 Checkpoint = Callable[[str, MessageKey], None]
 """Called after each state is committed (a seam for tests that stop a pass there)."""
 

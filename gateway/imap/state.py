@@ -6,18 +6,16 @@ state committed: the crash-safety argument in `puller.py` rests on that.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 
 from gateway.audit.chain import append_event
+from gateway.model import Clock
 from gateway.storage.db import Database
 from gateway.storage.models import Document, ImapCursor, ImapMessage, Submission
-
-Clock = Callable[[], datetime]
 
 FETCHED, STORED, STRIPPED, QUARANTINED = "fetched", "stored", "stripped", "quarantined"
 PENDING = (FETCHED, STORED)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -11,7 +10,7 @@ from sqlalchemy.orm import Session
 from gateway.audit.chain import append_event
 from gateway.errors import BadCommand, GatewayError
 from gateway.ingest.pipeline import Context, Outcome
-from gateway.model import RequestKind, court_code, fold_accents, measure_number
+from gateway.model import Clock, RequestKind, court_code, fold_accents, measure_number
 from gateway.otp.codes import format_code
 from gateway.otp.service import CodeService
 from gateway.outbox.queue import enqueue
@@ -21,7 +20,6 @@ from gateway.storage.models import Registration
 from gateway.storage.repositories import CourtRepository, RegistrationRepository
 
 log = logging.getLogger("gateway.codes")
-Clock = Callable[[], datetime]
 USAGE = "subject must be: CODE <court> <measure> [requete|compte|inventaire]"
 
 

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -29,14 +28,12 @@ from gateway.ingest.mime import MimeLimits, ParsedMessage, parse_message
 from gateway.ingest.recipients import Recipient, Role
 from gateway.ingest.senderauth import SenderAuthenticator, SenderVerdict
 from gateway.metrics import Observe, no_observe, timed
-from gateway.model import Channel
+from gateway.model import Channel, Clock
 from gateway.storage.db import Database
 from gateway.storage.models import Registration
 from gateway.storage.repositories import RegistrationRepository
 
 log = logging.getLogger("gateway.ingest")
-Clock = Callable[[], datetime]
-
 
 
 def has_bare_line_ending(raw: bytes) -> bool:

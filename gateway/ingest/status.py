@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,13 +10,11 @@ from sqlalchemy.orm import Session
 from gateway.audit.chain import append_event
 from gateway.ingest.pipeline import Context, Outcome
 from gateway.ingest.submit import SubmissionStore
-from gateway.model import fold_accents
+from gateway.model import Clock, fold_accents
 from gateway.outbox.queue import enqueue
 from gateway.outbox.templates import STATUS_LABELS, DocumentLine, SubmissionLine, format_submissions
 from gateway.storage.db import Database
 from gateway.storage.models import Code, Document, Registration, Request, Submission
-
-Clock = Callable[[], datetime]
 
 
 def wants_closure(subject: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,6 +26,7 @@ from gateway.ingest.manifest import encode, submission_manifest
 from gateway.ingest.mime import Attachment, ParsedMessage
 from gateway.ingest.pipeline import Context, Outcome
 from gateway.metrics import Observe, no_observe, timed
+from gateway.model import Clock
 from gateway.otp.codes import find_code_in_subject, normalise_code
 from gateway.otp.service import CodeService
 from gateway.outbox.queue import enqueue
@@ -37,7 +38,6 @@ from gateway.storage.models import Blob, Code, Court, Document, Registration, Re
 from gateway.storage.repositories import CourtRepository
 
 log = logging.getLogger("gateway.submit")
-Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,19 +5,17 @@ from __future__ import annotations
 import email.policy
 import email.utils
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from uuid import uuid4
 
 from gateway.errors import ConfigError
-from gateway.model import Mailbox
+from gateway.model import Clock, Mailbox
 from gateway.outbox.dkimsign import DkimSigner
 from gateway.outbox.templates import Templates
 from gateway.settings import Settings
 from gateway.storage.crypto import ReceiptSigner
 
-Clock = Callable[[], datetime]
 IdFactory = Callable[[], str]
 
 # CRLF line endings and folding at 78: the bytes we build, sign and send are the same.

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from gateway.audit.chain import append_event
 from gateway.errors import TemporaryFailure
+from gateway.model import Clock
 from gateway.outbox.queue import FAILED, PENDING, SENT
 from gateway.settings import RelaySection
 from gateway.storage.db import Database
@@ -24,7 +25,6 @@ from gateway.storage.models import Outbox, OutboxAttempt
 
 log = logging.getLogger("gateway.outbox")
 
-Clock = Callable[[], datetime]
 FIRST_RETRY = timedelta(seconds=30)
 DETAIL_MAX = 200
 # Operations a relay answers with 5xx that say nothing about the message itself

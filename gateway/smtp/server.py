@@ -10,7 +10,6 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
@@ -18,11 +17,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from gateway.errors import GatewayError, MessageRefused, UnknownRecipient
 from gateway.ingest.pipeline import Inbound, Outcome, Pipeline
 from gateway.ingest.recipients import Recipient, RecipientPolicy
-from gateway.model import Channel
+from gateway.model import Channel, Clock
 from gateway.smtp import replies
 
 log = logging.getLogger("gateway.smtp")
-Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
