@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.admin import Admin
+from gateway.audit.chain import lock_head
 from gateway.errors import ConfigError
 from gateway.ingest.codereq import CodeIssuer
 from gateway.ingest.dns import TxtResolver
@@ -27,6 +28,7 @@ from gateway.storage import migrate
 from gateway.storage.blobstore import BlobStore
 from gateway.storage.crypto import GpgKeyring, ReceiptSigner
 from gateway.storage.db import Database
+from gateway.storage.groupcommit import GroupCommitter
 
 
 def utc_now() -> datetime:
@@ -138,6 +140,14 @@ class Services:
             disk_reserve=limits.disk_reserve_bytes,
             clock=self.clock,
             observe=self.metrics.observe_stage,
+            committer=self.committer,
+        )
+
+    @functools.cached_property
+    def committer(self) -> GroupCommitter:
+        """The writer that commits accepted submissions in batches (one fsync per batch)."""
+        return GroupCommitter(
+            self.db, on_begin=lock_head, on_batch=self.metrics.observe_commit_batch
         )
 
     def role_handlers(self) -> dict[Role, RoleHandler]:
@@ -175,5 +185,7 @@ class Services:
         migrate.upgrade(self.db)
 
     def close(self) -> None:
+        if "committer" in self.__dict__:
+            self.committer.close()
         if "db" in self.__dict__:
             self.db.dispose()

@@ -44,6 +44,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.commit_batch = Histogram(
+            "gateway_commit_batch_messages",
+            "Messages committed together by one group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
         self.outbox_deliveries = Counter(
             "gateway_outbox_deliveries_total",
             "Outbox delivery attempts by result",
@@ -53,6 +59,9 @@ class Metrics:
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage=stage).observe(seconds)
+
+    def observe_commit_batch(self, size: int) -> None:
+        self.commit_batch.observe(size)
 
     def count_message(self, outcome: str) -> None:
         self.messages.labels(outcome=outcome).inc()

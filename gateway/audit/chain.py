@@ -32,6 +32,15 @@ def canonical_form(
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def lock_head(session: Session) -> None:
+    """Take the chain's head lock now, before any other row lock of the transaction.
+
+    Every writer that appends takes this lock; taking it first fixes one lock
+    order for transactions that also lock other rows (a group commit's batch).
+    """
+    session.execute(select(AuditHead.id).where(AuditHead.id == 1).with_for_update())
+
+
 def append_event(
     session: Session,
     now: datetime,

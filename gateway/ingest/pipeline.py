@@ -9,12 +9,16 @@ transaction and raised for the adapter to map to its wire.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from gateway.audit.chain import append_event
 from gateway.errors import (
@@ -34,6 +38,8 @@ from gateway.storage.models import Registration
 from gateway.storage.repositories import RegistrationRepository
 
 log = logging.getLogger("gateway.ingest")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def has_bare_line_ending(raw: bytes) -> bool:
@@ -108,6 +114,7 @@ class Pipeline:
         handlers: dict[Role, RoleHandler],
         observe: Observe = no_observe,
         large_message_bytes: int = 4 * 1024 * 1024,
+        threads: int = 32,
     ) -> None:
         self.db = db
         self.authenticator = authenticator
@@ -121,6 +128,10 @@ class Pipeline:
         # canonicalisation alone about 8x): large messages are checked one at a time.
         self.large_message_bytes = large_message_bytes
         self._large_gate = asyncio.Semaphore(1)
+        # The blocking stages run in threads of their own pool: a message waiting for its
+        # group commit holds a thread, so the pool must be larger than the batches we want
+        # (asyncio's default pool has cpu_count + 4 threads).
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest")
 
     async def ingest(self, inbound: Inbound) -> Outcome:
         try:
@@ -129,7 +140,7 @@ class Pipeline:
             async with self._large_gate:
                 return await self._ingest(inbound)
         except MessageRefused as exc:
-            await asyncio.to_thread(self._audit_refusal, inbound, exc)
+            await self._in_thread(self._audit_refusal, inbound, exc)
             raise
 
     async def _ingest(self, inbound: Inbound) -> Outcome:
@@ -138,12 +149,17 @@ class Pipeline:
         if has_bare_line_ending(inbound.raw):
             raise BareLineEnding("bare CR or LF in message data")
         with timed(self.observe, "parse"):
-            parsed = await asyncio.to_thread(self._parse, inbound.raw)
+            parsed = await self._in_thread(self._parse, inbound.raw)
         with timed(self.observe, "dkim"):
-            verdict = await asyncio.to_thread(self.authenticator.authenticate, inbound.raw)
+            verdict = await self._in_thread(self.authenticator.authenticate, inbound.raw)
         ctx = Context(inbound, parsed, verdict)
         handler = self.handlers[inbound.recipient.role]
-        return await asyncio.to_thread(self._handle, ctx, handler)
+        return await self._in_thread(self._handle, ctx, handler)
+
+    async def _in_thread(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        loop = asyncio.get_running_loop()
+        call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+        return await loop.run_in_executor(self._threads, call)
 
     def _parse(self, raw: bytes) -> ParsedMessage:
         # A message without Message-ID gets one derived from its bytes, so that the

@@ -47,11 +47,14 @@ class BlobStore:
         day = now.astimezone(UTC).strftime("%Y/%m/%d")
         return f"{day}/{self._new_id()}.{kind}.pgp"
 
-    def write(self, key: str, data: bytes) -> str:
+    def write(self, key: str, data: bytes, *, sync_dir: bool = True) -> str:
         """Store ``data`` durably under ``key``; return its SHA-256 (hex).
 
         Temporary file in the same directory, fsync, rename over, fsync the
         directory: after a crash the key holds either nothing or all of it.
+        With ``sync_dir=False`` the caller fsyncs the directory itself
+        (`sync_directory(directory_of(key))`) before relying on the blob, so
+        that a batch of writes to one directory shares that fsync.
         """
         path = self._path(key)
         try:
@@ -63,10 +66,22 @@ class BlobStore:
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
-            _fsync_dir(path.parent)
+            if sync_dir:
+                _fsync_dir(path.parent)
         except OSError as exc:
             raise _storage_error(exc) from None
         return hashlib.sha256(data).hexdigest()
+
+    def directory_of(self, key: str) -> Path:
+        """The directory holding the blob ``key``."""
+        return self._path(key).parent
+
+    def sync_directory(self, directory: Path) -> None:
+        """Make the entries created in ``directory`` durable (see `write`)."""
+        try:
+            _fsync_dir(directory)
+        except OSError as exc:
+            raise _storage_error(exc) from None
 
     def read(self, key: str) -> bytes:
         path = self._path(key)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +59,74 @@ def make_engine(url: str) -> Engine:
     )
 
 
+class WriterLock:
+    """SQLite's write lock, taken in the open before BEGIN IMMEDIATE.
+
+    SQLite lets one writer in at a time and makes the others poll with
+    growing sleeps (its busy handler waits 1, 2, 5 … up to 100 ms between
+    tries), so a writer often sleeps well after the lock is free.  Writers of
+    this process queue on a thread lock, writers of other processes (serve
+    --workers, CLI commands) on an flock of a file beside the database: each
+    waiter goes in as soon as the holder is done.  The wait is bounded like
+    SQLite's busy timeout.
+    """
+
+    def __init__(self, path: Path, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if not self._thread_lock.acquire(timeout=self.timeout):
+            raise StorageUnavailable("database is locked")
+        try:
+            fd = self._file()
+            self._flock(fd)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    def _file(self) -> int:
+        # A file descriptor is per process: a child must not share its parent's flock.
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def _flock(self, fd: int) -> None:
+        deadline = time.monotonic() + self.timeout
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StorageUnavailable("database is locked") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+
 class Database:
     """The engine plus a session factory; `transaction()` is the unit of work."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._writer_lock: WriterLock | None = None
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        if database and database != ":memory:":
+            self._writer_lock = WriterLock(Path(f"{database}-writer.lock"))
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(
             engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
@@ -79,8 +146,9 @@ class Database:
 
         Connection-level failures become StorageUnavailable (a temporary fault).
         """
+        lock = self._writer_lock.hold() if self._writer_lock else nullcontext()
         try:
-            with self._sessions() as session, session.begin():
+            with lock, self._sessions() as session, session.begin():
                 yield session
         except OperationalError as exc:
             raise StorageUnavailable("database unavailable") from exc
@@ -100,3 +168,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._writer_lock is not None:
+            self._writer_lock.close()

@@ -1,0 +1,190 @@
+"""Group commit: the writes of many messages in one transaction, one fsync'd commit per batch.
+
+Every accepted message used to pay for its own commit: on SQLite one WAL
+fsync and one round of the single write lock (with the busy handler's sleeps
+when two threads wanted it), on PostgreSQL one WAL flush.  Under concurrent
+sessions most of a message's time went there.
+
+Here one writer thread owns a connection.  Callers (worker threads of the
+pipeline) hand it a unit of work and block until the batch holding it is
+durable.  The writer takes whatever is queued (up to `max_batch`), runs each
+unit in a SAVEPOINT of one transaction, runs the batch's pre-commit hooks
+(directory fsyncs of the blob store), commits once, and only then releases
+the callers with their results.  So "250 only after an fsync'd commit" holds
+for every message, and the commit's cost is shared by the batch.
+
+Isolation: a unit that raises has its savepoint rolled back and gets its
+exception; the others are unaffected.  If the commit itself (or a pre-commit
+hook) fails, every unit of the batch gets that error and nothing of the batch
+is stored.  A caller that is told its unit failed must undo what it did
+outside the database (its blob files), exactly as after its own failed commit.
+
+On PostgreSQL several processes may run writers on one database: each batch
+first calls `on_begin` (the audit head lock), so batches take their row locks
+after one global lock and cannot deadlock one another.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.orm import Session
+
+from gateway.errors import StorageUnavailable
+from gateway.storage.db import Database
+
+log = logging.getLogger("gateway.storage")
+
+T = TypeVar("T")
+
+
+class Batch:
+    """What a unit of work may ask of the batch it runs in."""
+
+    def __init__(self) -> None:
+        self._hooks: dict[Hashable, Callable[[], None]] = {}
+
+    def before_commit(self, key: Hashable, hook: Callable[[], None]) -> None:
+        """Run `hook` once per batch before the commit (deduplicated by `key`).
+
+        For work whose durability the rows depend on, e.g. fsyncing the
+        directory that holds a batch's new blob files.
+        """
+        self._hooks.setdefault(key, hook)
+
+    def run_hooks(self) -> None:
+        for hook in self._hooks.values():
+            hook()
+
+
+Work = Callable[[Session, Batch], T]
+
+
+@dataclass(eq=False)
+class _Item(Generic[T]):
+    work: Work[T]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: T | None = None
+    error: BaseException | None = None
+
+
+_STOP = object()
+
+
+class GroupCommitter:
+    """One writer thread committing queued units of work in batches."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_batch: int = 64,
+        on_begin: Callable[[Session], None] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self.on_begin = on_begin
+        self.on_batch = on_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self, work: Work[T]) -> T:
+        """Run `work(session, batch)` in the next batch; return once that batch is committed.
+
+        Raises what `work` raised (its savepoint rolled back), or the batch's
+        commit error (nothing of the batch stored).
+        """
+        item: _Item[T] = _Item(work)
+        with self._lock:
+            if self._closed:
+                raise StorageUnavailable("the database writer is stopped")
+            self._ensure_thread()
+            self._queue.put(item)
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.result  # type: ignore[return-value]  # set when error is None
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the writer thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            if thread is None:
+                return
+            self._queue.put(_STOP)
+        thread.join()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="gateway-writer", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            items: list[_Item[Any]] = [first]
+            stop = False
+            while len(items) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                items.append(nxt)
+            self._commit(items)
+            if stop:
+                return
+
+    def _commit(self, items: list[_Item[Any]]) -> None:
+        batch = Batch()
+        try:
+            with self.db.transaction() as session:
+                if self.on_begin is not None:
+                    self.on_begin(session)
+                for item in items:
+                    self._run_one(session, batch, item)
+                if any(item.error is None for item in items):
+                    batch.run_hooks()
+                    session.flush()
+        except BaseException as exc:  # the commit failed: nothing of the batch is stored
+            error = exc if isinstance(exc, Exception) else StorageUnavailable("writer stopped")
+            for item in items:
+                if item.error is None:
+                    item.error = error
+            if not isinstance(exc, Exception):
+                self._release(items)
+                raise
+        if self.on_batch is not None:
+            try:
+                self.on_batch(len(items))
+            except Exception:  # metrics must never fail a batch
+                log.exception("group commit observer failed")
+        self._release(items)
+
+    @staticmethod
+    def _run_one(session: Session, batch: Batch, item: _Item[Any]) -> None:
+        try:
+            with session.begin_nested():
+                item.result = item.work(session, batch)
+        except Exception as exc:  # this unit only: its savepoint is rolled back
+            item.error = exc
+
+    @staticmethod
+    def _release(items: list[_Item[Any]]) -> None:
+        for item in items:
+            item.done.set()

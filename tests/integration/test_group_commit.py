@@ -1,0 +1,174 @@
+"""Group commit on SQLite and PostgreSQL: one commit per batch, each unit isolated in a savepoint."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gateway.audit.chain import append_event, lock_head, verify_chain
+from gateway.errors import StorageUnavailable
+from gateway.storage import migrate
+from gateway.storage.db import Database
+from gateway.storage.groupcommit import Batch, GroupCommitter
+from gateway.storage.models import Court
+
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database.from_url(db_url)
+    migrate.upgrade(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def commits(db: Database) -> list[int]:
+    """One entry per COMMIT the engine sends."""
+    seen: list[int] = []
+    event.listen(db.engine, "commit", lambda conn: seen.append(1))
+    return seen
+
+
+def add_court(code: str) -> Callable[[Session, Batch], str]:
+    def work(session: Session, batch: Batch) -> str:
+        session.add(Court(code=code, name=code, created_at=NOW))
+        session.flush()
+        append_event(session, NOW, "court.added", actor="test", subject=code)
+        return code
+
+    return work
+
+
+def court_codes(db: Database) -> list[str]:
+    with db.reading() as session:
+        return sorted(session.scalars(select(Court.code)))
+
+
+class Gate:
+    """A first unit that holds the writer until the others are queued behind it."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, session: Session, batch: Batch) -> str:
+        self.entered.set()
+        assert self.release.wait(30)
+        return add_court("TJ-GATE")(session, batch)
+
+
+def run_batch(
+    committer: GroupCommitter, works: list[Callable[[Session, Batch], Any]]
+) -> list[Any]:
+    """Run `works` so that all of them land in one batch; results or exceptions, in order."""
+    gate = Gate()
+    results: list[Any] = [None] * len(works)
+
+    def call(index: int) -> None:
+        try:
+            results[index] = committer.run(works[index])
+        except Exception as exc:
+            results[index] = exc
+
+    first = threading.Thread(target=committer.run, args=(gate,))
+    first.start()
+    assert gate.entered.wait(30)
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(works))]
+    for thread in threads:
+        thread.start()
+    while committer._queue.qsize() < len(works):  # every unit queued behind the gate
+        threading.Event().wait(0.01)
+    gate.release.set()
+    first.join(30)
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_queued_units_share_one_commit(db: Database, commits: list[int]) -> None:
+    batches: list[int] = []
+    committer = GroupCommitter(db, on_begin=lock_head, on_batch=batches.append)
+    before = len(commits)
+    results = run_batch(committer, [add_court(f"TJ-{i:02d}") for i in range(10)])
+    committer.close()
+    assert results == [f"TJ-{i:02d}" for i in range(10)]
+    assert batches == [1, 10]  # the gate alone, then the ten queued behind it
+    assert len(commits) - before == 2
+    assert court_codes(db) == sorted([*(f"TJ-{i:02d}" for i in range(10)), "TJ-GATE"])
+    with db.reading() as session:
+        report = verify_chain(session)
+    assert report.ok and report.events == 11
+
+
+def test_a_failing_unit_is_rolled_back_alone(db: Database) -> None:
+    def fails(session: Session, batch: Batch) -> str:
+        add_court("TJ-BAD")(session, batch)
+        raise ValueError("refused by the unit")
+
+    committer = GroupCommitter(db)
+    results = run_batch(committer, [add_court("TJ-A"), fails, add_court("TJ-B")])
+    committer.close()
+    assert results[0] == "TJ-A" and results[2] == "TJ-B"
+    assert isinstance(results[1], ValueError)
+    assert court_codes(db) == ["TJ-A", "TJ-B", "TJ-GATE"]
+    with db.reading() as session:
+        assert verify_chain(session).ok
+
+
+def test_a_constraint_violation_fails_only_its_unit(db: Database) -> None:
+    committer = GroupCommitter(db)
+    results = run_batch(committer, [add_court("TJ-A"), add_court("TJ-A"), add_court("TJ-C")])
+    committer.close()
+    assert results[0] == "TJ-A" and results[2] == "TJ-C"
+    assert isinstance(results[1], IntegrityError)
+    assert court_codes(db) == ["TJ-A", "TJ-C", "TJ-GATE"]
+
+
+def test_a_failed_pre_commit_hook_stores_nothing_of_the_batch(db: Database) -> None:
+    def breaks_the_batch(session: Session, batch: Batch) -> str:
+        def hook() -> None:
+            raise StorageUnavailable("blob store unavailable")
+
+        batch.before_commit("sync", hook)
+        return add_court("TJ-HOOK")(session, batch)
+
+    committer = GroupCommitter(db)
+    results = run_batch(committer, [add_court("TJ-A"), breaks_the_batch, add_court("TJ-B")])
+    committer.close()
+    assert all(isinstance(result, StorageUnavailable) for result in results)
+    assert court_codes(db) == ["TJ-GATE"]
+
+
+def test_hooks_run_once_per_key_before_the_commit(db: Database) -> None:
+    calls: list[str] = []
+
+    def with_hook(code: str) -> Callable[[Session, Batch], str]:
+        def work(session: Session, batch: Batch) -> str:
+            batch.before_commit(("dir", "2026/11/25"), lambda: calls.append(code))
+            return add_court(code)(session, batch)
+
+        return work
+
+    committer = GroupCommitter(db)
+    run_batch(committer, [with_hook("TJ-A"), with_hook("TJ-B"), with_hook("TJ-C")])
+    committer.close()
+    assert calls == ["TJ-A"]
+
+
+def test_close_drains_and_then_refuses(db: Database) -> None:
+    committer = GroupCommitter(db)
+    assert committer.run(add_court("TJ-A")) == "TJ-A"
+    committer.close()
+    committer.close()  # twice is harmless
+    with pytest.raises(StorageUnavailable):
+        committer.run(add_court("TJ-B"))
+    assert court_codes(db) == ["TJ-A"]
