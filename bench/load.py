@@ -134,6 +134,9 @@ def measure(
         after = metrics.scrape(target.metrics_url)
         if after is not None:
             res["stages"] = metrics.stage_means(before, after)
+            res["commit_batch_mean"] = metrics.histogram_mean(
+                before, after, "gateway_commit_batch_messages"
+            )
             res["outcomes"] = metrics.counter_delta(
                 before, after, "gateway_messages_total", "outcome"
             )

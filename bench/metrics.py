@@ -61,3 +61,10 @@ def counter_delta(before: Samples, after: Samples, metric: str, label: str) -> d
             key = dict(labels).get(label, "?")
             out[key] = out.get(key, 0.0) + value - before.get((name, labels), 0.0)
     return out
+
+
+def histogram_mean(before: Samples, after: Samples, metric: str) -> float | None:
+    """Mean of an unlabelled histogram's observations between two scrapes (None: none)."""
+    d_sum = after.get((f"{metric}_sum", ()), 0.0) - before.get((f"{metric}_sum", ()), 0.0)
+    d_count = after.get((f"{metric}_count", ()), 0.0) - before.get((f"{metric}_count", ()), 0.0)
+    return round(d_sum / d_count, 2) if d_count > 0 else None

@@ -103,8 +103,8 @@ def _stage_table(points: list[Row]) -> list[str]:
         return ["No `gateway_stage_seconds` histogram on /metrics: stage timing not available."]
     stages = [s for s in STAGE_ORDER if any(s in p["result"]["stages"] for p in with_stages)]
     stages += sorted({s for p in with_stages for s in p["result"]["stages"]} - set(stages))
-    lines = ["| server | size | sessions | " + " | ".join(stages) + " |",
-             "|---|---|---:|" + "---:|" * len(stages)]
+    lines = ["| server | size | sessions | " + " | ".join(stages) + " | messages per commit |",
+             "|---|---|---:|" + "---:|" * (len(stages) + 1)]
     for point in with_stages:
         res = point["result"]
         cells = []
@@ -113,6 +113,7 @@ def _stage_table(points: list[Row]) -> list[str]:
             # Per message: a stage run several times per message (3 blobs) counts in full.
             cells.append("-" if not found or not res["ok"] else
                          fmt(found["mean_ms"] * found["count"] / res["ok"], 2))
+        cells.append(fmt(res.get("commit_batch_mean"), 1))
         lines.append(f"| {point['target']} | {point['size_label']} | {point['sessions']} | "
                      + " | ".join(cells) + " |")
     return lines
@@ -160,7 +161,8 @@ def render(results: Row) -> str:
               *_points_table(results["points"])]
     lines += ["", "## Where the time goes (ms per message, from /metrics deltas)", "",
               "Under concurrency a stage's time includes waiting for a worker thread "
-              "and the GIL.", ""]
+              "and the GIL; `commit` includes the wait for the batch's group commit "
+              "(messages per commit: the mean batch).", ""]
     lines += _stage_table(results["points"])
     lines += ["", "## Scale (SQLite, synthetic rows under a court of their own)", ""]
     lines += _scale_lines(sections.get("scale") or [])

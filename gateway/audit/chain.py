@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from gateway.storage.models import AuditEvent, AuditHead
+from gateway.storage.models import AuditEvent, AuditHead, table_of
 
 GENESIS = "0" * 64
+HEAD, EVENTS = table_of(AuditHead), table_of(AuditEvent)
 
 
 def canonical_form(
@@ -49,33 +50,37 @@ def append_event(
     actor: str,
     subject: str = "",
     data: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Append one event in the caller's transaction.
+) -> int:
+    """Append one event in the caller's transaction; return its sequence number.
 
     The head row is locked (FOR UPDATE on PostgreSQL; SQLite transactions
-    already hold the write lock) so concurrent appends are serialised.
+    already hold the write lock) so concurrent appends are serialised.  Core
+    statements, not ORM objects: the group commit's writer appends one event
+    per message.
     """
-    head = session.execute(
-        select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    ).scalar_one()
+    conn = session.connection()
+    head = conn.execute(
+        select(HEAD.c.seq, HEAD.c.sha256).where(HEAD.c.id == 1).with_for_update()
+    ).one()
     payload = dict(data or {})
-    seq = head.seq + 1
+    seq, prev = int(head.seq) + 1, str(head.sha256)
     digest = hashlib.sha256(
-        canonical_form(seq, now, action, actor, subject, payload, head.sha256)
+        canonical_form(seq, now, action, actor, subject, payload, prev)
     ).hexdigest()
-    event = AuditEvent(
-        seq=seq,
-        at=now,
-        action=action,
-        actor=actor,
-        subject=subject,
-        data=payload,
-        prev_sha256=head.sha256,
-        sha256=digest,
+    conn.execute(
+        insert(EVENTS).values(
+            seq=seq,
+            at=now,
+            action=action,
+            actor=actor,
+            subject=subject,
+            data=payload,
+            prev_sha256=prev,
+            sha256=digest,
+        )
     )
-    session.add(event)
-    head.seq, head.sha256 = seq, digest
-    return event
+    conn.execute(update(HEAD).where(HEAD.c.id == 1).values(seq=seq, sha256=digest))
+    return seq
 
 
 @dataclass(frozen=True, slots=True)

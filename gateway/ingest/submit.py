@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,7 +37,6 @@ from gateway.storage.crypto import Encryptor
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import Batch, GroupCommitter
 from gateway.storage.models import (
-    Base,
     Blob,
     Code,
     Court,
@@ -46,21 +45,16 @@ from gateway.storage.models import (
     Registration,
     Request,
     Submission,
+    table_of,
 )
 from gateway.storage.repositories import CourtRepository
 
 log = logging.getLogger("gateway.submit")
 
 
-def _table(model: type[Base]) -> Table:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
-
-
 # The writer's statements use the tables directly (Core): see SubmissionStore._commit.
-REQUESTS, SUBMISSIONS = _table(Request), _table(Submission)
-DOCUMENTS, BLOBS = _table(Document), _table(Blob)
+REQUESTS, SUBMISSIONS = table_of(Request), table_of(Submission)
+DOCUMENTS, BLOBS = table_of(Document), table_of(Blob)
 
 
 @dataclass(frozen=True, slots=True)

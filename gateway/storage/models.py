@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -63,6 +64,13 @@ class Base(DeclarativeBase):
         dict[str, Any]: JSON(),
         bytes: LargeBinary(),
     }
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's table, for Core statements on hot paths (typed: `__table__` is a FromClause)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 class Court(Base):

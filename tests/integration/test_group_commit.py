@@ -1,4 +1,4 @@
-"""Group commit on SQLite and PostgreSQL: one commit per batch, each unit isolated in a savepoint."""
+"""Group commit on SQLite and PostgreSQL: one commit per batch, each unit in a savepoint."""
 
 from __future__ import annotations
 
