@@ -21,6 +21,7 @@ from gateway.errors import (
     NoSignature,
     NotAligned,
 )
+from gateway.ingest.dkimverify import StreamingDKIM
 from gateway.model import Mailbox
 
 DnsFunc = Callable[[bytes, int], bytes | None]
@@ -31,6 +32,9 @@ MAX_SIGNATURES = 5
 
 _PRINTABLE_DOMAIN = re.compile(r"[^a-z0-9.-]")
 _SIGNATURE_HEADER = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE | re.MULTILINE)
+# The first empty line as the email package splits lines (CRLF, CR or LF): the
+# header block ends there at the latest.
+_EMAIL_EMPTY_LINE = re.compile(rb"(?:\A|\r\n|\r(?!\n)|\n)[\r\n]")
 # dkimpy logs why a signature failed at error level; keep it apart so
 # operators can quieten it without losing the gateway's own messages.
 _dkim_log = logging.getLogger(__name__ + ".dkimpy")
@@ -82,11 +86,24 @@ def is_aligned(from_domain: str, dkim_domain: str) -> bool:
     return author == signer or author.endswith("." + signer)
 
 
+def header_block(raw: bytes) -> bytes:
+    """A prefix of `raw` holding its whole header block, for the email package's parser.
+
+    The parser reads the body too even when asked for headers only (it decodes
+    the whole message and keeps the body as a string, about 7 times a large
+    message's size); the headers it finds in this prefix are the same. The
+    prefix runs one byte past the first empty line so a CR LF is never cut.
+    """
+    match = _EMAIL_EMPTY_LINE.search(raw)
+    return raw if match is None else raw[: match.end() + 1]
+
+
 def single_from(raw: bytes) -> Mailbox:
     """Return the one address of the one From: header, or raise MultipleFrom."""
     refused = MultipleFrom("From: must hold exactly one valid address")
     try:
-        headers = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+        parser = email.parser.BytesHeaderParser(policy=email.policy.default)
+        headers = parser.parsebytes(header_block(raw))
         values = headers.get_all("From") or []
         if len(values) != 1:
             raise refused
@@ -147,17 +164,18 @@ class SenderAuthenticator:
 
     def _verify_all(self, raw: bytes) -> list[_Signature]:
         try:
-            verifier = dkim.DKIM(raw, logger=_dkim_log)
-        except dkim.DKIMException:
-            # dkimpy cannot even read the header block: a signature in it
-            # cannot verify, and without one there is nothing to verify.
+            verifier = StreamingDKIM(raw, logger=_dkim_log)
+        except (dkim.DKIMException, IndexError):
+            # dkimpy cannot even read the header block (IndexError: it starts
+            # with a continuation line): a signature in it cannot verify, and
+            # without one there is nothing to verify.
             if _SIGNATURE_HEADER.search(raw):
                 return [_Signature(None, None, verified=False, temporary_failure=False)]
             return []
         count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
         return [self._verify_one(verifier, idx) for idx in range(min(count, MAX_SIGNATURES))]
 
-    def _verify_one(self, verifier: dkim.DKIM, idx: int) -> _Signature:
+    def _verify_one(self, verifier: StreamingDKIM, idx: int) -> _Signature:
         failures: list[DnsTemporaryFailure] = []
 
         def lookup(name: bytes, timeout: int = 5) -> bytes | None:
