@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 import ssl
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
+from email.policy import compat32
 from email.policy import default as default_policy
 
 import aiosmtplib
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from gateway.audit.chain import append_event
+from gateway.audit.chain import append_event, lock_head
 from gateway.errors import TemporaryFailure
 from gateway.model import Clock
 from gateway.outbox.queue import FAILED, PENDING, SENT
@@ -27,6 +31,9 @@ log = logging.getLogger("gateway.outbox")
 
 FIRST_RETRY = timedelta(seconds=30)
 DETAIL_MAX = 200
+RECORD_TRIES = 2
+"""Recording a batch is retried once: a lost record means re-sending the whole batch later."""
+RECORD_RETRY_PAUSE = 1.0
 # Operations a relay answers with 5xx that say nothing about the message itself
 # (bad relay credentials, refused greeting): the operator fixes them, we retry.
 _NOT_ABOUT_THE_MESSAGE = (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPHeloError)
@@ -52,6 +59,26 @@ class Claimed:
 class Outcome:
     result: str  # "sent" | "temporary" | "permanent"
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What became of one claimed row, and when: recorded with the rest of its batch."""
+
+    item: Claimed
+    outcome: Outcome
+    at: datetime
+
+
+SENT_OUTCOME = Outcome("sent", "250 accepted by the relay")
+COMPOSE_FAILED = Outcome("temporary", "could not compose the message (see the log)")
+INTERNAL_ERROR = Outcome("temporary", "internal error while sending (see the log)")
+# What sending one message may raise about the relay or that message: aiosmtplib's
+# errors, the network's, and ValueError for an address aiosmtplib will not put on a
+# command line. Caught per message, so one bad message never sinks its batch.
+_DELIVERY_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError)
+# The end of the header block: a line break followed by an empty line (CRLF or LF).
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def retry_delay(failures: int, max_backoff: timedelta) -> timedelta:
@@ -91,11 +118,90 @@ def _short(text: str) -> str:
 
 
 def envelope_sender(message: bytes) -> str:
-    """The From address of a composed message, used as MAIL FROM (empty: null sender)."""
-    headers = BytesHeaderParser(policy=default_policy).parsebytes(message)
-    from_header = headers.get("From")
-    addresses = getattr(from_header, "addresses", ())
+    """The From address of a composed message, used as MAIL FROM (empty: null sender).
+
+    Only the header block is parsed: the cut is at the first line break followed
+    by an empty line, never before the parser's own end of headers, so the
+    parser sees every header it would have seen in the whole message.  The
+    split into raw fields is the same under every policy; the compat32 one
+    skips interpreting Content-Type, which we do not need.  Interpreting the
+    From value is the costly part and every composed message has the same one,
+    so it is done by the default policy, as before, once per distinct value.
+    """
+    end = _HEADER_END.search(message)
+    head = message[: end.end()] if end else message
+    headers = BytesHeaderParser(policy=compat32).parsebytes(head)
+    for name, value in headers.raw_items():  # what `headers.get("From")` walks
+        if name.lower() == "from":
+            return _first_address(name, str(value))
+    return ""
+
+
+@functools.lru_cache(maxsize=256)
+def _first_address(name: str, value: str) -> str:
+    header = default_policy.header_fetch_parse(name, value)
+    addresses = getattr(header, "addresses", ())
     return str(addresses[0].addr_spec) if addresses else ""
+
+
+class RelayConnection:
+    """One SMTP client session with the relay, opened on demand and reused message after message.
+
+    aiosmtplib's `sendmail` runs MAIL, RCPT and DATA on the open session and
+    sends RSET after a refusal, so the session stays usable after a message is
+    refused.  When the relay drops the connection (or aiosmtplib closes it
+    after a timeout or a 421), `open` connects again for the next message;
+    the same client object keeps its resolved local host name across reconnects.
+    """
+
+    def __init__(
+        self, relay: RelaySection, tls_context: ssl.SSLContext, local_hostname: str | None
+    ) -> None:
+        password = relay.password.get_secret_value()
+        # The same settings `aiosmtplib.send` was given for one message per connection.
+        self._client = aiosmtplib.SMTP(
+            hostname=relay.host,
+            port=relay.port,
+            use_tls=relay.implicit_tls,
+            start_tls=relay.starttls and not relay.implicit_tls,
+            tls_context=tls_context,
+            username=relay.username or None,
+            password=password if relay.username else None,
+            timeout=relay.timeout,
+            local_hostname=local_hostname,
+        )
+
+    async def open(self) -> Outcome | None:
+        """Connect (TLS, STARTTLS, AUTH as configured) unless connected; the failure, if any."""
+        if self._client.is_connected:
+            return None
+        try:
+            await self._client.connect()
+        except _DELIVERY_ERRORS as error:
+            return classify(error)  # aiosmtplib has already closed the half-open session
+        return None
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> Outcome:
+        """One mail transaction on the open session, its result classified."""
+        try:
+            await self._client.sendmail(sender, [recipient], message)
+        except _DELIVERY_ERRORS as error:
+            return classify(error)
+        return SENT_OUTCOME
+
+    def drop(self) -> None:
+        """Close the socket without a word: the session's state is unknown."""
+        self._client.close()
+
+    async def close(self) -> None:
+        """QUIT if still connected, then close whatever the relay answers."""
+        try:
+            if self._client.is_connected:
+                await self._client.quit()
+        except _DELIVERY_ERRORS:
+            pass  # the messages are already sent or classified; only the goodbye failed
+        finally:
+            self._client.close()
 
 
 class OutboxWorker:
@@ -104,6 +210,10 @@ class OutboxWorker:
     Rows are claimed by setting `lease_until` in a short transaction (with
     `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's write lock serialises
     claims), so a row is never in two workers' hands while its lease runs.
+    A claimed batch goes out over at most `concurrency` relay connections and
+    its outcomes are recorded together in one transaction: a crash before that
+    record leaves the leases in place, and the rows are sent again once they
+    run out (at least once, never lost).
     """
 
     def __init__(
@@ -119,12 +229,14 @@ class OutboxWorker:
         local_hostname: str | None = None,
         compose: Compose | None = None,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError("the outbox needs at least one relay connection")
         self._db = db
         self._relay = relay
         self._clock = clock
         self._batch = batch
         self._lease = lease
-        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._tls_context = tls_context or relay_tls_context()
         self._local_hostname = local_hostname
         self._compose = compose
@@ -135,7 +247,8 @@ class OutboxWorker:
         """Claim and attempt one batch of due rows; return how many were attempted."""
         claimed = await asyncio.to_thread(self._claim)
         if claimed:
-            await asyncio.gather(*(self._attempt(item) for item in claimed))
+            delivered = await self._deliver(claimed)
+            await self._record(delivered)
         return len(claimed)
 
     async def run(self, stop: asyncio.Event, interval: float = 5.0) -> None:
@@ -209,18 +322,58 @@ class OutboxWorker:
                 )
         return claimed
 
-    async def _attempt(self, item: Claimed) -> None:
-        async with self._slots:
-            message = item.message
+    async def _deliver(self, claimed: list[Claimed]) -> list[Delivered]:
+        """Send a batch over at most `concurrency` connections, each taking the next message.
+
+        A connection that cannot be opened ends its lane (the relay is down, or
+        refuses us): the other lanes go on.  If every lane ends that way, the
+        messages nobody tried are temporary failures too, without trying each.
+        """
+        queue = deque(claimed)
+        delivered: list[Delivered] = []
+        lanes = min(self._concurrency, len(claimed))
+        failures = await asyncio.gather(*(self._lane(queue, delivered) for _ in range(lanes)))
+        unreachable = next((failure for failure in failures if failure is not None), None)
+        if queue and unreachable is not None:
+            left = Outcome("temporary", unreachable.detail)
+            delivered.extend(Delivered(item, left, self._clock()) for item in queue)
+        return delivered
+
+    async def _lane(self, queue: deque[Claimed], delivered: list[Delivered]) -> Outcome | None:
+        """Deliver messages from `queue` one after the other over one relay connection.
+
+        Returns the failure to connect that ended the lane early, or None once
+        the queue is empty; the connection is closed (QUIT) either way.
+        """
+        connection = RelayConnection(self._relay, self._tls_context, self._local_hostname)
+        try:
+            while queue:
+                item = queue.popleft()
+                outcome, reached = await self._attempt(connection, item)
+                delivered.append(Delivered(item, outcome, self._clock()))
+                if not reached:
+                    return outcome
+            return None
+        finally:
+            await connection.close()
+
+    async def _attempt(self, connection: RelayConnection, item: Claimed) -> tuple[Outcome, bool]:
+        """Compose if needed and send one message; also say whether the relay was reached."""
+        message = item.message
+        if message is None:
+            message = await asyncio.to_thread(self._compose_now, item)
             if message is None:
-                message = await asyncio.to_thread(self._compose_now, item)
-            outcome = (
-                await self._send(item, message)
-                if message is not None
-                else Outcome("temporary", "could not compose the message (see the log)")
-            )
-        now = self._clock()
-        await asyncio.to_thread(self._record, item, outcome, now)
+                return COMPOSE_FAILED, True
+        try:
+            failure = await connection.open()
+            if failure is not None:
+                return failure, False
+            return await connection.send(envelope_sender(message), item.recipient, message), True
+        except Exception:
+            # Not the relay's doing nor the message's: keep it from sinking the batch.
+            log.exception("outbox %s (%s): sending failed", item.id, item.kind)
+            connection.drop()
+            return INTERNAL_ERROR, True
 
     def _compose_now(self, item: Claimed) -> bytes | None:
         if self._compose is None or item.values is None:
@@ -232,43 +385,65 @@ class OutboxWorker:
             log.exception("outbox %s (%s): composing failed", item.id, item.kind)
             return None
 
-    async def _send(self, item: Claimed, message: bytes) -> Outcome:
-        relay = self._relay
-        password = relay.password.get_secret_value()
-        try:
-            await aiosmtplib.send(
-                message,
-                sender=envelope_sender(message),
-                recipients=[item.recipient],
-                hostname=relay.host,
-                port=relay.port,
-                use_tls=relay.implicit_tls,
-                start_tls=relay.starttls and not relay.implicit_tls,
-                tls_context=self._tls_context,
-                username=relay.username or None,
-                password=password if relay.username else None,
-                timeout=relay.timeout,
-                local_hostname=self._local_hostname,
-            )
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
-            return classify(error)
-        return Outcome("sent", "250 accepted by the relay")
+    async def _record(self, delivered: list[Delivered]) -> None:
+        """Record the batch, trying once more on a database fault, then give up with a log.
 
-    def _record(self, item: Claimed, outcome: Outcome, now: datetime) -> None:
-        with self._db.transaction() as session:
-            row = session.get(Outbox, item.id, with_for_update=True)
-            if row is None or row.status != PENDING or row.lease_until != item.lease_until:
-                # Our lease ran out and another worker took the row: its record wins.
-                log.warning("outbox %s: lease lost, %s not recorded", item.id, outcome.result)
+        Unrecorded rows keep their lease: they are sent again once it runs out.
+        """
+        for attempt in range(1, RECORD_TRIES + 1):
+            try:
+                await asyncio.to_thread(self._record_batch, delivered)
                 return
-            session.add(
-                OutboxAttempt(
-                    outbox_id=row.id, attempted_at=now, result=outcome.result, detail=outcome.detail
+            except TemporaryFailure:
+                if attempt == RECORD_TRIES:
+                    log.warning(
+                        "outbox: database unavailable, %d outcome(s) not recorded; "
+                        "those rows will be sent again when their lease runs out",
+                        len(delivered),
+                    )
+                    return
+                await asyncio.sleep(RECORD_RETRY_PAUSE)
+            except Exception:
+                log.exception(
+                    "outbox: recording %d outcome(s) failed; those rows will be sent again "
+                    "when their lease runs out",
+                    len(delivered),
                 )
+                return
+
+    def _record_batch(self, delivered: Iterable[Delivered]) -> None:
+        """All of a batch's outcomes in one transaction: one commit (fsync) per batch."""
+        ordered = sorted(delivered, key=lambda done: done.item.id)
+        with self._db.transaction() as session:
+            if any(done.outcome.result != "sent" for done in ordered):
+                # A failure may append to the audit chain: take its head lock before
+                # any row lock, the order every appending transaction follows.
+                lock_head(session)
+            rows = session.scalars(
+                select(Outbox)
+                .where(Outbox.id.in_([done.item.id for done in ordered]))
+                .order_by(Outbox.id)
+                .with_for_update()
+            ).all()
+            by_id = {row.id: row for row in rows}
+            for done in ordered:
+                self._record_one(session, by_id.get(done.item.id), done)
+
+    def _record_one(self, session: Session, row: Outbox | None, done: Delivered) -> None:
+        """One row's attempt, as its own transaction recorded it before batches."""
+        item, outcome, now = done.item, done.outcome, done.at
+        if row is None or row.status != PENDING or row.lease_until != item.lease_until:
+            # Our lease ran out and another worker took the row: its record wins.
+            log.warning("outbox %s: lease lost, %s not recorded", item.id, outcome.result)
+            return
+        session.add(
+            OutboxAttempt(
+                outbox_id=row.id, attempted_at=now, result=outcome.result, detail=outcome.detail
             )
-            row.attempts += 1
-            row.lease_until = None
-            self._apply(session, row, outcome, now)
+        )
+        row.attempts += 1
+        row.lease_until = None
+        self._apply(session, row, outcome, now)
 
     def _apply(self, session: Session, row: Outbox, outcome: Outcome, now: datetime) -> None:
         if outcome.result == "sent":

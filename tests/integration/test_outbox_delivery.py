@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiosmtplib
 import dkim
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from gateway.audit.chain import verify_chain
+from gateway.errors import StorageUnavailable
+from gateway.outbox import worker as worker_module
 from gateway.outbox.compose import MailComposer
 from gateway.outbox.queue import enqueue, pending_count
 from gateway.outbox.templates import Templates
-from gateway.outbox.worker import OutboxWorker
+from gateway.outbox.worker import Delivered, OutboxWorker
 from gateway.settings import RelaySection
 from gateway.storage import migrate
 from gateway.storage.db import Database
@@ -74,12 +78,18 @@ def relay_for(sink: SmtpSink, **options: object) -> RelaySection:
     return RelaySection.model_validate({**values, **options})
 
 
-def put(db: Database, clock: FakeClock, message: bytes = MESSAGE, kind: str = "receipt") -> int:
+def put(
+    db: Database,
+    clock: FakeClock,
+    message: bytes = MESSAGE,
+    kind: str = "receipt",
+    recipient: str = "tuteur@famille.example",
+) -> int:
     with db.transaction() as session:
         row = enqueue(
             session,
             kind=kind,
-            recipient="tuteur@famille.example",
+            recipient=recipient,
             message=message,
             now=clock(),
             related_reference="TJ-PARIS-2026-000001/1",
@@ -390,3 +400,202 @@ def test_template_values_composed_at_delivery_and_cleared(
         row = session.get(Outbox, row_id)
         assert row is not None and row.status == "sent"
         assert row.template_values is None and row.message is None
+
+
+# --- Batches: shared relay connections, one record transaction -----------------------------
+
+UNKNOWN = "inconnu@famille.example"
+
+
+def numbered(n: int) -> bytes:
+    """MESSAGE made distinct, so the sink can tell each one apart."""
+    return MESSAGE.replace(b"7K3QD", f"{n:05d}".encode())
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for the sink's thread to catch up (QUITs arrive after `run_once` returns)."""
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_outbox_batch_goes_over_at_most_concurrency_connections(
+    db: Database, clock: FakeClock, smtp_sink: SmtpSink, concurrency: int
+) -> None:
+    ids = [put(db, clock, numbered(n)) for n in range(10)]
+    worker = OutboxWorker(db, relay_for(smtp_sink), clock, concurrency=concurrency)
+
+    assert await worker.run_once() == 10
+
+    received = smtp_sink.wait_for(10)
+    assert len({data for _, _, data in received}) == 10
+    assert {mail_from for mail_from, _, _ in received} == {"noreply@greffe.example"}
+    assert 1 <= smtp_sink.connections <= concurrency
+    await until(lambda: smtp_sink.quits == smtp_sink.connections)  # each one closed with QUIT
+    assert {row_of(db, outbox_id).status for outbox_id in ids} == {"sent"}
+
+
+async def test_outbox_batch_outcomes_recorded_in_one_transaction(
+    db: Database, clock: FakeClock, smtp_sink: SmtpSink
+) -> None:
+    sent = [put(db, clock, numbered(n)) for n in range(6)]
+    refused = put(db, clock, numbered(6), recipient=UNKNOWN)
+    smtp_sink.recipient_refusals[UNKNOWN] = "550 5.1.1 No such user"
+    worker = OutboxWorker(db, relay_for(smtp_sink), clock)
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(db.engine, "commit", count)
+    try:
+        assert await worker.run_once() == 7
+    finally:
+        event.remove(db.engine, "commit", count)
+
+    assert len(commits) == 2  # the claim, then every outcome together
+    assert [row_of(db, outbox_id).status for outbox_id in sent] == ["sent"] * 6
+    assert row_of(db, refused).status == "failed"
+    [failure] = failure_events(db)
+    assert failure.data["outbox_id"] == refused
+    with db.transaction() as session:
+        assert verify_chain(session).ok
+
+
+async def test_outbox_refused_recipient_does_not_stop_the_rest_of_the_batch(
+    db: Database, clock: FakeClock, smtp_sink: SmtpSink
+) -> None:
+    smtp_sink.recipient_refusals[UNKNOWN] = "550 5.1.1 No such user"
+    first = [put(db, clock, numbered(n)) for n in range(2)]
+    refused = put(db, clock, numbered(2), recipient=UNKNOWN)
+    after = [put(db, clock, numbered(n)) for n in range(3, 5)]
+    worker = OutboxWorker(db, relay_for(smtp_sink), clock, concurrency=1)
+
+    assert await worker.run_once() == 5
+
+    assert len(smtp_sink.wait_for(4)) == 4
+    assert smtp_sink.connections == 1  # the refusal was RSET, the session went on
+    assert {row_of(db, outbox_id).status for outbox_id in first + after} == {"sent"}
+    assert attempts_of(db, refused) == [("permanent", "550 5.1.1 No such user")]
+    row = row_of(db, refused)
+    assert (row.status, row.attempts, row.message) == ("failed", 1, None)
+    [failure] = failure_events(db)
+    assert failure.data["outbox_id"] == refused and failure.data["reason"] == "permanent refusal"
+
+
+async def test_outbox_relay_crash_mid_batch_leaves_the_rest_for_a_retry(
+    db: Database, clock: FakeClock, smtp_sink: SmtpSink
+) -> None:
+    ids = [put(db, clock, numbered(n)) for n in range(10)]
+    worker = OutboxWorker(db, relay_for(smtp_sink), clock, concurrency=2)
+    smtp_sink.crash_after(3)
+
+    assert await worker.run_once() == 10
+
+    assert smtp_sink.connections <= 2
+    kept = {data for _, _, data in smtp_sink.messages}
+    rows = {outbox_id: row_of(db, outbox_id) for outbox_id in ids}
+    sent = {outbox_id for outbox_id, row in rows.items() if row.status == "sent"}
+    assert 3 <= len(sent) == len(kept) < 10
+    for outbox_id in set(ids) - sent:
+        row = rows[outbox_id]
+        assert (row.status, row.attempts, row.lease_until) == ("pending", 1, None)
+        assert row.message is not None and row.next_attempt_at == T0 + timedelta(seconds=30)
+        assert [result for result, _ in attempts_of(db, outbox_id)] == ["temporary"]
+
+    smtp_sink.start()
+    clock.advance(seconds=30)
+    assert await worker.run_once() == 10 - len(sent)
+
+    received = smtp_sink.wait_for(10)
+    assert len(received) == len({data for _, _, data in received}) == 10  # each exactly once
+    assert {row_of(db, outbox_id).status for outbox_id in ids} == {"sent"}
+
+
+async def test_outbox_relay_down_fails_the_batch_without_trying_every_message(
+    db: Database, clock: FakeClock, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [put(db, clock, numbered(n)) for n in range(8)]
+    connect = aiosmtplib.SMTP.connect
+    tries: list[int] = []
+
+    async def counting_connect(client: aiosmtplib.SMTP, **options: object) -> object:
+        tries.append(1)
+        return await connect(client, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiosmtplib.SMTP, "connect", counting_connect)
+    smtp_sink.stop()
+
+    assert await OutboxWorker(db, relay_for(smtp_sink), clock, concurrency=2).run_once() == 8
+
+    assert len(tries) == 2  # one per connection, not one per message
+    for outbox_id in ids:
+        [(result, detail)] = attempts_of(db, outbox_id)
+        assert result == "temporary" and "Connect" in detail
+        row = row_of(db, outbox_id)
+        assert (row.status, row.attempts) == ("pending", 1)
+        assert row.next_attempt_at == T0 + timedelta(seconds=30)
+
+
+async def test_outbox_batch_record_is_retried_once_on_a_database_fault(
+    db: Database, clock: FakeClock, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [put(db, clock, numbered(n)) for n in range(3)]
+    worker = OutboxWorker(db, relay_for(smtp_sink), clock)
+    record = worker._record_batch
+    calls: list[int] = []
+
+    def flaky(delivered: list[Delivered]) -> None:
+        calls.append(len(delivered))
+        if len(calls) == 1:
+            raise StorageUnavailable("database unavailable")
+        record(delivered)
+
+    monkeypatch.setattr(worker_module, "RECORD_RETRY_PAUSE", 0.0)
+    monkeypatch.setattr(worker, "_record_batch", flaky)
+
+    assert await worker.run_once() == 3
+
+    assert calls == [3, 3]
+    assert {row_of(db, outbox_id).status for outbox_id in ids} == {"sent"}
+    assert len(smtp_sink.wait_for(3)) == 3
+
+
+async def test_outbox_unrecorded_batch_is_sent_again_once_the_lease_ends(
+    db: Database,
+    clock: FakeClock,
+    smtp_sink: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As if the process died between sending and recording: at least once, never lost.
+    ids = [put(db, clock, numbered(n)) for n in range(3)]
+    worker = OutboxWorker(db, relay_for(smtp_sink), clock, lease=timedelta(minutes=10))
+    record = worker._record_batch
+
+    def down(delivered: list[Delivered]) -> None:
+        raise StorageUnavailable("database unavailable")
+
+    monkeypatch.setattr(worker_module, "RECORD_RETRY_PAUSE", 0.0)
+    monkeypatch.setattr(worker, "_record_batch", down)
+    with caplog.at_level(logging.WARNING, logger="gateway.outbox"):
+        assert await worker.run_once() == 3  # logged, not raised
+    assert "3 outcome(s) not recorded" in caplog.text
+    for outbox_id in ids:
+        row = row_of(db, outbox_id)
+        assert (row.status, row.attempts) == ("pending", 0)
+        assert row.lease_until == T0 + timedelta(minutes=10)
+    assert len(smtp_sink.wait_for(3)) == 3
+
+    monkeypatch.setattr(worker, "_record_batch", record)
+    assert await worker.run_once() == 0  # still leased
+    clock.advance(minutes=10)
+    assert await worker.run_once() == 3
+
+    assert len(smtp_sink.wait_for(6)) == 6
+    for outbox_id in ids:
+        row = row_of(db, outbox_id)
+        assert (row.status, row.attempts) == ("sent", 1)
