@@ -140,9 +140,9 @@ async def test_smtp_data_reading_matches_aiosmtpd(name: str) -> None:
 
 
 async def test_smtp_data_reading_long_line_ending_in_a_dot_is_not_the_end() -> None:
-    # The reader hands a long line over in pieces; a last piece ".\r\n" is not the
-    # lone dot (what a smuggling attempt would try). The chunks are fed so that
-    # the pieces fall exactly there.
+    # A long line ending in ".\r\n" is not the lone dot (what a smuggling attempt
+    # would try). The chunks are fed so that aiosmtpd's reader would have handed
+    # the line over in pieces, the last one ".\r\n".
     smtp = GatewaySMTP(StubHandler(), data_size_limit=SIZE_LIMIT)  # type: ignore[arg-type]
     reader = asyncio.StreamReader(limit=smtp.line_length_limit)
     smtp._reader = reader
@@ -151,8 +151,8 @@ async def test_smtp_data_reading_long_line_ending_in_a_dot_is_not_the_end() -> N
     reading = asyncio.ensure_future(smtp._read_data())
     await asyncio.sleep(0.05)
     reader.feed_data(b"\r\nMAIL FROM:<x@y>\r\n.\r\n")
-    received = await asyncio.wait_for(reading, 5)
-    assert received.refusal == "500 Line too long (see RFC5321 4.5.3.1.6)"
+    _content, refusal = await asyncio.wait_for(reading, 5)
+    assert refusal == "500 Line too long (see RFC5321 4.5.3.1.6)"
     assert reader.at_eof() is False and len(reader._buffer) == 0  # the lone dot was consumed
 
 
