@@ -8,13 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.storage.models import AuditEvent, AuditHead, table_of
 
 GENESIS = "0" * 64
 HEAD, EVENTS = table_of(AuditHead), table_of(AuditEvent)
+# Built once: append_event runs once per accepted message in the group commit's writer.
+READ_HEAD = select(HEAD.c.seq, HEAD.c.sha256).where(HEAD.c.id == 1).with_for_update()
+INSERT_EVENT = insert(EVENTS)
+MOVE_HEAD = update(HEAD).where(HEAD.c.id == 1).values(seq=bindparam("seq"), sha256=bindparam("sha"))
 
 
 def canonical_form(
@@ -59,27 +63,26 @@ def append_event(
     per message.
     """
     conn = session.connection()
-    head = conn.execute(
-        select(HEAD.c.seq, HEAD.c.sha256).where(HEAD.c.id == 1).with_for_update()
-    ).one()
+    head = conn.execute(READ_HEAD).one()
     payload = dict(data or {})
     seq, prev = int(head.seq) + 1, str(head.sha256)
     digest = hashlib.sha256(
         canonical_form(seq, now, action, actor, subject, payload, prev)
     ).hexdigest()
     conn.execute(
-        insert(EVENTS).values(
-            seq=seq,
-            at=now,
-            action=action,
-            actor=actor,
-            subject=subject,
-            data=payload,
-            prev_sha256=prev,
-            sha256=digest,
-        )
+        INSERT_EVENT,
+        {
+            "seq": seq,
+            "at": now,
+            "action": action,
+            "actor": actor,
+            "subject": subject,
+            "data": payload,
+            "prev_sha256": prev,
+            "sha256": digest,
+        },
     )
-    conn.execute(update(HEAD).where(HEAD.c.id == 1).values(seq=seq, sha256=digest))
+    conn.execute(MOVE_HEAD, {"seq": seq, "sha": digest})
     return seq
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -52,9 +52,18 @@ from gateway.storage.repositories import CourtRepository
 log = logging.getLogger("gateway.submit")
 
 
-# The writer's statements use the tables directly (Core): see SubmissionStore._commit.
+# The writer's statements (see SubmissionStore._commit): Core, built once, so that
+# each execution reuses the statement's memoised cache key and compiled form.
 REQUESTS, SUBMISSIONS = table_of(Request), table_of(Submission)
-DOCUMENTS, BLOBS = table_of(Document), table_of(Blob)
+COUNT_SUBMISSION = (
+    update(REQUESTS)
+    .where(REQUESTS.c.id == bindparam("request_id"))
+    .values(submission_count=REQUESTS.c.submission_count + 1, updated_at=bindparam("now"))
+    .returning(REQUESTS.c.reference, REQUESTS.c.submission_count)
+)
+INSERT_BLOBS = insert(table_of(Blob))
+INSERT_SUBMISSION = insert(SUBMISSIONS).returning(SUBMISSIONS.c.id)
+INSERT_DOCUMENTS = insert(table_of(Document))
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,12 +361,7 @@ class SubmissionStore:
         self.codes.consume(session, code, now)
         conn = session.connection()
         # Counting the submission also takes the request's row lock (PostgreSQL).
-        counted = conn.execute(
-            update(REQUESTS)
-            .where(REQUESTS.c.id == request.id)
-            .values(submission_count=REQUESTS.c.submission_count + 1, updated_at=now)
-            .returning(REQUESTS.c.reference, REQUESTS.c.submission_count)
-        ).one()
+        counted = conn.execute(COUNT_SUBMISSION, {"request_id": request.id, "now": now}).one()
         request_reference, number = str(counted[0]), int(counted[1])
         registration = next(r for r in ctx.registrations if r.id == code.registration_id)
         reference = f"{request_reference}/{number}"
@@ -418,7 +422,7 @@ class SubmissionStore:
     ) -> int:
         """The blob, submission and document rows; returns the submission's id."""
         conn.execute(
-            insert(BLOBS),
+            INSERT_BLOBS,
             [
                 {"key": b.key, "kind": b.kind, "sha256": b.sha256, "size": b.size,
                  "created_at": now}
@@ -427,27 +431,26 @@ class SubmissionStore:
         )  # fmt: skip
         raw_blob, doc_blobs, manifest_blob = written[0], written[1:-1], written[-1]
         submission_id = conn.execute(
-            insert(SUBMISSIONS)
-            .values(
-                reference=reference,
-                request_id=request_id,
-                number=number,
-                channel=ctx.inbound.channel.value,
-                message_id_sha256=mid_sha256,
-                raw_sha256=raw_sha256,
-                size=len(ctx.inbound.raw),
-                received_at=ctx.inbound.received_at,
-                registration_id=registration.id,
-                credential_id=ctx.inbound.credential_id,
-                auth_results=ctx.auth_results(),
-                raw_blob=raw_blob.key,
-                manifest_blob=manifest_blob.key,
-            )
-            .returning(SUBMISSIONS.c.id)
+            INSERT_SUBMISSION,
+            {
+                "reference": reference,
+                "request_id": request_id,
+                "number": number,
+                "channel": ctx.inbound.channel.value,
+                "message_id_sha256": mid_sha256,
+                "raw_sha256": raw_sha256,
+                "size": len(ctx.inbound.raw),
+                "received_at": ctx.inbound.received_at,
+                "registration_id": registration.id,
+                "credential_id": ctx.inbound.credential_id,
+                "auth_results": ctx.auth_results(),
+                "raw_blob": raw_blob.key,
+                "manifest_blob": manifest_blob.key,
+            },
         ).scalar_one()
         if documents:
             conn.execute(
-                insert(DOCUMENTS),
+                INSERT_DOCUMENTS,
                 [
                     {"submission_id": submission_id, "idx": d.index,
                      "detected_type": d.detected_type, "size": d.size, "sha256": d.sha256,

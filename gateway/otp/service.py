@@ -6,17 +6,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.errors import CodeExpired, CodeLocked, CodeMismatch, CodeUnknown, RequestClosed
 from gateway.model import Channel, RequestKind, RequestStatus
 from gateway.otp.codes import CodeHasher, generate_code
-from gateway.storage.models import Code, Registration, Request, RequestCounter, Throttle
+from gateway.storage.models import (
+    Code,
+    Registration,
+    Request,
+    RequestCounter,
+    Throttle,
+    table_of,
+)
 
 RandBytes = Callable[[int], bytes]
 FAILURE_WINDOW = timedelta(hours=24)
+
+CODES = table_of(Code)
+# Built once: consume runs once per accepted message in the group commit's writer.
+CONSUME_CODE = (
+    update(CODES)
+    .where(
+        CODES.c.id == bindparam("code_id"),
+        CODES.c.expires_at > bindparam("now"),
+        CODES.c.closed_at.is_(None),
+    )
+    .values(use_count=CODES.c.use_count + 1, last_used_at=bindparam("used_at"))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,13 +174,10 @@ class CodeService:
 
     def consume(self, session: Session, code: Code, now: datetime) -> None:
         """Count one use with a conditional UPDATE, so a code sealed meanwhile cannot pass."""
-        result = session.execute(
-            update(Code)
-            .where(Code.id == code.id, Code.expires_at > now, Code.closed_at.is_(None))
-            .values(use_count=Code.use_count + 1, last_used_at=now)
-            .execution_options(synchronize_session=False)
+        result = session.connection().execute(
+            CONSUME_CODE, {"code_id": code.id, "now": now, "used_at": now}
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if result.rowcount != 1:
             raise RequestClosed("request is closed; ask for a new code")
 
     def close(self, session: Session, code: Code, request: Request, now: datetime) -> None:

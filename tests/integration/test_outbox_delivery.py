@@ -86,7 +86,7 @@ def put(
     recipient: str = "tuteur@famille.example",
 ) -> int:
     with db.transaction() as session:
-        row = enqueue(
+        return enqueue(
             session,
             kind=kind,
             recipient=recipient,
@@ -94,7 +94,6 @@ def put(
             now=clock(),
             related_reference="TJ-PARIS-2026-000001/1",
         )
-        return row.id
 
 
 def row_of(db: Database, outbox_id: int) -> Outbox:
@@ -383,7 +382,7 @@ def test_template_values_composed_at_delivery_and_cleared(
             recipient="tuteur@famille.example",
             values={"code": "7K3QD-M2X9A"},
             now=clock(),
-        ).id
+        )
     worker = OutboxWorker(db, relay_for(smtp_sink), clock, compose=compose)
     asyncio.run(worker.run_once())
     with db.transaction() as session:
