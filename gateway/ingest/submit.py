@@ -64,6 +64,14 @@ COUNT_SUBMISSION = (
 INSERT_BLOBS = insert(table_of(Blob))
 INSERT_SUBMISSION = insert(SUBMISSIONS).returning(SUBMISSIONS.c.id)
 INSERT_DOCUMENTS = insert(table_of(Document))
+# The per-message reads (SubmissionStore._look_up), built once too.
+DUPLICATE = select(SUBMISSIONS.c.reference).where(
+    SUBMISSIONS.c.message_id_sha256 == bindparam("mid"),
+    SUBMISSIONS.c.raw_sha256 == bindparam("raw"),
+)
+ACTIVE_FINGERPRINTS = select(CourtKey.fingerprint).where(
+    CourtKey.court_id == bindparam("court_id"), CourtKey.status == "active"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +104,7 @@ class CourtEncryptors:
         self._lock = threading.Lock()
 
     def for_court(self, session: Session, court_id: int) -> Encryptor:
-        marker = tuple(
-            sorted(
-                session.scalars(
-                    select(CourtKey.fingerprint).where(
-                        CourtKey.court_id == court_id, CourtKey.status == "active"
-                    )
-                )
-            )
-        )
+        marker = tuple(sorted(session.scalars(ACTIVE_FINGERPRINTS, {"court_id": court_id})))
         if not marker:
             raise KeyRefused("court has no active encryption key")
         with self._lock:
@@ -498,12 +498,8 @@ class SubmissionStore:
 
     @staticmethod
     def _duplicate_in(session: Session, mid_sha256: str, raw_sha256: str) -> str | None:
-        return session.scalar(
-            select(Submission.reference).where(
-                Submission.message_id_sha256 == mid_sha256,
-                Submission.raw_sha256 == raw_sha256,
-            )
-        )
+        found = session.connection().execute(DUPLICATE, {"mid": mid_sha256, "raw": raw_sha256})
+        return found.scalar()
 
 
 def _actor(ctx: Context) -> str:

@@ -25,8 +25,17 @@ from gateway.storage.models import (
 RandBytes = Callable[[int], bytes]
 FAILURE_WINDOW = timedelta(hours=24)
 
-CODES = table_of(Code)
-# Built once: consume runs once per accepted message in the group commit's writer.
+CODES, THROTTLES = table_of(Code), table_of(Throttle)
+# Statements built once: they run for every message with a code.
+CODE_BY_HASH = select(Code).where(Code.code_hmac == bindparam("hmac"))
+LOCKED_KEYS = (
+    select(THROTTLES.c.key)
+    .where(
+        THROTTLES.c.key.in_(bindparam("keys", expanding=True)),
+        THROTTLES.c.locked_until > bindparam("now"),
+    )
+    .limit(1)
+)
 CONSUME_CODE = (
     update(CODES)
     .where(
@@ -146,18 +155,15 @@ class CodeService:
 
     # -- verifying --------------------------------------------------------
     def check_not_locked(self, session: Session, keys: list[str], now: datetime) -> None:
-        for key in keys:
-            row = session.get(Throttle, key)
-            if row is not None and row.locked_until is not None and row.locked_until > now:
-                raise CodeLocked("too many failed codes; try again later")
+        locked = session.connection().execute(LOCKED_KEYS, {"keys": keys, "now": now}).first()
+        if locked is not None:
+            raise CodeLocked("too many failed codes; try again later")
 
     def find(
         self, session: Session, canonical: str, sender_key: str, registrations: list[Registration]
     ) -> tuple[Code, Request]:
         """Look a code up and check it belongs to the sender; raises the refusal."""
-        code = session.scalars(
-            select(Code).where(Code.code_hmac == self.hasher.digest(canonical))
-        ).one_or_none()
+        code = session.scalars(CODE_BY_HASH, {"hmac": self.hasher.digest(canonical)}).one_or_none()
         if code is None:
             raise CodeUnknown("code is not valid")
         if code.registration_id not in {r.id for r in registrations}:

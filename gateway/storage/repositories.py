@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.storage.models import Court, CourtKey, Registration
+
+# Built once: every message looks its sender's registrations up.
+ACTIVE_FOR_ADDRESS = select(Registration).where(
+    Registration.address_key == bindparam("address_key"), Registration.status == "active"
+)
 
 
 class CourtRepository:
@@ -61,11 +66,7 @@ class RegistrationRepository:
         ).one_or_none()
 
     def active_for_address(self, address_key: str) -> Sequence[Registration]:
-        return self.session.scalars(
-            select(Registration).where(
-                Registration.address_key == address_key, Registration.status == "active"
-            )
-        ).all()
+        return self.session.scalars(ACTIVE_FOR_ADDRESS, {"address_key": address_key}).all()
 
     def add(self, registration: Registration) -> Registration:
         self.session.add(registration)
