@@ -102,10 +102,12 @@ class GatewayInstance:
         self.cli("registrations", "import", str(csv_file))
         self.dns.records[f"{SELECTOR}._domainkey.{SENDER_DOMAIN}"] = [self.dkim.txt_record]
 
-    def start(self, workers: int = 1) -> None:
+    def start(self, workers: int = 1, outbox_process: bool = False) -> None:
         args = [sys.executable, "-m", "gateway", "--config", str(self.config), "serve"]
         if workers > 1:
             args += ["--workers", str(workers)]
+        if outbox_process:
+            args.append("--outbox-process")
         log = (self.root / "serve.log").open("ab")
         self.proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=log)
         deadline = time.monotonic() + 60
@@ -115,7 +117,8 @@ class GatewayInstance:
             try:
                 with socket.create_connection(("127.0.0.1", self.smtp_port), timeout=1) as s:
                     if s.recv(100).startswith(b"220"):
-                        time.sleep(0.5 if workers == 1 else 2.0)  # let every worker listen
+                        # let every worker listen (spawned children take longer)
+                        time.sleep(0.5 if workers == 1 and not outbox_process else 2.0)
                         return
             except OSError:
                 time.sleep(0.1)

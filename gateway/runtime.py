@@ -21,11 +21,13 @@ from gateway.ingest.pipeline import Outcome
 from gateway.metrics import MetricsServer, multiprocess_registry
 from gateway.otp.service import seal_expired
 from gateway.outbox.worker import OutboxWorker
-from gateway.settings import parse_hostport
+from gateway.settings import Settings, parse_hostport
 from gateway.smtp.server import GatewayHandler, SmtpLimits, SmtpListener, make_tls_context
 
 log = logging.getLogger("gateway.serve")
 SWEEP_INTERVAL = 60.0
+OUTBOX_PROCESS_POLL = 0.25
+"""How often an outbox process looks for due rows (no wake-up crosses processes)."""
 
 
 @dataclass
@@ -77,8 +79,12 @@ async def run_gateway(
     *,
     reuse_port: bool = False,
     serve_http: bool = True,
+    deliver: bool = True,
 ) -> None:
-    """Run until SIGTERM/SIGINT (or `Running.stop` is set), then shut down in order."""
+    """Run until SIGTERM/SIGINT (or `Running.stop` is set), then shut down in order.
+
+    With `deliver=False` the outbox is left to an outbox process (`run_outbox`).
+    """
     settings = services.settings
     await asyncio.to_thread(services.upgrade_database)
     metrics_server = None
@@ -94,17 +100,20 @@ async def run_gateway(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
 
-    await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
-    outbox = OutboxWorker(
-        services.db, settings.relay, services.clock, compose=services.compose_mail
-    )
+    outbox = None
+    if deliver:
+        await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
+        outbox = OutboxWorker(
+            services.db, settings.relay, services.clock, compose=services.compose_mail
+        )
     handler = GatewayHandler(
         await asyncio.to_thread(lambda: services.pipeline),
         services.recipients,
         smtp_limits(services),
         services.clock,
     )
-    handler.on_outcome = _wake_outbox(outbox)
+    if outbox is not None:
+        handler.on_outcome = _wake_outbox(outbox)
     handler.count_message = services.metrics.count_message
     tls = None
     if settings.smtp.tls_cert and settings.smtp.tls_key:
@@ -119,10 +128,11 @@ async def run_gateway(
         http_port=metrics_server.port if metrics_server else None,
     )
     running.tasks = [
-        asyncio.create_task(outbox.run(stop), name="outbox"),
         asyncio.create_task(_sweep(services, stop), name="sweeper"),
         asyncio.create_task(run_pullers(services, stop), name="imap"),
     ]
+    if outbox is not None:
+        running.tasks.append(asyncio.create_task(outbox.run(stop), name="outbox"))
     log.info("gateway listening", extra={"smtp": f"{host}:{running.smtp_port}", "tls": bool(tls)})
     if on_ready is not None:
         on_ready(running)
@@ -143,29 +153,64 @@ def _wake_outbox(outbox: OutboxWorker) -> Callable[[Outcome], None]:
     return wake
 
 
-def _worker_main(config_path: str) -> None:
-    """One worker process of `serve --workers N` (spawned: a fresh interpreter)."""
+async def run_outbox(services: Services, interval: float = OUTBOX_PROCESS_POLL) -> None:
+    """Deliver the outbox until SIGTERM/SIGINT: the outbox process of `serve`.
+
+    Composing and signing receipts is CPU work: in a process of its own it
+    does not take the accepting process's interpreter lock.
+    """
+    await asyncio.to_thread(services.upgrade_database)
+    await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+    outbox = OutboxWorker(
+        services.db, services.settings.relay, services.clock, compose=services.compose_mail
+    )
+    log.info("outbox process delivering")
+    await outbox.run(stop, interval=interval)
+    services.close()
+
+
+def _settings_for_child(config_path: str) -> Settings:
     from gateway.logs import setup_logging
     from gateway.settings import load_settings
 
     settings = load_settings(Path(config_path))
     setup_logging(settings.logging.level, settings.logging.json_lines)
-    asyncio.run(run_gateway(Services(settings), reuse_port=True, serve_http=False))
+    return settings
 
 
-def run_workers(services: Services, workers: int) -> None:
+def _worker_main(config_path: str, deliver: bool = True) -> None:
+    """One SMTP worker process of `serve` (spawned: a fresh interpreter)."""
+    settings = _settings_for_child(config_path)
+    asyncio.run(run_gateway(Services(settings), reuse_port=True, serve_http=False, deliver=deliver))
+
+
+def _outbox_main(config_path: str) -> None:
+    """The outbox process of `serve --outbox-process` (spawned: a fresh interpreter)."""
+    asyncio.run(run_outbox(Services(_settings_for_child(config_path))))
+
+
+def run_workers(services: Services, workers: int, *, outbox_process: bool = False) -> None:
     """N processes share the SMTP socket (SO_REUSEPORT) and the database; the parent serves
-    /metrics for all of them."""
+    /metrics for all of them. With `outbox_process`, one more process delivers the outbox
+    and the SMTP workers only accept."""
     settings = services.settings
     assert settings.config_path is not None
     metrics_dir = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     services.upgrade_database()
     context = multiprocessing.get_context("spawn")
+    config = str(settings.config_path)
     children = [
-        context.Process(target=_worker_main, args=(str(settings.config_path),), name=f"worker-{i}")
+        context.Process(target=_worker_main, args=(config, not outbox_process), name=f"worker-{i}")
         for i in range(workers)
     ]
+    if outbox_process:
+        children.append(context.Process(target=_outbox_main, args=(config,), name="outbox"))
     for child in children:
         child.start()
     http_host, http_port = parse_hostport(settings.http.listen)
@@ -180,7 +225,7 @@ def run_workers(services: Services, workers: int) -> None:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    log.info("started workers", extra={"workers": workers})
+    log.info("started workers", extra={"workers": workers, "outbox_process": outbox_process})
     while not stopping.is_set() and all(child.is_alive() for child in children):
         stopping.wait(0.5)
     forward(signal.SIGTERM, None)

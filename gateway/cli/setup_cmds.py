@@ -50,8 +50,14 @@ def db_upgrade(ctx: CliContext) -> None:
     show_default=True,
     help="Processes sharing the SMTP port (SO_REUSEPORT) and the database.",
 )
+@click.option(
+    "--outbox-process",
+    is_flag=True,
+    help="Deliver the outbox (compose, sign, relay receipts) in a process of its own, "
+    "so the SMTP processes only accept.",
+)
 @pass_cli
-def serve(ctx: CliContext, workers: int) -> None:
+def serve(ctx: CliContext, workers: int, outbox_process: bool) -> None:
     """Run SMTP, metrics, the outbox and the background workers until SIGTERM."""
     import asyncio
 
@@ -60,10 +66,10 @@ def serve(ctx: CliContext, workers: int) -> None:
 
     settings = ctx.settings
     setup_logging(settings.logging.level, settings.logging.json_lines)
-    if workers == 1:
+    if workers == 1 and not outbox_process:
         asyncio.run(run_gateway(ctx.services))
     else:
-        run_workers(ctx.services, workers)
+        run_workers(ctx.services, workers, outbox_process=outbox_process)
 
 
 @click.group()

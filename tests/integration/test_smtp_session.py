@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from bench.gatewayproc import GatewayInstance
 from gateway.storage.models import Outbox
+from tests.fixtures.dkimkeys import generate_key
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.gatewayserver import (
     COURT,
@@ -322,3 +324,29 @@ def test_serve_with_two_workers_shares_port_and_metrics(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_serve_with_an_outbox_process_accepts_and_delivers(
+    tmp_path: Path, dns_server: DnsServer, smtp_sink: SmtpSink, court_key: CourtKey
+) -> None:
+    """`serve --outbox-process`: the SMTP worker accepts, the outbox process relays the mail."""
+    instance = GatewayInstance(tmp_path / "gw", dns_server, smtp_sink, generate_key())
+    instance.setup(court_key.armored_public, ["OUTBOX/1"])
+    instance.start(outbox_process=True)
+    try:
+        assert instance.proc is not None
+        children = subprocess.run(
+            ["pgrep", "-f", "-P", str(instance.proc.pid), "spawn_main"],
+            capture_output=True,
+            check=False,
+        ).stdout.split()
+        assert len(children) == 2  # one SMTP worker, one outbox process
+        (code,) = instance.request_codes(["OUTBOX/1"])  # the code mail came through the outbox
+        assert len(code) == 11
+        url = f"http://127.0.0.1:{instance.http_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        assert 'gateway_messages_total{outcome="accepted"} 1.0' in text
+        instance.proc.send_signal(signal.SIGTERM)
+        assert instance.proc.wait(timeout=60) == 0
+    finally:
+        instance.stop()
