@@ -220,13 +220,16 @@ class Bench:
         if not cli_supports("--workers", "serve"):
             self.results.notes.append("`gateway serve --workers` not available: skipped")
             return
-        instance.start(workers=2)
-        try:
-            target = self._target("gateway-sqlite-w2", instance)
-            target.metrics_url = None  # each worker counts its own share
-            self._sweep(target, ("5KB", "100KB"), (20,))
-        finally:
-            instance.stop()
+        for name, workers, outbox_process in (("gateway-sqlite-w2", 2, False),
+                                              ("gateway-sqlite-op", 1, True),
+                                              ("gateway-sqlite-w2-op", 2, True)):
+            instance.start(workers=workers, outbox_process=outbox_process)
+            try:
+                target = self._target(name, instance)
+                target.metrics_url = None  # each process counts its own share
+                self._sweep(target, ("5KB", "100KB"), (20,))
+            finally:
+                instance.stop()
 
     def _half_rate(self, target: Target) -> None:
         best = [p["result"].get("msgs_per_s") or 0 for p in self.results.points
