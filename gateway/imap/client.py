@@ -14,7 +14,7 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -34,6 +34,7 @@ _FETCH_START = re.compile(rb"^\d+ FETCH \(")
 _UID = re.compile(rb"\bUID (\d+)")
 _FLAGS = re.compile(rb"\bFLAGS \(([^)]*)\)")
 _INTERNALDATE = re.compile(rb'\bINTERNALDATE "([^"]+)"')
+_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _STATUS_CODE = re.compile(rb"\[(UIDVALIDITY|UIDNEXT) (\d+)\]")
 _IMAP_DATE = re.compile(r"(\d{1,2})-(\w{3})-(\d{4}) (\d\d:\d\d:\d\d) ([+-]\d{4})")
 
@@ -202,16 +203,32 @@ class ImapClient:
         )
         return sorted({int(t) for line in lines[:-1] for t in line.split() if t.isdigit()})
 
-    async def fetch(self, uid: int) -> FetchedMessage | None:
-        """The message's bytes (BODY.PEEK[]: \\Seen is not set), flags and date; None if gone."""
+    async def sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        """Each present message's size in octets (one command); a vanished UID is absent.
+
+        Lets the puller fetch bodies in groups of bounded bytes without
+        guessing: a folder of 25 MB messages must not be fetched a hundred at a time.
+        """
+        if not uids:
+            return {}
         lines = await self._ok(
-            f"UID FETCH {uid}",
-            self._imap.uid("fetch", str(uid), "(UID FLAGS INTERNALDATE BODY.PEEK[])"),
+            "UID FETCH RFC822.SIZE", self._imap.uid("fetch", uid_set(uids), "(UID RFC822.SIZE)")
         )
-        for message in parse_fetch(lines):
-            if message.uid == uid:
-                return message
-        return None
+        return parse_sizes(lines)
+
+    async def fetch(self, uids: Sequence[int]) -> list[FetchedMessage]:
+        """The messages' bytes (BODY.PEEK[]: \\Seen is not set), flags and dates, in one command.
+
+        A vanished UID is simply absent from the answer.
+        """
+        if not uids:
+            return []
+        lines = await self._ok(
+            f"UID FETCH {len(uids)} messages",
+            self._imap.uid("fetch", uid_set(uids), "(UID FLAGS INTERNALDATE BODY.PEEK[])"),
+        )
+        wanted = set(uids)
+        return [message for message in parse_fetch(lines) if message.uid in wanted]
 
     async def append(
         self, folder: str, raw: bytes, flags: Sequence[str], when: datetime | None
@@ -222,22 +239,27 @@ class ImapClient:
             self._imap.append(raw, mailbox=quote(folder), flags=f"({' '.join(kept)})", date=when),
         )
 
-    async def delete(self, uid: int) -> None:
-        """Flag \\Deleted and expunge: only this UID where the server has UIDPLUS."""
-        await self._ok(
-            "UID STORE", self._imap.uid("store", str(uid), "+FLAGS.SILENT", "(\\Deleted)")
-        )
+    async def delete(self, uids: Sequence[int]) -> None:
+        """Flag \\Deleted and expunge: only these UIDs where the server has UIDPLUS."""
+        if not uids:
+            return
+        wanted = uid_set(uids)
+        await self._ok("UID STORE", self._imap.uid("store", wanted, "+FLAGS.SILENT", "(\\Deleted)"))
         if self.has("UIDPLUS"):
-            await self._ok("UID EXPUNGE", self._imap.uid("expunge", str(uid)))
+            await self._ok("UID EXPUNGE", self._imap.uid("expunge", wanted))
         else:  # also expunges what a user flagged \Deleted: the best plain IMAP offers
             await self._ok("EXPUNGE", self._imap.expunge())
 
-    async def move(self, uid: int, folder: str) -> None:
-        if self.has("MOVE"):
-            await self._ok(f"UID MOVE {folder}", self._imap.uid("move", str(uid), quote(folder)))
+    async def move(self, uids: Sequence[int], folder: str) -> None:
+        """Move the messages in one command (UID MOVE of the set; else COPY then delete)."""
+        if not uids:
             return
-        await self._ok(f"UID COPY {folder}", self._imap.uid("copy", str(uid), quote(folder)))
-        await self.delete(uid)
+        wanted = uid_set(uids)
+        if self.has("MOVE"):
+            await self._ok(f"UID MOVE {folder}", self._imap.uid("move", wanted, quote(folder)))
+            return
+        await self._ok(f"UID COPY {folder}", self._imap.uid("copy", wanted, quote(folder)))
+        await self.delete(uids)
 
     async def ensure_folder(self, folder: str) -> None:
         """Create the folder when missing (an existing one answers NO [ALREADYEXISTS])."""
@@ -294,6 +316,42 @@ async def _first_exists(imap: Any, stop: asyncio.Event) -> None:
                 return
     finally:
         stopped.cancel()
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    """An IMAP sequence set naming exactly these UIDs: `3:5,9,12:13`.
+
+    A range is written only over consecutive UIDs we hold, so it cannot take in
+    a message that arrived between two of ours.
+    """
+    ordered = sorted(set(uids))
+    if not ordered:
+        raise ValueError("an empty UID set")
+    parts: list[str] = []
+    start = previous = ordered[0]
+    for uid in ordered[1:]:
+        if uid != previous + 1:
+            parts.append(_span(start, previous))
+            start = uid
+        previous = uid
+    parts.append(_span(start, previous))
+    return ",".join(parts)
+
+
+def _span(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}:{last}"
+
+
+def parse_sizes(lines: Sequence[Any]) -> dict[int, int]:
+    """UID -> RFC822.SIZE from a FETCH response (lines without both are flag updates)."""
+    sizes: dict[int, int] = {}
+    for line in lines:
+        if not (isinstance(line, bytes) and _FETCH_START.match(line)):
+            continue
+        uid, size = _UID.search(line), _SIZE.search(line)
+        if uid and size:
+            sizes[int(uid.group(1))] = int(size.group(1))
+    return sizes
 
 
 def parse_fetch(lines: Sequence[Any]) -> list[FetchedMessage]:

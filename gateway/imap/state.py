@@ -2,15 +2,24 @@
 
 Each method is one short transaction of its own, so a state written is a
 state committed: the crash-safety argument in `puller.py` rests on that.
+`commit` writes the states of several messages in one transaction (one
+fsync for all of them), through the gateway's group-commit writer when it
+is given one.  The lookups only read: on SQLite they never queue for the
+write lock that the pipeline's commits hold meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Insert, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from gateway.audit.chain import append_event
 from gateway.model import Clock
@@ -19,6 +28,18 @@ from gateway.storage.models import Document, ImapCursor, ImapMessage, Submission
 
 FETCHED, STORED, STRIPPED, QUARANTINED = "fetched", "stored", "stripped", "quarantined"
 PENDING = (FETCHED, STORED)
+T = TypeVar("T")
+
+
+class Writer(Protocol):
+    """A group-commit writer (`gateway.storage.groupcommit.GroupCommitter`).
+
+    `run(work)` runs `work(session, batch)` in the writer's next transaction
+    and returns once that transaction is committed (raising what `work`
+    raised, or the commit's error).
+    """
+
+    def run(self, work: Callable[[Session, Any], T]) -> T: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +63,18 @@ class AuditLine:
 
 
 @dataclass(frozen=True, slots=True)
+class StateChange:
+    """One message's new state, and the audit event of that transition if it has one."""
+
+    key: MessageKey
+    state: str
+    raw_sha256: str
+    reference: str | None = None
+    """The submission the message was stored as: its id is recorded on the row."""
+    event: AuditLine | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MessageState:
     state: str
     raw_sha256: str
@@ -49,16 +82,23 @@ class MessageState:
 
 
 class ImapState:
-    """Repository for imap_cursor and imap_message, plus the submission lookups of a pass."""
+    """Repository for imap_cursor and imap_message, plus the submission lookups of a pass.
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    With a `writer`, message states commit in the writer's batches, beside the
+    pipeline's own commits: one queue for the database's write lock instead
+    of two threads taking turns at it (on SQLite, a waiter polls the lock with
+    sleeps of up to 100 ms while the writer takes it again and again).
+    """
+
+    def __init__(self, db: Database, clock: Clock, writer: Writer | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.writer = writer
 
     # -- cursors ---------------------------------------------------------------
     def cursor(self, mailbox: str, folder: str) -> tuple[int, int] | None:
         """(UIDVALIDITY, last UID handled) for the folder, or None on first sight."""
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             row = session.get(ImapCursor, (mailbox, folder))
             return None if row is None else (row.uidvalidity, row.last_uid)
 
@@ -72,48 +112,50 @@ class ImapState:
 
     # -- messages --------------------------------------------------------------
     def message(self, key: MessageKey) -> MessageState | None:
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             row = session.get(ImapMessage, _pk(key))
             return (
                 None if row is None else MessageState(row.state, row.raw_sha256, row.submission_id)
             )
 
-    def mark(
-        self,
-        key: MessageKey,
-        state: str,
-        raw_sha256: str,
-        submission_id: int | None = None,
-        event: AuditLine | None = None,
-    ) -> None:
-        """Record the message's state (fetched -> stored -> stripped, or quarantined).
+    def commit(self, changes: Sequence[StateChange]) -> None:
+        """Record messages' states (fetched -> stored -> stripped, or quarantined) at once.
 
-        The audit event of the transition, if any, commits with it: the trail
-        never says "stripped" about a message whose state says otherwise.
+        One transaction for all of them: every change is durable or none is, so
+        a caller that acts on the server only once `commit` has returned never
+        acts on a state that a crash could take back.  Each change's audit
+        event commits with it: the trail never says "stripped" about a message
+        whose state says otherwise.
         """
+        if not changes:
+            return
+        if self.writer is not None:
+            self.writer.run(lambda session, _batch: self._write(session, changes))
+            return
         with self.db.transaction() as session:
-            if event is not None:
+            self._write(session, changes)
+
+    def _write(self, session: Session, changes: Sequence[StateChange]) -> None:
+        ids = _submission_ids(session, {c.reference for c in changes if c.reference})
+        now = self.clock()
+        rows: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+        for change in changes:
+            if change.event is not None:
                 append_event(
                     session,
-                    self.clock(),
-                    event.action,
-                    actor=event.actor,
-                    subject=event.subject,
-                    data=event.data,
+                    now,
+                    change.event.action,
+                    actor=change.event.actor,
+                    subject=change.event.subject,
+                    data=change.event.data,
                 )
-            row = session.get(ImapMessage, _pk(key))
-            if row is None:
-                row = ImapMessage(
-                    mailbox=key.mailbox, folder=key.folder, uidvalidity=key.uidvalidity, uid=key.uid
-                )
-                session.add(row)
-            row.state, row.raw_sha256, row.updated_at = state, raw_sha256, self.clock()
-            if submission_id is not None:
-                row.submission_id = submission_id
+            submission_id = ids.get(change.reference) if change.reference else None
+            rows[_pk(change.key)] = _row(change, submission_id, now)
+        _upsert(session, list(rows.values()))
 
     def pending_uids(self, mailbox: str, folder: str, uidvalidity: int) -> list[int]:
         """UIDs left half-done (fetched or stored) by an earlier pass: retried first."""
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             return list(
                 session.scalars(
                     select(ImapMessage.uid).where(
@@ -125,47 +167,38 @@ class ImapState:
                 )
             )
 
-    def stored_references(self, key: MessageKey, raw_sha256: str) -> list[str] | None:
-        """References of a message an earlier pass stored but did not strip; None if not stored.
+    def stored_references(
+        self, mailbox: str, folder: str, uidvalidity: int, digests: Mapping[int, str]
+    ) -> dict[int, list[str]]:
+        """The references of the UIDs (-> raw SHA-256) that an earlier pass stored, not stripped.
 
-        Found by its own state row ('stored', after a crash), else by the same
-        bytes pulled under another UID or UIDVALIDITY of the mailbox.
+        A UID is found by its own state row ('stored', after a crash), else by
+        the same bytes pulled under another UID or UIDVALIDITY of the mailbox.
+        A UID missing from the answer was never stored; [] means accepted
+        without a submission (codes@, etat@).  One read for the whole group.
         """
-        with self.db.transaction() as session:
-            row = session.get(ImapMessage, _pk(key))
-            if row is not None and row.state == STORED and row.raw_sha256 == raw_sha256:
-                submission_id = row.submission_id
-            else:
-                submission_id = session.scalar(
-                    select(ImapMessage.submission_id)
-                    .where(
-                        ImapMessage.mailbox == key.mailbox,
-                        ImapMessage.raw_sha256 == raw_sha256,
-                        ImapMessage.submission_id.is_not(None),
-                    )
-                    .limit(1)
-                )
-                if submission_id is None:
-                    return None
-            if submission_id is None:  # accepted without a submission (codes@, etat@)
-                return []
-            reference = session.scalar(
-                select(Submission.reference).where(Submission.id == submission_id)
-            )
-            return [reference] if reference else []
+        if not digests:
+            return {}
+        with self.db.reading() as session:
+            found = _own_stored(session, mailbox, folder, uidvalidity, digests)
+            rest = {uid: digest for uid, digest in digests.items() if uid not in found}
+            if rest:
+                elsewhere = _stored_elsewhere(session, mailbox, set(rest.values()))
+                found.update({uid: elsewhere[d] for uid, d in rest.items() if d in elsewhere})
+            references = _references(session, {sid for sid in found.values() if sid is not None})
+        return {
+            uid: [references[sid]] if sid is not None and sid in references else []
+            for uid, sid in found.items()
+        }
 
-    # -- submissions and documents ---------------------------------------------
-    def submission_id(self, reference: str) -> int | None:
-        with self.db.transaction() as session:
-            return session.scalar(select(Submission.id).where(Submission.reference == reference))
-
+    # -- documents ---------------------------------------------------------------
     def holders(self, sha256s: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
         """For each SHA-256, the (submission id, reference) pairs holding that document."""
         wanted = sorted(set(sha256s))
         found: dict[str, list[tuple[int, str]]] = {digest: [] for digest in wanted}
         if not wanted:
             return found
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             rows = session.execute(
                 select(Document.sha256, Submission.id, Submission.reference)
                 .join(Submission, Submission.id == Document.submission_id)
@@ -192,3 +225,88 @@ def held_by(holders: dict[str, list[tuple[int, str]]], digests: Sequence[str]) -
 
 def _pk(key: MessageKey) -> tuple[str, str, int, int]:
     return (key.mailbox, key.folder, key.uidvalidity, key.uid)
+
+
+def _row(change: StateChange, submission_id: int | None, now: datetime) -> dict[str, Any]:
+    key = change.key
+    return {
+        "mailbox": key.mailbox,
+        "folder": key.folder,
+        "uidvalidity": key.uidvalidity,
+        "uid": key.uid,
+        "state": change.state,
+        "raw_sha256": change.raw_sha256,
+        "submission_id": submission_id,
+        "updated_at": now,
+    }
+
+
+def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert or update the rows in one statement (no ORM load per row: this runs per message)."""
+    if rows:
+        session.execute(_upsert_statement(session.get_bind().dialect.name), rows)
+
+
+@functools.cache
+def _upsert_statement(dialect: str) -> Insert:
+    """INSERT .. ON CONFLICT DO UPDATE for imap_message (SQLite or PostgreSQL), built once.
+
+    A row's submission id, once recorded, is kept when a later state has none.
+    """
+    statement = (sqlite_insert if dialect == "sqlite" else postgresql_insert)(ImapMessage)
+    excluded = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=["mailbox", "folder", "uidvalidity", "uid"],
+        set_={
+            "state": excluded.state,
+            "raw_sha256": excluded.raw_sha256,
+            "updated_at": excluded.updated_at,
+            "submission_id": func.coalesce(excluded.submission_id, ImapMessage.submission_id),
+        },
+    )
+
+
+def _submission_ids(session: Session, references: set[str]) -> dict[str, int]:
+    if not references:
+        return {}
+    rows = session.execute(
+        select(Submission.reference, Submission.id).where(Submission.reference.in_(references))
+    )
+    return {reference: submission_id for reference, submission_id in rows}
+
+
+def _references(session: Session, submission_ids: set[int]) -> dict[int, str]:
+    if not submission_ids:
+        return {}
+    rows = session.execute(
+        select(Submission.id, Submission.reference).where(Submission.id.in_(submission_ids))
+    )
+    return {submission_id: reference for submission_id, reference in rows if reference}
+
+
+def _own_stored(
+    session: Session, mailbox: str, folder: str, uidvalidity: int, digests: Mapping[int, str]
+) -> dict[int, int | None]:
+    """UID -> submission id of the UIDs whose own row says 'stored' with these very bytes."""
+    rows = session.execute(
+        select(ImapMessage.uid, ImapMessage.raw_sha256, ImapMessage.submission_id).where(
+            ImapMessage.mailbox == mailbox,
+            ImapMessage.folder == folder,
+            ImapMessage.uidvalidity == uidvalidity,
+            ImapMessage.uid.in_(list(digests)),
+            ImapMessage.state == STORED,
+        )
+    )
+    return {uid: submission_id for uid, raw, submission_id in rows if digests[uid] == raw}
+
+
+def _stored_elsewhere(session: Session, mailbox: str, digests: set[str]) -> dict[str, int | None]:
+    """Raw SHA-256 -> the submission stored for those bytes under any UID of the mailbox."""
+    rows = session.execute(
+        select(ImapMessage.raw_sha256, ImapMessage.submission_id).where(
+            ImapMessage.mailbox == mailbox,
+            ImapMessage.raw_sha256.in_(digests),
+            ImapMessage.submission_id.is_not(None),
+        )
+    )
+    return {digest: submission_id for digest, submission_id in rows}

@@ -16,6 +16,8 @@ from gateway.imap.client import ImapClient, Resolver, system_resolver
 from gateway.imap.lease import DbLease, LeaseLost, new_holder_id
 from gateway.imap.puller import (
     DEFAULT_BATCH,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_STRIP_BATCH,
     Checkpoint,
     MailboxPuller,
     PassSummary,
@@ -52,11 +54,17 @@ def mailbox_password(mailbox: ImapMailbox) -> str:
 
 @dataclass
 class ImapSeams:
-    """What tests (and unusual deployments) may swap: DNS, TLS trust, batch size, checkpoints."""
+    """What tests (and unusual deployments) may swap: DNS, TLS trust, batch size, checkpoints.
+
+    `concurrency` is how many messages of one mailbox the pipeline holds at
+    once; `strip_batch` how many accepted messages are stubbed together.
+    """
 
     resolve: Resolver = system_resolver
     tls_context: ssl.SSLContext | None = None
     batch_size: int = DEFAULT_BATCH
+    concurrency: int = DEFAULT_CONCURRENCY
+    strip_batch: int = DEFAULT_STRIP_BATCH
     checkpoint: Checkpoint | None = None
     holder: str = field(default_factory=new_holder_id)
 
@@ -145,13 +153,19 @@ def runner_for(
     deps = PullerDeps(
         pipeline=services.pipeline,
         recipients=services.recipients,
-        state=ImapState(services.db, services.clock),
+        state=ImapState(services.db, services.clock, writer=services.committer),
         clock=services.clock,
     )
     ttl = max(MIN_LEASE, mailbox.poll_interval * 3)
     lease = DbLease(services.db, f"imap:{mailbox.name}", seams.holder, ttl, services.clock)
     puller = MailboxPuller(
-        mailbox, deps, lease, batch_size=seams.batch_size, checkpoint=seams.checkpoint
+        mailbox,
+        deps,
+        lease,
+        batch_size=seams.batch_size,
+        concurrency=seams.concurrency,
+        strip_batch=seams.strip_batch,
+        checkpoint=seams.checkpoint,
     )
 
     async def connect() -> ImapClient:

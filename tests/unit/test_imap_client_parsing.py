@@ -12,7 +12,9 @@ from gateway.imap.client import (
     checked_address,
     parse_fetch,
     parse_internal_date,
+    parse_sizes,
     refuses_address,
+    uid_set,
 )
 from gateway.settings import ImapMailbox
 
@@ -86,3 +88,21 @@ async def test_imap_unresolvable_host_is_temporary() -> None:
 
     with pytest.raises(ImapUnavailable):
         await checked_address(_mailbox(), resolve)
+
+
+def test_imap_uid_set_names_exactly_the_uids_given() -> None:
+    assert uid_set([7]) == "7"
+    assert uid_set([5, 3, 4, 9, 12, 13, 4]) == "3:5,9,12:13"  # sorted, deduplicated
+    assert uid_set([1, 3, 5]) == "1,3,5"  # a gap is never bridged by a range
+    with pytest.raises(ValueError):
+        uid_set([])
+
+
+def test_imap_sizes_parsed_and_flag_updates_ignored() -> None:
+    lines = [
+        b"1 FETCH (UID 4 RFC822.SIZE 102400)",
+        b"2 FETCH (RFC822.SIZE 17 UID 9)",
+        b"3 FETCH (FLAGS (\\Seen))",  # unsolicited: no size, ignored
+        b"Fetch completed.",
+    ]
+    assert parse_sizes(lines) == {4: 102400, 9: 17}
