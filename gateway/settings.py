@@ -221,6 +221,8 @@ class ImapMailbox(Section):
 
 
 class ImapSection(Section):
+    concurrency: int = Field(default=8, ge=1, le=64)
+    """Messages of one mailbox in the pipeline at once."""
     mailboxes: list[ImapMailbox] = []
 
 

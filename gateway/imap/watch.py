@@ -16,7 +16,6 @@ from gateway.imap.client import ImapClient, Resolver, system_resolver
 from gateway.imap.lease import DbLease, LeaseLost, new_holder_id
 from gateway.imap.puller import (
     DEFAULT_BATCH,
-    DEFAULT_CONCURRENCY,
     DEFAULT_STRIP_BATCH,
     Checkpoint,
     MailboxPuller,
@@ -63,7 +62,8 @@ class ImapSeams:
     resolve: Resolver = system_resolver
     tls_context: ssl.SSLContext | None = None
     batch_size: int = DEFAULT_BATCH
-    concurrency: int = DEFAULT_CONCURRENCY
+    concurrency: int | None = None
+    """None: the `imap.concurrency` setting."""
     strip_batch: int = DEFAULT_STRIP_BATCH
     checkpoint: Checkpoint | None = None
     holder: str = field(default_factory=new_holder_id)
@@ -163,7 +163,7 @@ def runner_for(
         deps,
         lease,
         batch_size=seams.batch_size,
-        concurrency=seams.concurrency,
+        concurrency=seams.concurrency or services.settings.imap.concurrency,
         strip_batch=seams.strip_batch,
         checkpoint=seams.checkpoint,
     )

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import logging
 import uuid
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -127,7 +128,11 @@ class Pipeline:
         # Checking a large message costs a few times its size in memory (the MIME parse
         # about 2x, encryption about 1x): large messages are checked one at a time.
         self.large_message_bytes = large_message_bytes
-        self._large_gate = asyncio.Semaphore(1)
+        # One gate per event loop: `imap pull --once` runs an event loop per mailbox, and
+        # an asyncio.Semaphore that made a task wait is bound to that task's loop.
+        self._large_gates: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Semaphore
+        ] = weakref.WeakKeyDictionary()
         # The blocking stages run in threads of their own pool: a message waiting for its
         # group commit holds a thread, so the pool must be larger than the batches we want
         # (asyncio's default pool has cpu_count + 4 threads).
@@ -137,11 +142,18 @@ class Pipeline:
         try:
             if len(inbound.raw) < self.large_message_bytes:
                 return await self._ingest(inbound)
-            async with self._large_gate:
+            async with self._large_gate():
                 return await self._ingest(inbound)
         except MessageRefused as exc:
             await self._in_thread(self._audit_refusal, inbound, exc)
             raise
+
+    def _large_gate(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        gate = self._large_gates.get(loop)
+        if gate is None:
+            gate = self._large_gates[loop] = asyncio.Semaphore(1)
+        return gate
 
     async def _ingest(self, inbound: Inbound) -> Outcome:
         if len(inbound.raw) > self.max_message_bytes:

@@ -78,4 +78,9 @@ def test_large_messages_checked_one_at_a_time(
 
     asyncio.run(ingest_three())
     assert auth.most == expected_overlap
+    # Again in a new event loop (imap pull --once runs one per mailbox): the gate
+    # that made tasks wait in the first loop must not be reused in the second.
+    auth.most = 0
+    asyncio.run(ingest_three())
+    assert auth.most == expected_overlap
     db.dispose()
