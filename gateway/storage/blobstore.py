@@ -14,7 +14,8 @@ import re
 import secrets
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,21 +48,25 @@ class BlobStore:
         day = now.astimezone(UTC).strftime("%Y/%m/%d")
         return f"{day}/{self._new_id()}.{kind}.pgp"
 
-    def write(self, key: str, data: bytes, *, sync_dir: bool = True) -> str:
+    def write(self, key: str, data: bytes, *, sync_dir: bool = True, sync: bool = True) -> str:
         """Store ``data`` durably under ``key``; return its SHA-256 (hex).
 
         Temporary file in the same directory, fsync, rename over, fsync the
         directory: after a crash the key holds either nothing or all of it.
         With ``sync_dir=False`` the caller fsyncs the directory itself
         (`sync_directory(directory_of(key))`) before relying on the blob, so
-        that a batch of writes to one directory shares that fsync.
+        that a batch of writes to one directory shares that fsync. With
+        ``sync=False`` the file is not fsync'd either: the caller calls
+        `sync_files` before relying on it (a batch fsyncs its files in
+        parallel); until then a crash may leave the key truncated, which is
+        harmless while no row refers to it.
         """
         path = self._path(key)
         try:
             self._make_parents(path.parent)
             temp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
             try:
-                _write_synced(temp, data)
+                _write_file(temp, data, sync=sync)
                 os.replace(temp, path)
             except BaseException:
                 temp.unlink(missing_ok=True)
@@ -75,6 +80,20 @@ class BlobStore:
     def directory_of(self, key: str) -> Path:
         """The directory holding the blob ``key``."""
         return self._path(key).parent
+
+    def sync_files(self, keys: Sequence[str]) -> None:
+        """fsync the files of ``keys`` (written with ``sync=False``), several at once.
+
+        Concurrent fsyncs share the file system's journal commits.
+        """
+        paths = [self._path(key) for key in keys]
+        try:
+            if len(paths) == 1:
+                _fsync_file(paths[0])
+            else:
+                list(_SYNC_POOL.map(_fsync_file, paths))
+        except OSError as exc:
+            raise _storage_error(exc) from None
 
     def sync_directory(self, directory: Path) -> None:
         """Make the entries created in ``directory`` durable (see `write`)."""
@@ -168,13 +187,25 @@ class BlobStore:
             _fsync_dir(current.parent)
 
 
-def _write_synced(path: Path, data: bytes) -> None:
+def _write_file(path: Path, data: bytes, *, sync: bool) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     handle = os.open(path, flags, 0o600)
     with os.fdopen(handle, "wb") as out:
         out.write(data)
         out.flush()
-        os.fsync(out.fileno())
+        if sync:
+            os.fsync(out.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    handle = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+_SYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-sync")
 
 
 def _fsync_dir(directory: Path) -> None:

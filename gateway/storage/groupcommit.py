@@ -41,6 +41,7 @@ from gateway.storage.db import Database
 log = logging.getLogger("gateway.storage")
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class Batch:
@@ -48,6 +49,7 @@ class Batch:
 
     def __init__(self) -> None:
         self._hooks: dict[Hashable, Callable[[], None]] = {}
+        self._shared: dict[Hashable, Any] = {}
 
     def before_commit(self, key: Hashable, hook: Callable[[], None]) -> None:
         """Run `hook` once per batch before the commit (deduplicated by `key`).
@@ -56,6 +58,17 @@ class Batch:
         directory that holds a batch's new blob files.
         """
         self._hooks.setdefault(key, hook)
+
+    def shared(self, key: Hashable, factory: Callable[[], S]) -> S:
+        """One object per batch under `key` (made by `factory` on first use).
+
+        For work gathered across the batch's units and done once by a hook,
+        e.g. the list of blob files to fsync together.
+        """
+        if key not in self._shared:
+            self._shared[key] = factory()
+        found: S = self._shared[key]
+        return found
 
     def run_hooks(self) -> None:
         for hook in self._hooks.values():

@@ -172,3 +172,22 @@ def test_close_drains_and_then_refuses(db: Database) -> None:
     with pytest.raises(StorageUnavailable):
         committer.run(add_court("TJ-B"))
     assert court_codes(db) == ["TJ-A"]
+
+
+def test_units_share_a_per_batch_object_for_one_hook(db: Database) -> None:
+    flushed: list[list[str]] = []
+
+    def gather(code: str) -> Callable[[Session, Batch], str]:
+        def work(session: Session, batch: Batch) -> str:
+            names: list[str] = batch.shared("names", list)
+            if not names:
+                batch.before_commit("names", lambda: flushed.append(list(names)))
+            names.append(code)
+            return add_court(code)(session, batch)
+
+        return work
+
+    committer = GroupCommitter(db)
+    run_batch(committer, [gather("TJ-A"), gather("TJ-B"), gather("TJ-C")])
+    committer.close()
+    assert flushed == [["TJ-A", "TJ-B", "TJ-C"]]

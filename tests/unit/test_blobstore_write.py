@@ -106,3 +106,38 @@ def test_iter_keys_on_missing_root_is_empty(tmp_path: Path) -> None:
 
 def test_free_bytes_before_root_exists(tmp_path: Path) -> None:
     assert BlobStore(tmp_path / "absent" / "deeper").free_bytes() > 0
+
+
+def test_unsynced_writes_are_synced_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    store = BlobStore(tmp_path / "blobs")
+    keys = [store.new_key("manifest", NOW) for _ in range(5)]
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    store.write(store.new_key("raw", NOW), b"first")  # makes (and fsyncs) the directories
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    for index, key in enumerate(keys):
+        store.write(key, f"m{index}".encode(), sync=False, sync_dir=False)
+    assert synced == []  # neither the files nor their directory yet
+    store.sync_files(keys)
+    assert len(synced) == 5
+    store.sync_directory(store.directory_of(keys[0]))
+    assert len(synced) == 6
+    assert [store.read(key) for key in keys] == [f"m{i}".encode() for i in range(5)]
+
+
+def test_syncing_a_missing_blob_is_a_storage_error(tmp_path: Path) -> None:
+    from gateway.errors import StorageUnavailable
+
+    store = BlobStore(tmp_path / "blobs")
+    key = store.new_key("doc", NOW)
+    with pytest.raises(StorageUnavailable):
+        store.sync_files([key, key])
