@@ -59,7 +59,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import getaddresses
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from gateway.errors import CodeLocked, MalformedMessage, MessageRefused, TemporaryFailure
 from gateway.imap.client import FetchedMessage, ImapClient
@@ -91,6 +91,7 @@ from gateway.model import Channel, Clock
 from gateway.settings import ImapMailbox
 
 log = logging.getLogger("gateway.imap")
+V = TypeVar("V")
 Checkpoint = Callable[[str, MessageKey], None]
 """Called after each state is committed (a seam for tests that stop a pass there)."""
 
@@ -559,13 +560,17 @@ class _FolderPass:
 
     def _strips_next(self) -> list[tuple[_Entry, _Strip]]:
         """Messages right behind the head, ready to be stubbed with it (up to `strip_batch`)."""
-        run: list[tuple[_Entry, _Strip]] = []
-        while self.queue and len(run) + 1 < self.puller.strip_batch:
+        return self._run_of(_Strip, self.puller.strip_batch - 1)
+
+    def _run_of(self, kind: type[V], limit: int | None = None) -> list[tuple[_Entry, V]]:
+        """Take the entries at the head whose verdict is in and of `kind` (at most `limit`)."""
+        run: list[tuple[_Entry, V]] = []
+        while self.queue and (limit is None or len(run) < limit):
             head = self.queue[0]
             if not isinstance(head, _Entry):
                 break
             verdict = _ready(head.verdict)
-            if not isinstance(verdict, _Strip):
+            if not isinstance(verdict, kind):
                 break
             self.queue.popleft()
             self._forget(head)
@@ -605,19 +610,7 @@ class _FolderPass:
 
     def _refused_next(self) -> list[tuple[_Entry, _Quarantine]]:
         """The refused messages right behind the head whose verdict is in: moved with it."""
-        run: list[tuple[_Entry, _Quarantine]] = []
-        while self.queue:
-            head = self.queue[0]
-            if not isinstance(head, _Entry):
-                break
-            verdict = _ready(head.verdict)
-            if not isinstance(verdict, _Quarantine):
-                break
-            self.queue.popleft()
-            self._forget(head)
-            self.summary.examined += 1
-            run.append((head, verdict))
-        return run
+        return self._run_of(_Quarantine)
 
     async def _quarantine(self, run: list[tuple[_Entry, _Quarantine]]) -> None:
         puller = self.puller

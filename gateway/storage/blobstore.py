@@ -197,23 +197,23 @@ def _write_file(path: Path, data: bytes, *, sync: bool) -> None:
             os.fsync(out.fileno())
 
 
-def _fsync_file(path: Path) -> None:
-    handle = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+def _fsync_path(path: Path, flags: int = 0) -> None:
+    handle = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | flags)
     try:
         os.fsync(handle)
     finally:
         os.close(handle)
 
 
-_SYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-sync")
+def _fsync_file(path: Path) -> None:
+    _fsync_path(path)
 
 
 def _fsync_dir(directory: Path) -> None:
-    handle = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
+    _fsync_path(directory, getattr(os, "O_DIRECTORY", 0))
+
+
+_SYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-sync")
 
 
 def _storage_error(exc: OSError) -> Exception:
