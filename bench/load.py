@@ -126,7 +126,9 @@ def measure(
         res["window_s"] = round(time.perf_counter() - wall0, 2)
         if target.aux_pid and aux0 is not None:
             aux = procstat.tree_cpu(target.aux_pid) - aux0
-            res["db_cpu_ms_per_msg"] = _per_msg(aux, raw["ok"])
+            # PostgreSQL backends that exit during the point take their CPU time
+            # with them: a shrinking tree says nothing, so no figure.
+            res["db_cpu_ms_per_msg"] = _per_msg(aux, raw["ok"]) if aux >= 0 else None
         hwm = procstat.tree_memory_kb(pid, "VmHWM") if hwm_reset else 0
         res["idle_rss_mb"] = round((idle_kb or 0) / 1024, 1)
         res["peak_rss_mb"] = round(max(hwm, sampler.peak_kb) / 1024, 1)

@@ -79,6 +79,11 @@ def _variant_table(points: list[Row]) -> list[str]:
     return lines
 
 
+def _non_negative(value: float | None) -> float | None:
+    """None for a CPU figure below zero (processes of the tree exited during the point)."""
+    return None if value is None or value < 0 else value
+
+
 def _points_table(points: list[Row]) -> list[str]:
     lines = [
         "| server | size | sessions | msgs ok | msg/s | p50 ms | p95 ms | p99 ms "
@@ -88,13 +93,14 @@ def _points_table(points: list[Row]) -> list[str]:
     ]
     for point in points:
         res = point["result"]
+        db_cpu = _non_negative(res.get("db_cpu_ms_per_msg"))
         bad = {k: v for k, v in res.get("replies", {}).items() if k != "250"}
         lines.append(
             f"| {point['target']} | {point['size_label']} | {point['sessions']} | {res['ok']} "
             f"| {fmt(res.get('msgs_per_s'))} | {fmt(res.get('p50_ms'))} "
             f"| {fmt(res.get('p95_ms'))} | {fmt(res.get('p99_ms'))} "
             f"| {fmt(res.get('server_cpu_load_ms_per_msg'))} / "
-            f"{fmt(res.get('server_cpu_ms_per_msg'))} | {fmt(res.get('db_cpu_ms_per_msg'))} "
+            f"{fmt(res.get('server_cpu_ms_per_msg'))} | {fmt(db_cpu)} "
             f"| {fmt(res.get('idle_rss_mb'))} | {fmt(res.get('peak_rss_mb'))} "
             f"| {fmt(res.get('client_cpu_ms_per_msg'), 2)} | {bad or ''} |"
         )
