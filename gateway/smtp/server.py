@@ -178,11 +178,12 @@ class GatewaySMTP(SMTP):
         saved_limit = reader._limit  # type: ignore[attr-defined]  # asyncio private
         reader._limit = max(saved_limit, DATA_PIECE_BYTES)  # type: ignore[attr-defined]
         scanner = DataScanner(self.data_size_limit, self.line_length_limit)
+        ended = False
         try:
-            while self.transport is not None:
-                piece = await self._read_piece(reader)
-                if scanner.feed(piece):
-                    break
+            while not ended and self.transport is not None:
+                ended = scanner.feed(await self._read_piece(reader))
+            if not ended:  # the connection went away: never hand a cut message on
+                raise asyncio.CancelledError
         except asyncio.CancelledError:
             log.info("smtp connection lost during DATA", extra={"peer": self._peer_ip})
             self._writer.close()

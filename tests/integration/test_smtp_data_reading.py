@@ -183,3 +183,25 @@ async def test_smtp_data_reading_limits_answer_after_the_dot() -> None:
     reply, delivered = await _outcome(TRANSCRIPTS["line far over"])
     assert reply.startswith(b"500 ")
     assert delivered == [b"second\r\n"]
+
+
+async def test_smtp_data_reading_never_hands_on_a_message_cut_by_a_lost_connection() -> None:
+    class Writer:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    smtp = GatewaySMTP(StubHandler(), data_size_limit=SIZE_LIMIT)  # type: ignore[arg-type]
+    reader = asyncio.StreamReader(limit=smtp.line_length_limit)
+    writer = Writer()
+    smtp._reader, smtp._writer = reader, writer  # type: ignore[assignment]
+    smtp.transport = object()
+    reader.feed_data(b"Subject: half\r\n")
+    reading = asyncio.ensure_future(smtp._read_data())
+    await asyncio.sleep(0.05)
+    smtp.transport = None  # connection_lost
+    reader.feed_data(b"of a message.\r\n")
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(reading, 5)
+    assert writer.closed
