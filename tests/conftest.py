@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli.main import main
+from gateway.storage import migrate
+from gateway.storage.db import Database
 from tests.fixtures.dnsserver import dns_server  # noqa: F401
 from tests.fixtures.dovecot import dovecot, dovecot_tls, imap_cert  # noqa: F401
 from tests.fixtures.gatewayserver import gateway_factory, world  # noqa: F401
@@ -34,6 +36,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'db' / 'gateway.db'}"
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
     return cluster.create_database()
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """A migrated database on db_url (SQLite file or throwaway PostgreSQL)."""
+    database = Database.from_url(db_url)
+    migrate.upgrade(database)
+    yield database
+    database.dispose()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,20 +14,11 @@ from sqlalchemy.orm import Session
 
 from gateway.audit.chain import append_event, lock_head, verify_chain
 from gateway.errors import StorageUnavailable
-from gateway.storage import migrate
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import Batch, GroupCommitter
 from gateway.storage.models import Court
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database.from_url(db_url)
-    migrate.upgrade(database)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gateway.imap.lease import DbLease, LeaseLost
-from gateway.storage import migrate
 from gateway.storage.db import Database
 
 
@@ -19,14 +17,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database.from_url(db_url)
-    migrate.upgrade(database)
-    yield database
-    database.dispose()
 
 
 def _lease(db: Database, holder: str, clock: Clock) -> DbLease:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +23,6 @@ from gateway.outbox.queue import enqueue, pending_count
 from gateway.outbox.templates import Templates
 from gateway.outbox.worker import Delivered, OutboxWorker
 from gateway.settings import RelaySection
-from gateway.storage import migrate
 from gateway.storage.db import Database
 from gateway.storage.models import AuditEvent, Outbox, OutboxAttempt
 from tests.fixtures import smtpsink
@@ -52,14 +51,6 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database.from_url(db_url)
-    migrate.upgrade(database)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
