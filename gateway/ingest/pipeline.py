@@ -84,6 +84,8 @@ class Context:
     inbound: Inbound
     parsed: ParsedMessage
     verdict: SenderVerdict
+    raw_sha256: str
+    """SHA-256 of the raw message (hex), computed once for every stage."""
     registrations: list[Registration] = field(default_factory=list)
 
     @property
@@ -164,11 +166,12 @@ class Pipeline:
 
     def _check_and_handle(self, inbound: Inbound) -> Outcome:
         """Every blocking stage in one worker thread: one hand-over per message, not three."""
+        raw_sha256 = hashlib.sha256(inbound.raw).digest()
         with timed(self.observe, "parse"):
-            parsed = self._parse(inbound.raw)
+            parsed = self._parse(inbound.raw, raw_sha256)
         with timed(self.observe, "dkim"):
             verdict = self.authenticator.authenticate(inbound.raw)
-        ctx = Context(inbound, parsed, verdict)
+        ctx = Context(inbound, parsed, verdict, raw_sha256.hex())
         return self._handle(ctx, self.handlers[inbound.recipient.role])
 
     async def _in_thread(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -176,10 +179,10 @@ class Pipeline:
         call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
         return await loop.run_in_executor(self._threads, call)
 
-    def _parse(self, raw: bytes) -> ParsedMessage:
+    def _parse(self, raw: bytes, raw_sha256: bytes) -> ParsedMessage:
         # A message without Message-ID gets one derived from its bytes, so that the
         # same bytes sent again (a lost 250, an IMAP pass after a crash) dedupe.
-        digest = hashlib.sha256(raw).digest()[:16]
+        digest = raw_sha256[:16]
         return parse_message(
             raw,
             self.limits,

@@ -162,7 +162,7 @@ class SubmissionStore:
 
     # -- the role handler -------------------------------------------------
     def handle(self, ctx: Context) -> Outcome:
-        raw_sha256 = hashlib.sha256(ctx.inbound.raw).hexdigest()
+        raw_sha256 = ctx.raw_sha256
         mid_sha256 = message_id_hash(ctx.parsed.message_id)
         with timed(self.observe, "code"):
             found = self._look_up(ctx, mid_sha256, raw_sha256)
