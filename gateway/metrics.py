@@ -63,6 +63,9 @@ class Metrics:
     def observe_commit_batch(self, size: int) -> None:
         self.commit_batch.observe(size)
 
+    def count_delivery(self, result: str) -> None:
+        self.outbox_deliveries.labels(result=result).inc()
+
     def count_message(self, outcome: str) -> None:
         self.messages.labels(outcome=outcome).inc()
 

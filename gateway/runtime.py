@@ -57,6 +57,16 @@ def smtp_limits(services: Services) -> SmtpLimits:
     )
 
 
+def new_outbox_worker(services: Services) -> OutboxWorker:
+    return OutboxWorker(
+        services.db,
+        services.settings.relay,
+        services.clock,
+        compose=services.compose_mail,
+        count=services.metrics.count_delivery,
+    )
+
+
 async def _sweep(services: Services, stop: asyncio.Event) -> None:
     """Seal requests whose code expired (the daily check comes on top of this)."""
 
@@ -109,9 +119,7 @@ async def run_gateway(
     outbox = None
     if deliver:
         await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
-        outbox = OutboxWorker(
-            services.db, settings.relay, services.clock, compose=services.compose_mail
-        )
+        outbox = new_outbox_worker(services)
     handler = GatewayHandler(
         await asyncio.to_thread(lambda: services.pipeline),
         services.recipients,
@@ -172,9 +180,7 @@ async def run_outbox(services: Services, interval: float = OUTBOX_PROCESS_POLL) 
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
-    outbox = OutboxWorker(
-        services.db, services.settings.relay, services.clock, compose=services.compose_mail
-    )
+    outbox = new_outbox_worker(services)
     log.info("outbox process delivering")
     await outbox.run(stop, interval=interval)
     services.close()

@@ -36,7 +36,11 @@ RECORD_TRIES = 2
 RECORD_RETRY_PAUSE = 1.0
 # Operations a relay answers with 5xx that say nothing about the message itself
 # (bad relay credentials, refused greeting): the operator fixes them, we retry.
-_NOT_ABOUT_THE_MESSAGE = (aiosmtplib.SMTPAuthenticationError, aiosmtplib.SMTPHeloError)
+_NOT_ABOUT_THE_MESSAGE = (
+    aiosmtplib.SMTPAuthenticationError,
+    aiosmtplib.SMTPHeloError,
+    aiosmtplib.SMTPConnectResponseError,  # a 5xx greeting
+)
 
 
 Compose = Callable[[str, str, dict[str, str]], bytes]
@@ -228,7 +232,9 @@ class OutboxWorker:
         tls_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
         compose: Compose | None = None,
+        count: Callable[[str], None] | None = None,
     ) -> None:
+        """`count` is told the result of each recorded attempt (sent, temporary, permanent)."""
         if concurrency < 1:
             raise ValueError("the outbox needs at least one relay connection")
         self._db = db
@@ -240,6 +246,7 @@ class OutboxWorker:
         self._tls_context = tls_context or relay_tls_context()
         self._local_hostname = local_hostname
         self._compose = compose
+        self._count = count
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -426,16 +433,22 @@ class OutboxWorker:
                 .with_for_update()
             ).all()
             by_id = {row.id: row for row in rows}
-            for done in ordered:
-                self._record_one(session, by_id.get(done.item.id), done)
+            recorded = [
+                done.outcome.result
+                for done in ordered
+                if self._record_one(session, by_id.get(done.item.id), done)
+            ]
+        if self._count is not None:
+            for result in recorded:
+                self._count(result)
 
-    def _record_one(self, session: Session, row: Outbox | None, done: Delivered) -> None:
+    def _record_one(self, session: Session, row: Outbox | None, done: Delivered) -> bool:
         """One row's attempt, as its own transaction recorded it before batches."""
         item, outcome, now = done.item, done.outcome, done.at
         if row is None or row.status != PENDING or row.lease_until != item.lease_until:
             # Our lease ran out and another worker took the row: its record wins.
             log.warning("outbox %s: lease lost, %s not recorded", item.id, outcome.result)
-            return
+            return False
         session.add(
             OutboxAttempt(
                 outbox_id=row.id, attempted_at=now, result=outcome.result, detail=outcome.detail
@@ -444,6 +457,7 @@ class OutboxWorker:
         row.attempts += 1
         row.lease_until = None
         self._apply(session, row, outcome, now)
+        return True
 
     def _apply(self, session: Session, row: Outbox, outcome: Outcome, now: datetime) -> None:
         if outcome.result == "sent":

@@ -115,10 +115,12 @@ async def test_outbox_worker_delivers_once_and_clears_message(
     db: Database, clock: FakeClock, smtp_sink: SmtpSink
 ) -> None:
     outbox_id = put(db, clock)
-    worker = OutboxWorker(db, relay_for(smtp_sink), clock)
+    counted: list[str] = []
+    worker = OutboxWorker(db, relay_for(smtp_sink), clock, count=counted.append)
 
     assert await worker.run_once() == 1
     assert await worker.run_once() == 0
+    assert counted == ["sent"]  # gateway_outbox_deliveries_total{result="sent"}
 
     [(mail_from, rcpt_tos, data)] = smtp_sink.wait_for(1)
     assert (mail_from, rcpt_tos, data) == (

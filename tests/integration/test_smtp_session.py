@@ -344,8 +344,15 @@ def test_serve_with_an_outbox_process_accepts_and_delivers(
         (code,) = instance.request_codes(["OUTBOX/1"])  # the code mail came through the outbox
         assert len(code) == 11
         url = f"http://127.0.0.1:{instance.http_port}/metrics"
-        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        sent = 'gateway_outbox_deliveries_total{result="sent"} 1.0'
+        deadline = time.monotonic() + 20
+        while True:  # the outbox process records the attempt just after the relay's 250
+            text = urllib.request.urlopen(url, timeout=10).read().decode()
+            if sent in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert 'gateway_messages_total{outcome="accepted"} 1.0' in text
+        assert sent in text
         instance.proc.send_signal(signal.SIGTERM)
         assert instance.proc.wait(timeout=60) == 0
     finally:

@@ -54,3 +54,9 @@ def test_classify_detail_is_one_short_line() -> None:
     outcome = classify(aiosmtplib.SMTPDataError(451, "x" * 500 + "\r\nmore"))
 
     assert "\n" not in outcome.detail and len(outcome.detail) <= 200
+
+
+def test_classify_5xx_greeting_is_temporary() -> None:
+    # A relay refusing the session says nothing about the message: retry, never give up.
+    error = aiosmtplib.SMTPConnectResponseError(554, "5.3.2 no service")
+    assert classify(error).result == "temporary"
