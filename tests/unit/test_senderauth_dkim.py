@@ -15,22 +15,7 @@ from gateway.errors import (
 )
 from gateway.ingest.senderauth import MAX_SIGNATURES, SenderAuthenticator
 from gateway.model import Mailbox
-from tests.fixtures.dkimkeys import DkimKey, generate_key, sign
-
-
-class FakeDns:
-    """TXT records in a dict; names in `failing` fail temporarily."""
-
-    def __init__(self) -> None:
-        self.records: dict[bytes, bytes] = {}
-        self.failing: set[bytes] = set()
-        self.asked: list[bytes] = []
-
-    def __call__(self, name: bytes, timeout: int = 5) -> bytes | None:
-        self.asked.append(name)
-        if name in self.failing:
-            raise DnsTemporaryFailure("DNS lookup timed out")
-        return self.records.get(name)
+from tests.fixtures.dkimkeys import DkimKey, FakeDns, generate_key, sign
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +43,9 @@ def test_senderauth_dkim_second_signature_aligned_passes(fake_dns: FakeDns, key:
     raw = sign(raw, b"sel", b"other.org", key.private_pem)  # topmost, not aligned
     verdict = SenderAuthenticator(fake_dns).authenticate(raw)
     assert (verdict.dkim_result, verdict.dkim_domain, verdict.aligned) == (
-        "pass", "example.org", True,
+        "pass",
+        "example.org",
+        True,
     )
 
 
@@ -69,9 +56,7 @@ def test_senderauth_dkim_temporary_failure_propagates(fake_dns: FakeDns, key: Dk
         SenderAuthenticator(fake_dns).authenticate(raw)
 
 
-def test_senderauth_dkim_temporary_failure_beats_unaligned(
-    fake_dns: FakeDns, key: DkimKey
-) -> None:
+def test_senderauth_dkim_temporary_failure_beats_unaligned(fake_dns: FakeDns, key: DkimKey) -> None:
     # The aligned signature might have verified: refusing permanently would be wrong.
     fake_dns.failing.add(b"sel._domainkey.example.org.")
     raw = sign(_message(), b"sel", b"example.org", key.private_pem)

@@ -13,7 +13,7 @@ from gateway.errors import BadSignature, DnsTemporaryFailure, NoSignature
 from gateway.ingest.dkimverify import StreamingDKIM
 from gateway.ingest.senderauth import SenderAuthenticator, single_from
 from gateway.model import Mailbox
-from tests.fixtures.dkimkeys import DkimKey, generate_key
+from tests.fixtures.dkimkeys import DkimKey, FakeDns, generate_key
 
 SIGNED = [b"from", b"to", b"subject"]
 CANONICALIZATIONS = [
@@ -24,19 +24,6 @@ CANONICALIZATIONS = [
 ]
 
 
-class FakeDns:
-    """One published key for sel._domainkey.example.org; names in `failing` time out."""
-
-    def __init__(self, record: bytes) -> None:
-        self.records = {b"sel._domainkey.example.org.": record}
-        self.failing: set[bytes] = set()
-
-    def __call__(self, name: bytes, timeout: int = 5) -> bytes | None:
-        if name in self.failing:
-            raise DnsTemporaryFailure("DNS lookup timed out")
-        return self.records.get(name)
-
-
 @pytest.fixture(scope="module")
 def key() -> DkimKey:
     return generate_key()
@@ -44,7 +31,9 @@ def key() -> DkimKey:
 
 @pytest.fixture
 def fake_dns(key: DkimKey) -> FakeDns:
-    return FakeDns(key.txt_record.encode())
+    fake = FakeDns()
+    fake.records[b"sel._domainkey.example.org."] = key.txt_record.encode()
+    return fake
 
 
 def _message(body: bytes = b"Bonjour,\r\n\r\nci-joint  la piece.\t\r\n") -> bytes:
