@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from gateway.cli.context import CliContext, pass_cli, print_rows
-from gateway.greffe import Exporter, list_requests, list_submissions
+from gateway.greffe.export import Exporter, list_requests, list_submissions
 from gateway.model import RequestStatus
 from gateway.storage.crypto import GpgKeyring
 

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 from sqlalchemy import func, select
 
-from gateway.greffe import Exporter, IntegrityFailure
+from gateway.greffe.export import Exporter, IntegrityFailure
 from gateway.ingest.manifest import load_schema
 from gateway.storage.crypto import GpgKeyring
 from gateway.storage.models import Blob, Document, Request, Submission
