@@ -8,13 +8,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.audit.chain import append_event
 from gateway.errors import Conflict, GatewayError, ImportRefused, InputError, KeyRefused, NotFound
 from gateway.model import Clock, Mailbox, court_code, measure_number
+from gateway.storage.audit import append_event
+from gateway.storage.courts import CourtRepository
 from gateway.storage.db import Database
 from gateway.storage.keys import inspect_public_key
 from gateway.storage.models import Court, CourtKey, Registration
-from gateway.storage.repositories import CourtRepository, RegistrationRepository
+from gateway.storage.registrations import RegistrationRepository
 
 Progress = Callable[[int], None]
 

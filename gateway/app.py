@@ -1,34 +1,67 @@
-"""Composition root: builds the gateway's services from settings and hands them out."""
+"""Composition root: the only module that builds services and running parts from settings.
+
+`Services` builds each service once, lazily, with its collaborators.  The
+`build_*` functions turn services into running parts (`gateway.lifecycle`):
+the SMTP listeners (one per `ListenerSpec`), an IMAP watcher per mailbox,
+the outbox worker, the sweeper and the HTTP server.  `run_gateway` builds
+them, starts them in order, waits for SIGTERM/SIGINT and stops them in
+reverse order.  Nothing is set on an object after it is built, and no
+adapter receives this module's `Services`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.admin import Admin
-from gateway.audit.chain import lock_head
 from gateway.errors import ConfigError
+from gateway.imap.client import ImapClient
+from gateway.imap.puller import MailboxPuller, PullerDeps
+from gateway.imap.watch import ImapSeams, MailboxRunner, lease_ttl, mailbox_password
 from gateway.ingest.codereq import CodeIssuer
 from gateway.ingest.dns import TxtResolver
 from gateway.ingest.documents import DocumentPolicy
 from gateway.ingest.mime import MimeLimits
-from gateway.ingest.pipeline import Pipeline, RoleHandler
+from gateway.ingest.pipeline import Outcome, Pipeline, RoleHandler
 from gateway.ingest.recipients import RecipientPolicy, Role
 from gateway.ingest.senderauth import SenderAuthenticator
 from gateway.ingest.status import StatusReporter
 from gateway.ingest.submit import SubmissionStore
-from gateway.metrics import Metrics
-from gateway.model import Clock
+from gateway.lifecycle import LoopingPart, RunningPart, Supervisor
+from gateway.metrics import Metrics, MetricsServer, multiprocess_registry
+from gateway.model import Channel, Clock
 from gateway.otp.codes import CodeHasher
 from gateway.otp.service import CodePolicy, CodeService
+from gateway.otp.sweeper import Sweeper
+from gateway.otp.verify import CodeVerifier
 from gateway.outbox.compose import MailComposer
-from gateway.settings import Settings
+from gateway.outbox.templates import Templates
+from gateway.outbox.worker import Composed, OutboxWorker
+from gateway.settings import ImapMailbox, Settings, parse_hostport
+from gateway.smtp.handler import GatewayHandler
+from gateway.smtp.limits import ClientTracker, SmtpLimits
+from gateway.smtp.listener import ListenerSpec, SmtpListener, TlsMode, make_tls_context
 from gateway.storage import migrate
+from gateway.storage.audit import lock_head
 from gateway.storage.blobstore import BlobStore
 from gateway.storage.crypto import GpgKeyring, ReceiptSigner
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import GroupCommitter
+from gateway.storage.imap import ImapState
+from gateway.storage.leases import DbLease
+from gateway.storage.payload import PayloadWriter
+
+log = logging.getLogger("gateway.serve")
+SWITCH_INTERVAL = 0.001
 
 
 def utc_now() -> datetime:
@@ -49,7 +82,7 @@ def read_secret(path: Path) -> bytes:
 
 
 class Services:
-    """Everything a command or the server needs, built once from the settings."""
+    """Everything a command or the server needs, each built once from the settings."""
 
     def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
         self.settings = settings
@@ -87,7 +120,35 @@ class Services:
 
     @functools.cached_property
     def composer(self) -> MailComposer:
-        return MailComposer.from_settings(self.settings, signer=self.signer, clock=self.clock)
+        """The gateway's outgoing mail: its DKIM key, templates and addresses."""
+        settings = self.settings
+        try:
+            private_pem = settings.dkim_key_file.read_bytes()
+        except OSError:
+            raise ConfigError(
+                f"DKIM key {settings.dkim_key_file} is unreadable (run `gateway init`)"
+            ) from None
+        defaults = {
+            "codes_address": settings.address("codes"),
+            "submit_address": settings.address("submit"),
+            "status_address": settings.address("status"),
+            "submit_local": settings.addresses.submit,
+        }
+        return MailComposer(
+            settings.gateway.domain,
+            settings.gateway.name,
+            settings.dkim_selector,
+            private_pem,
+            Templates(settings.templates_dir),
+            self.signer,
+            self.clock,
+            defaults=defaults,
+        )
+
+    def compose_mail(self, kind: str, recipient: str, values: dict[str, str]) -> Composed:
+        """What the outbox worker calls to turn template values into a signed message."""
+        composer = self.composer
+        return Composed(composer.from_address, composer.compose(kind, recipient, **values))
 
     @functools.cached_property
     def codes(self) -> CodeService:
@@ -98,6 +159,10 @@ class Services:
                 policy.ttl, policy.max_failures, policy.lockout, policy.max_requests_per_day
             ),
         )
+
+    @functools.cached_property
+    def verifier(self) -> CodeVerifier:
+        return CodeVerifier(self.db, self.codes)
 
     @functools.cached_property
     def code_issuer(self) -> CodeIssuer:
@@ -128,30 +193,30 @@ class Services:
         return BlobStore(self.settings.blob_dir)
 
     @functools.cached_property
-    def submissions(self) -> SubmissionStore:
-        limits = self.settings.limits
-        return SubmissionStore(
-            db=self.db,
-            codes=self.codes,
-            blobs=self.blobs,
-            policy=DocumentPolicy(
-                frozenset(limits.allowed_types), limits.max_document_bytes, limits.max_documents
-            ),
-            disk_reserve=limits.disk_reserve_bytes,
-            clock=self.clock,
-            observe=self.metrics.observe_stage,
-            committer=self.committer,
-        )
-
-    @functools.cached_property
     def committer(self) -> GroupCommitter:
         """The writer that commits accepted submissions in batches (one fsync per batch)."""
         return GroupCommitter(
             self.db, on_begin=lock_head, on_batch=self.metrics.observe_commit_batch
         )
 
+    @functools.cached_property
+    def submissions(self) -> SubmissionStore:
+        limits = self.settings.limits
+        return SubmissionStore(
+            db=self.db,
+            verifier=self.verifier,
+            payload=PayloadWriter(self.blobs, self.clock, self.metrics.observe_stage),
+            policy=DocumentPolicy(
+                frozenset(limits.allowed_types), limits.max_document_bytes, limits.max_documents
+            ),
+            disk_reserve=limits.disk_reserve_bytes,
+            clock=self.clock,
+            committer=self.committer,
+            observe=self.metrics.observe_stage,
+        )
+
     def role_handlers(self) -> dict[Role, RoleHandler]:
-        status = StatusReporter(self.db, self.submissions, self.clock)
+        status = StatusReporter(self.db, self.verifier, self.clock)
         return {
             Role.CODES: self.code_issuer.handle,
             Role.SUBMIT: self.submissions.handle,
@@ -177,15 +242,246 @@ class Services:
             large_message_bytes=limits.large_message_bytes,
         )
 
-    def compose_mail(self, kind: str, recipient: str, values: dict[str, str]) -> bytes:
-        """What the outbox worker calls to turn template values into a signed message."""
-        return self.composer.compose(kind, recipient, **values)
+    @functools.cached_property
+    def smtp_limits(self) -> SmtpLimits:
+        smtp, limits = self.settings.smtp, self.settings.limits
+        return SmtpLimits(
+            max_message_bytes=limits.max_message_bytes,
+            max_recipients=limits.max_recipients,
+            max_connections=smtp.max_connections,
+            max_connections_per_client=smtp.max_connections_per_client,
+            max_messages_per_client=smtp.max_messages_per_client,
+            client_window=smtp.client_window.total_seconds(),
+            max_commands=smtp.max_commands,
+            idle_timeout=smtp.idle_timeout.total_seconds(),
+            min_data_rate=smtp.min_data_rate,
+        )
+
+    def outbox_worker(self) -> OutboxWorker:
+        return OutboxWorker(
+            self.db,
+            self.settings.relay,
+            self.clock,
+            compose=self.compose_mail,
+            count=self.metrics.count_delivery,
+        )
 
     def upgrade_database(self) -> None:
         migrate.upgrade(self.db)
 
     def close(self) -> None:
+        """Stop what was built, last built first: the pipeline, the writer, the database."""
+        if "pipeline" in self.__dict__:
+            self.pipeline.close()
         if "committer" in self.__dict__:
             self.committer.close()
         if "db" in self.__dict__:
             self.db.dispose()
+
+
+# -- IMAP ---------------------------------------------------------------------------
+def mailbox_runner(
+    services: Services, mailbox: ImapMailbox, seams: ImapSeams | None = None
+) -> MailboxRunner:
+    """The runner of one configured mailbox: its puller, its lease, how to connect."""
+    seams = seams or ImapSeams()
+    deps = PullerDeps(
+        pipeline=services.pipeline,
+        recipients=services.recipients,
+        state=ImapState(services.db, services.clock, writer=services.committer),
+        clock=services.clock,
+    )
+    lease = DbLease(
+        services.db, f"imap:{mailbox.name}", seams.holder, lease_ttl(mailbox), services.clock
+    )
+    puller = MailboxPuller(
+        mailbox,
+        deps,
+        lease,
+        batch_size=seams.batch_size,
+        concurrency=seams.concurrency or services.settings.imap.concurrency,
+        strip_batch=seams.strip_batch,
+        checkpoint=seams.checkpoint,
+    )
+
+    async def connect() -> ImapClient:
+        return await ImapClient.connect(
+            mailbox, mailbox_password(mailbox), resolve=seams.resolve, tls_context=seams.tls_context
+        )
+
+    return MailboxRunner(puller, connect)
+
+
+# -- serve ----------------------------------------------------------------------------
+def listener_specs(settings: Settings, *, reuse_port: bool = False) -> list[ListenerSpec]:
+    """The SMTP listeners `serve` runs: the inbound (MX) port, with STARTTLS given a certificate."""
+    smtp = settings.smtp
+    tls = None
+    if smtp.tls_cert and smtp.tls_key:
+        tls = make_tls_context(str(smtp.tls_cert), str(smtp.tls_key))
+    host, port = parse_hostport(smtp.listen)
+    return [
+        ListenerSpec(
+            name="inbound",
+            host=host,
+            port=port,
+            hostname=smtp.hostname or settings.gateway.domain,
+            tls=TlsMode.STARTTLS if tls else TlsMode.NONE,
+            tls_context=tls,
+            reuse_port=reuse_port,
+        )
+    ]
+
+
+@dataclass
+class Running:
+    """What a started gateway exposes (tests read the real ports from here)."""
+
+    stop: asyncio.Event
+    ports: dict[str, int] = field(default_factory=dict)
+    """Listener name (inbound, submission) -> bound port."""
+    http_port: int | None = None
+
+    @property
+    def smtp_port(self) -> int:
+        return self.ports["inbound"]
+
+
+@dataclass
+class Gateway:
+    """The running parts of one `serve` process, in start order."""
+
+    parts: list[RunningPart]
+    listeners: list[SmtpListener]
+    http: MetricsServer | None
+
+
+def build_gateway(
+    services: Services, *, reuse_port: bool = False, serve_http: bool = True, deliver: bool = True
+) -> Gateway:
+    """Every running part of `serve`, with its collaborators.
+
+    With `deliver=False` the outbox is left to an outbox process (`run_outbox`).
+    Workers come first and listeners last, so that stopping in reverse order
+    stops taking mail before the workers go.
+    """
+    settings = services.settings
+    parts: list[RunningPart] = []
+    on_accepted: Callable[[Outcome], None] = _nobody
+    if deliver:
+        outbox = services.outbox_worker()
+        parts.append(LoopingPart("outbox", outbox.run))
+        on_accepted = _waker(outbox)
+    parts.append(LoopingPart("sweeper", Sweeper(services.db, services.clock).run))
+    for mailbox in settings.imap.mailboxes:
+        parts.append(LoopingPart(f"imap:{mailbox.name}", mailbox_runner(services, mailbox).watch))
+    http = None
+    if serve_http:
+        http_host, http_port = parse_hostport(settings.http.listen)
+        http = MetricsServer(http_host, http_port, services.metrics.registry)
+        parts.append(http)
+    tracker = ClientTracker(services.smtp_limits)  # shared: limits are the gateway's, not a port's
+    listeners = [
+        SmtpListener(
+            spec,
+            GatewayHandler(
+                services.pipeline,
+                services.recipients,
+                tracker,
+                services.clock,
+                channel=Channel.SMTP,
+                on_accepted=on_accepted,
+                count_message=services.metrics.count_message,
+            ),
+            tracker,
+            services.smtp_limits,
+        )
+        for spec in listener_specs(settings, reuse_port=reuse_port)
+    ]
+    parts.extend(listeners)
+    return Gateway(parts, listeners, http)
+
+
+def build_supervisor_http(settings: Settings) -> MetricsServer:
+    """The HTTP server of `serve --workers`' parent: every process's metrics, aggregated."""
+    http_host, http_port = parse_hostport(settings.http.listen)
+    return MetricsServer(http_host, http_port, multiprocess_registry())
+
+
+def _nobody(outcome: Outcome) -> None:
+    """`on_accepted` when this process delivers nothing: the outbox process polls."""
+
+
+def _waker(outbox: OutboxWorker) -> Callable[[Outcome], None]:
+    def wake(outcome: Outcome) -> None:
+        outbox.wake()
+
+    return wake
+
+
+async def run_gateway(
+    services: Services,
+    on_ready: Callable[[Running], None] | None = None,
+    *,
+    reuse_port: bool = False,
+    serve_http: bool = True,
+    deliver: bool = True,
+) -> None:
+    """Build, start everything, wait for SIGTERM/SIGINT (or `Running.stop`), stop in reverse."""
+    settings = services.settings
+    # The event loop and the group commit's writer give the interpreter lock up at
+    # every socket or SQLite call and must get it back from threads busy parsing
+    # and encrypting: a shorter switch interval than Python's 5 ms shortens each wait.
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    await asyncio.to_thread(services.upgrade_database)
+    if not settings.auth.require_dkim:
+        log.warning("auth.require_dkim is FALSE: senders are NOT authenticated by DKIM")
+    if deliver:
+        await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
+    await asyncio.to_thread(lambda: services.pipeline)  # built off the event loop
+    gateway = build_gateway(services, reuse_port=reuse_port, serve_http=serve_http, deliver=deliver)
+    supervisor = Supervisor(gateway.parts)
+    stop = _stop_on_signals()
+    try:
+        await supervisor.start()
+        running = Running(
+            stop,
+            {listener.spec.name: listener.port or 0 for listener in gateway.listeners},
+            gateway.http.port if gateway.http else None,
+        )
+        log.info("gateway listening", extra={"ports": running.ports, "http": running.http_port})
+        if on_ready is not None:
+            on_ready(running)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await supervisor.stop(settings.smtp.shutdown_grace.total_seconds())
+        services.close()
+    log.info("stopped")
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # Only the main thread can take signals; tests run the gateway in another one.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def run_outbox(services: Services, interval: float) -> None:
+    """Deliver the outbox until SIGTERM/SIGINT: the outbox process of `serve`.
+
+    Composing and signing receipts is CPU work: in a process of its own it
+    does not take the accepting process's interpreter lock.
+    """
+    await asyncio.to_thread(services.upgrade_database)
+    await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
+    stop = _stop_on_signals()
+    outbox = services.outbox_worker()
+    log.info("outbox process delivering")
+    try:
+        await outbox.run(stop, interval=interval)
+    finally:
+        services.close()

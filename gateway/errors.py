@@ -16,6 +16,7 @@ exit codes) in one table each.
     │   └── ImportRefused            a CSV import with a line-by-line report
     ├── NotFound                     unknown court, registration, request …
     ├── Conflict                     duplicate court, registration …
+    │   └── AlreadyStored            the same message committed meanwhile (a retry racing)
     ├── KeyRefused                   an OpenPGP key that cannot serve
     ├── MessageRefused               permanent refusal of a message (5xx)
     │   ├── UnknownRecipient
@@ -98,6 +99,10 @@ class NotFound(GatewayError):
 
 class Conflict(GatewayError):
     """The object already exists."""
+
+
+class AlreadyStored(Conflict):
+    """The same message was committed meanwhile (a client's retry racing the first copy)."""
 
 
 class KeyRefused(GatewayError):

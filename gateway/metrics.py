@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 
@@ -71,16 +73,35 @@ class Metrics:
 
 
 class MetricsServer:
-    """/metrics over HTTP from a background thread; `port` is the real one (port 0 allowed)."""
+    """/metrics over HTTP from a background thread: a running part (port 0 allowed)."""
+
+    name = "metrics"
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
-        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+        self.host = host
+        self.requested_port = port
+        self.registry = registry
+        self.port: int | None = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    async def start(self) -> None:
+        self._server, self._thread = start_http_server(
+            self.requested_port, addr=self.host, registry=self.registry
+        )
         self.port = int(self._server.server_port)
 
+    async def stop(self, grace: float) -> None:
+        self.close()
+
     def close(self) -> None:
+        if self._server is None:
+            return
         self._server.shutdown()
         self._server.server_close()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
 
 
 def multiprocess_registry() -> CollectorRegistry:

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-
-from gateway.audit.chain import append_event, verify_chain
+from gateway.audit.chain import verify_chain
+from gateway.storage.audit import AuditRepository, append_event
 from gateway.storage.blobstore import BlobStore
 from gateway.storage.db import Database
-from gateway.storage.models import Blob, CheckReport, Code, ImapMessage, Request
+from gateway.storage.imap import unstripped_before
+from gateway.storage.requests import RequestRepository
+from gateway.storage.submissions import BlobRepository
 
 Progress = Callable[[int], None]
 # A blob younger than this without a row may belong to a transaction still in flight.
@@ -40,16 +41,14 @@ def run_check(
     """Run every check, record the report and an audit event; never raises for findings."""
     findings = Findings()
     _check_blobs(db, blobs, now, findings, progress)
-    with db.transaction() as session:
-        chain = verify_chain(session)
+    with db.reading() as session:
+        chain = verify_chain(AuditRepository(session))
     findings.counts["audit_events"] = chain.events
     if not chain.ok:
         findings.problems.append(f"audit chain broken at event {chain.broken_seq}: {chain.reason}")
     _check_states(db, now, findings)
     with db.transaction() as session:
-        session.add(
-            CheckReport(started_at=now, finished_at=now, ok=findings.ok, report=findings.as_dict())
-        )
+        AuditRepository(session).record_check(now, findings.ok, findings.as_dict())
         append_event(
             session,
             now,
@@ -63,8 +62,8 @@ def run_check(
 def _check_blobs(
     db: Database, blobs: BlobStore, now: datetime, findings: Findings, progress: Progress | None
 ) -> None:
-    with db.transaction() as session:
-        recorded = {row.key: row.sha256 for row in session.scalars(select(Blob))}
+    with db.reading() as session:
+        recorded = BlobRepository(session).hashes()
     findings.counts["blobs_recorded"] = len(recorded)
     on_disk = set()
     for key in blobs.iter_keys():
@@ -87,18 +86,10 @@ def _age(blobs: BlobStore, key: str, now: datetime) -> timedelta:
 
 
 def _check_states(db: Database, now: datetime, findings: Findings) -> None:
-    with db.transaction() as session:
-        stuck = session.scalars(
-            select(Request.reference)
-            .join(Code, Code.request_id == Request.id)
-            .where(Request.status == "open", Code.expires_at < now - STUCK_AFTER)
-        ).all()
-        for reference in stuck:
-            findings.problems.append(f"request {reference} is open past its code's expiry")
-        unstripped = session.execute(
-            select(ImapMessage.mailbox, ImapMessage.folder, ImapMessage.uid).where(
-                ImapMessage.state == "stored", ImapMessage.updated_at < now - STUCK_AFTER
-            )
-        ).all()
-        for mailbox, folder, uid in unstripped:
-            findings.problems.append(f"pulled message {mailbox}/{folder}/{uid} was never stripped")
+    with db.reading() as session:
+        stuck = RequestRepository(session).open_past(now - STUCK_AFTER)
+        unstripped = unstripped_before(session, now - STUCK_AFTER)
+    for reference in stuck:
+        findings.problems.append(f"request {reference} is open past its code's expiry")
+    for mailbox, folder, uid in unstripped:
+        findings.problems.append(f"pulled message {mailbox}/{folder}/{uid} was never stripped")

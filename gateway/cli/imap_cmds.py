@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
+from gateway.app import mailbox_runner
 from gateway.cli.context import CliContext, pass_cli
 from gateway.errors import ConfigError, GatewayError
 from gateway.imap.puller import PassSummary
-from gateway.imap.watch import runner_for
 
 
 class _Bar:
@@ -57,7 +57,7 @@ def imap_pull(ctx: CliContext, once: bool, names: tuple[str, ...]) -> None:
     for mailbox in mailboxes:
         bar = _Bar(mailbox.name)
         try:
-            summary: PassSummary = asyncio.run(runner_for(services, mailbox).pull_once(bar))
+            summary: PassSummary = asyncio.run(mailbox_runner(services, mailbox).pull_once(bar))
         except GatewayError as exc:
             failures.append(f"{mailbox.name}: {exc.message}")
             continue

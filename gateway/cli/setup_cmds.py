@@ -7,6 +7,7 @@ import click
 from gateway.audit.chain import verify_chain
 from gateway.bootstrap import initialise
 from gateway.cli.context import CliContext, pass_cli
+from gateway.storage.audit import AuditRepository
 
 
 @click.command()
@@ -61,8 +62,9 @@ def serve(ctx: CliContext, workers: int, outbox_process: bool) -> None:
     """Run SMTP, metrics, the outbox and the background workers until SIGTERM."""
     import asyncio
 
+    from gateway.app import run_gateway
     from gateway.logs import setup_logging
-    from gateway.runtime import run_gateway, run_workers
+    from gateway.runtime import run_workers
 
     settings = ctx.settings
     setup_logging(settings.logging.level, settings.logging.json_lines)
@@ -82,7 +84,7 @@ def audit() -> None:
 def audit_verify(ctx: CliContext) -> None:
     """Walk the audit chain; exit 1 naming the first broken event."""
     with ctx.services.db.transaction() as session:
-        report = verify_chain(session)
+        report = verify_chain(AuditRepository(session))
     if not report.ok:
         raise click.ClickException(
             f"audit chain broken at event {report.broken_seq}: {report.reason}"

@@ -12,17 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from gateway.errors import GatewayError, InputError, NotFound
 from gateway.ingest.documents import sanitise_filename
 from gateway.ingest.manifest import encode, request_manifest, rfc3339
 from gateway.model import court_code
 from gateway.storage.blobstore import BlobStore
+from gateway.storage.courts import CourtRepository
 from gateway.storage.crypto import GpgKeyring
-from gateway.storage.db import Database
-from gateway.storage.models import Blob, Court, Document, Registration, Request, Submission
+from gateway.storage.db import Database, Session
+from gateway.storage.models import Submission
+from gateway.storage.registrations import RegistrationRepository
+from gateway.storage.requests import RequestRepository
+from gateway.storage.submissions import BlobRepository, SubmissionRepository
 
 Progress = Callable[[int], None]
 
@@ -32,17 +33,8 @@ class IntegrityFailure(GatewayError):
 
 
 def list_requests(db: Database, court: str | None, status: str | None) -> list[dict[str, Any]]:
-    query = (
-        select(Request, Court.code, Registration.measure)
-        .join(Court, Court.id == Request.court_id)
-        .join(Registration, Registration.id == Request.registration_id)
-        .order_by(Request.id)
-    )
-    if court:
-        query = query.where(Court.code == court_code(court))
-    if status:
-        query = query.where(Request.status == status)
     with db.reading() as session:
+        rows = RequestRepository(session).listing(court_code(court) if court else None, status)
         return [
             {
                 "reference": req.reference,
@@ -54,25 +46,13 @@ def list_requests(db: Database, court: str | None, status: str | None) -> list[d
                 "opened_at": rfc3339(req.opened_at),
                 "sealed_at": rfc3339(req.sealed_at) if req.sealed_at else None,
             }
-            for req, code, measure in session.execute(query).all()
+            for req, code, measure in rows
         ]
 
 
 def list_submissions(db: Database, court: str | None) -> list[dict[str, Any]]:
-    documents = (
-        select(func.count(Document.id))
-        .where(Document.submission_id == Submission.id)
-        .scalar_subquery()
-    )
-    query = (
-        select(Submission, Court.code, documents)
-        .join(Request, Request.id == Submission.request_id)
-        .join(Court, Court.id == Request.court_id)
-        .order_by(Submission.id)
-    )
-    if court:
-        query = query.where(Court.code == court_code(court))
     with db.reading() as session:
+        rows = SubmissionRepository(session).listing(court_code(court) if court else None)
         return [
             {
                 "reference": sub.reference,
@@ -83,7 +63,7 @@ def list_submissions(db: Database, court: str | None) -> list[dict[str, Any]]:
                 "documents": count,
                 "raw_sha256": sub.raw_sha256,
             }
-            for sub, code, count in session.execute(query).all()
+            for sub, code, count in rows
         ]
 
 
@@ -116,9 +96,7 @@ class Exporter:
         return _write_all(out, staged)
 
     def _submission(self, session: Session, reference: str) -> Submission:
-        submission = session.scalars(
-            select(Submission).where(Submission.reference == reference.strip().upper())
-        ).one_or_none()
+        submission = SubmissionRepository(session).by_reference(reference.strip().upper())
         if submission is None:
             raise NotFound(f"unknown submission {reference}")
         return submission
@@ -126,19 +104,13 @@ class Exporter:
     def _stage_request(
         self, session: Session, reference: str, staged: _Staged, progress: Progress | None
     ) -> None:
-        request = session.scalars(
-            select(Request).where(Request.reference == reference.strip().upper())
-        ).one_or_none()
+        request = RequestRepository(session).by_reference(reference.strip().upper())
         if request is None:
             raise NotFound(f"unknown request {reference}")
-        court = session.get(Court, request.court_id)
-        registration = session.get(Registration, request.registration_id)
+        court = CourtRepository(session).get(request.court_id)
+        registration = RegistrationRepository(session).get(request.registration_id)
         assert court is not None and registration is not None
-        submissions = session.scalars(
-            select(Submission)
-            .where(Submission.request_id == request.id)
-            .order_by(Submission.number)
-        ).all()
+        submissions = SubmissionRepository(session).of_request(request.id)
         listing = []
         for submission in submissions:
             self._stage_submission(session, submission, f"{submission.number}/", staged, progress)
@@ -182,9 +154,7 @@ class Exporter:
         _expect(raw, manifest["message"]["sha256"], f"{submission.reference}: message")
         staged.files[f"{prefix}manifest.json"] = manifest_bytes
         staged.files[f"{prefix}message.eml"] = raw
-        rows = session.scalars(
-            select(Document).where(Document.submission_id == submission.id).order_by(Document.idx)
-        ).all()
+        rows = SubmissionRepository(session).documents(submission.id)
         entries = {entry["index"]: entry for entry in manifest["documents"]}
         if set(entries) != {row.idx for row in rows}:
             raise IntegrityFailure(f"{submission.reference}: documents differ from the manifest")
@@ -201,7 +171,7 @@ class Exporter:
             progress(1)
 
     def _open(self, session: Session, key: str) -> bytes:
-        blob = session.get(Blob, key)
+        blob = BlobRepository(session).get(key)
         sealed = self.blobs.read(key)
         if blob is None or hashlib.sha256(sealed).hexdigest() != blob.sha256:
             raise IntegrityFailure(f"stored blob {key} does not match its recorded hash")

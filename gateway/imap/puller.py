@@ -63,18 +63,6 @@ from typing import Any, Protocol, TypeVar
 
 from gateway.errors import CodeLocked, MalformedMessage, MessageRefused, TemporaryFailure
 from gateway.imap.client import FetchedMessage, ImapClient
-from gateway.imap.lease import DbLease
-from gateway.imap.state import (
-    FETCHED,
-    QUARANTINED,
-    STORED,
-    STRIPPED,
-    AuditLine,
-    ImapState,
-    MessageKey,
-    StateChange,
-    held_by,
-)
 from gateway.imap.stub import (
     STUB_HEADER,
     build_stub,
@@ -89,6 +77,18 @@ from gateway.ingest.pipeline import Inbound, Pipeline
 from gateway.ingest.recipients import Recipient, RecipientPolicy, Role
 from gateway.model import Channel, Clock
 from gateway.settings import ImapMailbox
+from gateway.storage.imap import (
+    FETCHED,
+    QUARANTINED,
+    STORED,
+    STRIPPED,
+    AuditLine,
+    ImapState,
+    MessageKey,
+    StateChange,
+    held_by,
+)
+from gateway.storage.leases import DbLease
 
 log = logging.getLogger("gateway.imap")
 V = TypeVar("V")

@@ -1,4 +1,4 @@
-"""Running pullers: one pass (`imap pull --once`), or watching (IDLE or polling) under `serve`."""
+"""Running a puller: one pass (`imap pull --once`), or watching (IDLE or polling) under `serve`."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from gateway.errors import ConfigError
 from gateway.imap.client import ImapClient, Resolver, system_resolver
-from gateway.imap.lease import DbLease, LeaseLost, new_holder_id
 from gateway.imap.puller import (
     DEFAULT_BATCH,
     DEFAULT_STRIP_BATCH,
@@ -21,17 +19,18 @@ from gateway.imap.puller import (
     MailboxPuller,
     PassSummary,
     Progress,
-    PullerDeps,
 )
-from gateway.imap.state import ImapState
 from gateway.settings import ImapMailbox
-
-if TYPE_CHECKING:
-    from gateway.app import Services
+from gateway.storage.leases import LeaseLost, new_holder_id
 
 log = logging.getLogger("gateway.imap")
 MIN_LEASE = timedelta(minutes=5)
 MAX_BACKOFF = 300.0
+
+
+def lease_ttl(mailbox: ImapMailbox) -> timedelta:
+    """How long a mailbox's lease lasts: three polls, and never under five minutes."""
+    return max(MIN_LEASE, mailbox.poll_interval * 3)
 
 
 def mailbox_password(mailbox: ImapMailbox) -> str:
@@ -143,49 +142,3 @@ class MailboxRunner:
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-
-
-def runner_for(
-    services: Services, mailbox: ImapMailbox, seams: ImapSeams | None = None
-) -> MailboxRunner:
-    """Build the runner of one configured mailbox from the gateway's services."""
-    seams = seams or ImapSeams()
-    deps = PullerDeps(
-        pipeline=services.pipeline,
-        recipients=services.recipients,
-        state=ImapState(services.db, services.clock, writer=services.committer),
-        clock=services.clock,
-    )
-    ttl = max(MIN_LEASE, mailbox.poll_interval * 3)
-    lease = DbLease(services.db, f"imap:{mailbox.name}", seams.holder, ttl, services.clock)
-    puller = MailboxPuller(
-        mailbox,
-        deps,
-        lease,
-        batch_size=seams.batch_size,
-        concurrency=seams.concurrency or services.settings.imap.concurrency,
-        strip_batch=seams.strip_batch,
-        checkpoint=seams.checkpoint,
-    )
-
-    async def connect() -> ImapClient:
-        return await ImapClient.connect(
-            mailbox,
-            mailbox_password(mailbox),
-            resolve=seams.resolve,
-            tls_context=seams.tls_context,
-        )
-
-    return MailboxRunner(puller, connect)
-
-
-async def run_pullers(
-    services: Services, stop: asyncio.Event, seams: ImapSeams | None = None
-) -> None:
-    """Watch every configured mailbox until stop is set (a task of `gateway serve`)."""
-    mailboxes = services.settings.imap.mailboxes
-    if not mailboxes:
-        return
-    await asyncio.to_thread(lambda: services.pipeline)  # built once, off the event loop
-    runners = [runner_for(services, m, seams) for m in mailboxes]
-    await asyncio.gather(*(r.watch(stop) for r in runners))

@@ -5,19 +5,18 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy.orm import Session
-
-from gateway.audit.chain import append_event
 from gateway.errors import BadCommand, GatewayError
-from gateway.ingest.pipeline import Context, Outcome
+from gateway.ingest.pipeline import Action, Context, Outcome
 from gateway.model import Clock, RequestKind, court_code, fold_accents, measure_number
 from gateway.otp.codes import format_code
 from gateway.otp.service import CodeService
-from gateway.outbox.queue import enqueue
 from gateway.outbox.templates import KIND_LABELS
-from gateway.storage.db import Database
+from gateway.storage.audit import append_event
+from gateway.storage.courts import CourtRepository
+from gateway.storage.db import Database, Session
 from gateway.storage.models import Registration
-from gateway.storage.repositories import CourtRepository, RegistrationRepository
+from gateway.storage.outbox import enqueue
+from gateway.storage.registrations import RegistrationRepository
 
 log = logging.getLogger("gateway.codes")
 USAGE = "subject must be: CODE <court> <measure> [requete|compte|inventaire]"
@@ -123,4 +122,4 @@ class CodeIssuer:
         )
         if reason:
             log.info("code request not honoured: %s", reason)
-        return Outcome("code_requested")
+        return Outcome(Action.CODE_REQUESTED)

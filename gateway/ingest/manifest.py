@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -19,41 +20,53 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+@dataclass(frozen=True, slots=True)
+class Filing:
+    """Where an accepted message is filed: its references and its request's facts."""
+
+    request_reference: str
+    submission_reference: str
+    court: str
+    measure: str
+    kind: str
+    sender_address: str
+    registration_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """How the message arrived and what the checks found."""
+
+    channel: str
+    received_at: datetime
+    authentication: dict[str, Any]
+    parsed: ParsedMessage
+    raw_sha256: str
+
+
 def submission_manifest(
-    *,
-    request_reference: str,
-    submission_reference: str,
-    court: str,
-    measure: str,
-    kind: str,
-    channel: str,
-    received_at: datetime,
-    sender_address: str,
-    registration_id: int,
-    authentication: dict[str, Any],
-    parsed: ParsedMessage,
-    raw_sha256: str,
-    documents: Sequence[CheckedDocument],
+    filing: Filing, arrival: Arrival, documents: Sequence[CheckedDocument]
 ) -> dict[str, Any]:
     """Everything the greffe needs about one accepted message (stored encrypted)."""
+    parsed = arrival.parsed
     return {
         "schema": SUBMISSION_SCHEMA,
-        "request_reference": request_reference,
-        "submission_reference": submission_reference,
-        "court": court,
-        "measure": measure,
-        "kind": kind,
-        "channel": channel,
-        "received_at": rfc3339(received_at),
-        "sender": {"address": sender_address, "registration_id": registration_id},
-        "authentication": authentication,
+        "request_reference": filing.request_reference,
+        "submission_reference": filing.submission_reference,
+        "court": filing.court,
+        "measure": filing.measure,
+        "kind": filing.kind,
+        "channel": arrival.channel,
+        "received_at": rfc3339(arrival.received_at),
+        "sender": {"address": filing.sender_address, "registration_id": filing.registration_id},
+        "authentication": arrival.authentication,
         "message": {
             "message_id": parsed.message_id,
             "message_id_generated": parsed.message_id_generated,
             "date": rfc3339(parsed.date) if parsed.date else None,
             "subject": parsed.subject,
             "size": parsed.size,
-            "sha256": raw_sha256,
+            "sha256": arrival.raw_sha256,
         },
         "body_text": parsed.text_body,
         "documents": [

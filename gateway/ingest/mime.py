@@ -87,6 +87,18 @@ _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 _SEPARATOR = "---------- Attached message ----------"
 
 
+# Signature parts of multipart/signed mail (PGP/MIME, S/MIME) are not filings: they stay
+# in the stored raw message but are neither documents nor refused as unknown types.
+SIGNATURE_TYPES = frozenset(
+    {"application/pgp-signature", "application/pkcs7-signature", "application/x-pkcs7-signature"}
+)
+
+
+def filing_attachments(parsed: ParsedMessage) -> list[Attachment]:
+    """The attachments that are documents of the filing (signature parts are not)."""
+    return [a for a in parsed.attachments if a.declared_type not in SIGNATURE_TYPES]
+
+
 def parse_message(
     raw: bytes,
     limits: MimeLimits,

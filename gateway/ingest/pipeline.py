@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
+import enum
 import functools
 import hashlib
 import logging
@@ -21,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from gateway.audit.chain import append_event
 from gateway.errors import (
     BareLineEnding,
     DocumentRefused,
@@ -34,9 +35,10 @@ from gateway.ingest.recipients import Recipient, Role
 from gateway.ingest.senderauth import SenderAuthenticator, SenderVerdict
 from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Channel, Clock
+from gateway.storage.audit import append_event
 from gateway.storage.db import Database
 from gateway.storage.models import Registration
-from gateway.storage.repositories import RegistrationRepository
+from gateway.storage.registrations import RegistrationRepository
 
 log = logging.getLogger("gateway.ingest")
 P = ParamSpec("P")
@@ -67,14 +69,24 @@ class Inbound:
     credential_address_key: str | None = None
 
 
+class Action(enum.StrEnum):
+    """What the pipeline did with an accepted message."""
+
+    CODE_REQUESTED = "code_requested"
+    SUBMITTED = "submitted"
+    STATE_SENT = "state_sent"
+    SEALED = "sealed"
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What happened to an accepted message; adapters turn it into their reply."""
 
-    action: str
-    """code_requested | submitted | state_sent | sealed"""
+    action: Action
     reference: str | None = None
     duplicate: bool = False
+    message: ParsedMessage | None = None
+    """The message as the pipeline parsed it, for adapters that need more (IMAP stubs)."""
 
 
 @dataclass
@@ -150,6 +162,10 @@ class Pipeline:
             await self._in_thread(self._audit_refusal, inbound, exc)
             raise
 
+    def close(self) -> None:
+        """Wait for the messages in the worker threads, then stop the threads."""
+        self._threads.shutdown(wait=True)
+
     def _large_gate(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         gate = self._large_gates.get(loop)
@@ -172,7 +188,8 @@ class Pipeline:
         with timed(self.observe, "dkim"):
             verdict = self.authenticator.authenticate(inbound.raw)
         ctx = Context(inbound, parsed, verdict, raw_sha256.hex())
-        return self._handle(ctx, self.handlers[inbound.recipient.role])
+        outcome = self._handle(ctx, self.handlers[inbound.recipient.role])
+        return dataclasses.replace(outcome, message=parsed)
 
     async def _in_thread(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()

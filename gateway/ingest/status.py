@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from gateway.audit.chain import append_event
-from gateway.ingest.pipeline import Context, Outcome
-from gateway.ingest.submit import SubmissionStore
+from gateway.ingest.pipeline import Action, Context, Outcome
+from gateway.ingest.submit import actor_of
 from gateway.model import Clock, fold_accents
-from gateway.outbox.queue import enqueue
+from gateway.otp.verify import CodeVerifier, claim_of
 from gateway.outbox.templates import STATUS_LABELS, DocumentLine, SubmissionLine, format_submissions
-from gateway.storage.db import Database
-from gateway.storage.models import Code, Document, Registration, Request, Submission
+from gateway.storage.audit import append_event
+from gateway.storage.db import Database, Session
+from gateway.storage.outbox import enqueue
+from gateway.storage.registrations import RegistrationRepository
+from gateway.storage.requests import CodeRepository, RequestRepository
+from gateway.storage.submissions import SubmissionRepository
 
 
 def wants_closure(subject: str) -> bool:
@@ -24,44 +24,45 @@ def wants_closure(subject: str) -> bool:
 
 def submission_lines(session: Session, request_id: int) -> list[SubmissionLine]:
     """The state reply's list; documents are named by index and type (names are encrypted)."""
-    lines = []
-    submissions = session.scalars(
-        select(Submission).where(Submission.request_id == request_id).order_by(Submission.number)
-    ).all()
-    for submission in submissions:
-        documents = session.scalars(
-            select(Document).where(Document.submission_id == submission.id).order_by(Document.idx)
-        ).all()
-        lines.append(
-            SubmissionLine(
-                submission.reference,
-                submission.received_at,
-                [
-                    DocumentLine(f"document {d.idx} ({d.detected_type})", d.size, d.sha256)
-                    for d in documents
-                ],
-            )
+    submissions = SubmissionRepository(session)
+    return [
+        SubmissionLine(
+            submission.reference,
+            submission.received_at,
+            [
+                DocumentLine(f"document {d.idx} ({d.detected_type})", d.size, d.sha256)
+                for d in submissions.documents(submission.id)
+            ],
         )
-    return lines
+        for submission in submissions.of_request(request_id)
+    ]
 
 
 class StatusReporter:
-    def __init__(self, db: Database, store: SubmissionStore, clock: Clock) -> None:
+    def __init__(self, db: Database, verifier: CodeVerifier, clock: Clock) -> None:
         self.db = db
-        self.store = store
+        self.verifier = verifier
         self.clock = clock
 
     def handle(self, ctx: Context) -> Outcome:
-        code, request, _court = self.store.verify_code(ctx)
+        claim = claim_of(
+            ctx.inbound.recipient.tag,
+            ctx.parsed.subject,
+            ctx.verdict.from_address.key,
+            ctx.registrations,
+            ctx.throttle_keys,
+            actor_of(ctx),
+        )
+        verified = self.verifier.verify(claim, self.clock())
         closing = wants_closure(ctx.parsed.subject)
         now = self.clock()
         with self.db.transaction() as session:
-            live = session.get(Request, request.id, with_for_update=True)
-            live_code = session.get(Code, code.id)
-            registration = session.get(Registration, code.registration_id)
+            live = RequestRepository(session).get(verified.request.id, for_update=True)
+            live_code = CodeRepository(session).get(verified.code.id)
+            registration = RegistrationRepository(session).get(verified.registration_id)
             assert live is not None and live_code is not None and registration is not None
             if closing and live.status == "open":
-                self.store.codes.close(session, live_code, live, now)
+                self.verifier.codes.close(live_code, live, now)
                 append_event(
                     session,
                     now,
@@ -83,4 +84,4 @@ class StatusReporter:
                 now=now,
                 related_reference=live.reference,
             )
-        return Outcome("sealed" if closing else "state_sent", live.reference)
+        return Outcome(Action.SEALED if closing else Action.STATE_SENT, live.reference)

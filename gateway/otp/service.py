@@ -1,4 +1,4 @@
-"""Codes against the database: open requests with new codes, verify, consume, throttle."""
+"""Codes against the database: open requests with new codes, check, consume, throttle, seal."""
 
 from __future__ import annotations
 
@@ -6,45 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
 from gateway.errors import CodeExpired, CodeLocked, CodeMismatch, CodeUnknown, RequestClosed
 from gateway.model import Channel, RequestKind, RequestStatus
 from gateway.otp.codes import CodeHasher, generate_code
-from gateway.storage.models import (
-    Code,
-    Registration,
-    Request,
-    RequestCounter,
-    Throttle,
-    table_of,
-)
+from gateway.storage.db import Session
+from gateway.storage.models import Code, Registration, Request
+from gateway.storage.requests import CodeRepository, RequestRepository
+from gateway.storage.throttles import ThrottleRepository
 
 RandBytes = Callable[[int], bytes]
 FAILURE_WINDOW = timedelta(hours=24)
-
-CODES, THROTTLES = table_of(Code), table_of(Throttle)
-# Statements built once: they run for every message with a code.
-CODE_BY_HASH = select(Code).where(Code.code_hmac == bindparam("hmac"))
-LOCKED_KEYS = (
-    select(THROTTLES.c.key)
-    .where(
-        THROTTLES.c.key.in_(bindparam("keys", expanding=True)),
-        THROTTLES.c.locked_until > bindparam("now"),
-    )
-    .limit(1)
-)
-CONSUME_CODE = (
-    update(CODES)
-    .where(
-        CODES.c.id == bindparam("code_id"),
-        CODES.c.expires_at > bindparam("now"),
-        CODES.c.closed_at.is_(None),
-    )
-    .values(use_count=CODES.c.use_count + 1, last_used_at=bindparam("used_at"))
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,49 +34,6 @@ class IssuedCode:
     expires_at: datetime
 
 
-def open_request(
-    session: Session,
-    registration: Registration,
-    court_code: str,
-    kind: RequestKind,
-    channel: Channel,
-    now: datetime,
-) -> Request:
-    """Create a request with the next reference <COURT>-<YYYY>-<NNNNNN>."""
-    number = _next_number(session, registration.court_id, now.year)
-    request = Request(
-        reference=f"{court_code}-{now.year:04d}-{number:06d}",
-        court_id=registration.court_id,
-        registration_id=registration.id,
-        kind=kind.value,
-        channel=channel.value,
-        status=RequestStatus.OPEN.value,
-        submission_count=0,
-        opened_at=now,
-        updated_at=now,
-    )
-    session.add(request)
-    session.flush()
-    return request
-
-
-def _next_number(session: Session, court_id: int, year: int) -> int:
-    # The counter row is locked for the rest of the transaction (FOR UPDATE on
-    # PostgreSQL; SQLite transactions already hold the write lock).
-    for _ in range(3):
-        counter = session.get(RequestCounter, (court_id, year), with_for_update=True)
-        if counter is not None:
-            counter.last_number += 1
-            return counter.last_number
-        try:
-            with session.begin_nested():
-                session.add(RequestCounter(court_id=court_id, year=year, last_number=1))
-            return 1
-        except IntegrityError:
-            continue  # another node created it first: lock it and increment
-    raise RuntimeError("could not allocate a request number")
-
-
 class CodeService:
     """Issues and verifies numéros de saisie; failures throttle the sender."""
 
@@ -118,15 +46,7 @@ class CodeService:
 
     # -- issuing ----------------------------------------------------------
     def recent_issues(self, session: Session, registration_id: int, now: datetime) -> int:
-        return (
-            session.scalar(
-                select(func.count(Code.id)).where(
-                    Code.registration_id == registration_id,
-                    Code.issued_at > now - timedelta(days=1),
-                )
-            )
-            or 0
-        )
+        return CodeRepository(session).issued_since(registration_id, now - timedelta(days=1))
 
     def issue(
         self,
@@ -137,10 +57,12 @@ class CodeService:
         now: datetime,
     ) -> IssuedCode:
         """Open a request for the registration and bind a fresh code to it."""
-        request = open_request(session, registration, court_code, kind, Channel.SMTP, now)
+        request = RequestRepository(session).open(
+            registration, court_code, kind, Channel.SMTP, now
+        )
         code = generate_code() if self._randbytes is None else generate_code(self._randbytes)
         expires_at = now + self.policy.ttl
-        session.add(
+        CodeRepository(session).add(
             Code(
                 code_hmac=self.hasher.digest(code),
                 request_id=request.id,
@@ -150,25 +72,23 @@ class CodeService:
                 use_count=0,
             )
         )
-        session.flush()
         return IssuedCode(request, code, expires_at)
 
     # -- verifying --------------------------------------------------------
     def check_not_locked(self, session: Session, keys: list[str], now: datetime) -> None:
-        locked = session.connection().execute(LOCKED_KEYS, {"keys": keys, "now": now}).first()
-        if locked is not None:
+        if ThrottleRepository(session).any_locked(keys, now):
             raise CodeLocked("too many failed codes; try again later")
 
     def find(
         self, session: Session, canonical: str, sender_key: str, registrations: list[Registration]
     ) -> tuple[Code, Request]:
         """Look a code up and check it belongs to the sender; raises the refusal."""
-        code = session.scalars(CODE_BY_HASH, {"hmac": self.hasher.digest(canonical)}).one_or_none()
+        code = CodeRepository(session).by_hmac(self.hasher.digest(canonical))
         if code is None:
             raise CodeUnknown("code is not valid")
         if code.registration_id not in {r.id for r in registrations}:
             raise CodeMismatch("code does not belong to this sender")
-        request = session.get(Request, code.request_id)
+        request = RequestRepository(session).get(code.request_id)
         assert request is not None
         return code, request
 
@@ -180,14 +100,13 @@ class CodeService:
 
     def consume(self, session: Session, code: Code, now: datetime) -> None:
         """Count one use with a conditional UPDATE, so a code sealed meanwhile cannot pass."""
-        result = session.connection().execute(
-            CONSUME_CODE, {"code_id": code.id, "now": now, "used_at": now}
-        )
-        if result.rowcount != 1:
+        if not CodeRepository(session).consume(code.id, now):
             raise RequestClosed("request is closed; ask for a new code")
 
-    def close(self, session: Session, code: Code, request: Request, now: datetime) -> None:
-        code.closed_at = now
+    @staticmethod
+    def close(code: Code, request: Request, now: datetime) -> None:
+        """Seal the request and close its code (rows loaded in the caller's transaction)."""
+        code.closed_at = code.closed_at or now
         request.status = RequestStatus.SEALED.value
         request.sealed_at = request.updated_at = now
 
@@ -195,8 +114,9 @@ class CodeService:
     def record_failure(self, session: Session, keys: list[str], now: datetime) -> bool:
         """Count a wrong code against each key; returns True when one got locked."""
         locked = False
+        throttles = ThrottleRepository(session)
         for key in keys:
-            row = self._throttle_row(session, key, now)
+            row = throttles.locked_row(key, now)
             if now - row.window_started_at > FAILURE_WINDOW:
                 row.failures, row.window_started_at = 0, now
             row.failures += 1
@@ -208,30 +128,10 @@ class CodeService:
                 locked = True
         return locked
 
-    def _throttle_row(self, session: Session, key: str, now: datetime) -> Throttle:
-        row = session.get(Throttle, key, with_for_update=True)
-        if row is not None:
-            return row
-        try:
-            with session.begin_nested():
-                session.add(Throttle(key=key, failures=0, lockouts=0, window_started_at=now))
-        except IntegrityError:
-            pass
-        row = session.get(Throttle, key, with_for_update=True, populate_existing=True)
-        assert row is not None
-        return row
-
 
 def seal_expired(session: Session, now: datetime) -> list[str]:
     """Seal open requests whose code has expired; returns their references."""
-    rows = session.execute(
-        select(Request, Code)
-        .join(Code, Code.request_id == Request.id)
-        .where(Request.status == RequestStatus.OPEN.value, Code.expires_at <= now)
-        .limit(500)
-    ).all()
+    rows = RequestRepository(session).expired_open(now)
     for request, code in rows:
-        request.status = RequestStatus.SEALED.value
-        request.sealed_at = request.updated_at = now
-        code.closed_at = code.closed_at or now
+        CodeService.close(code, request, now)
     return [request.reference for request, _ in rows]

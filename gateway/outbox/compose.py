@@ -13,7 +13,6 @@ from gateway.errors import ConfigError
 from gateway.model import Clock, Mailbox
 from gateway.outbox.dkimsign import DkimSigner
 from gateway.outbox.templates import Templates
-from gateway.settings import Settings
 from gateway.storage.crypto import ReceiptSigner
 
 IdFactory = Callable[[], str]
@@ -109,34 +108,6 @@ class MailComposer:
         self._pgp_kinds = pgp_kinds
         self._defaults = {"domain": domain, "gateway_name": from_name, **(defaults or {})}
         self._dkim_sign(b"From: probe@invalid\r\n\r\nprobe\r\n")  # a bad key fails now, not later
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, *, signer: ReceiptSigner | None, clock: Clock
-    ) -> MailComposer:
-        """The composer the gateway runs with: its DKIM key, templates and addresses."""
-        try:
-            private_pem = settings.dkim_key_file.read_bytes()
-        except OSError:
-            raise ConfigError(
-                f"DKIM key {settings.dkim_key_file} is unreadable (run `gateway init`)"
-            ) from None
-        defaults = {
-            "codes_address": settings.address("codes"),
-            "submit_address": settings.address("submit"),
-            "status_address": settings.address("status"),
-            "submit_local": settings.addresses.submit,
-        }
-        return cls(
-            settings.gateway.domain,
-            settings.gateway.name,
-            settings.dkim_selector,
-            private_pem,
-            Templates(settings.templates_dir),
-            signer,
-            clock,
-            defaults=defaults,
-        )
 
     @property
     def from_address(self) -> str:

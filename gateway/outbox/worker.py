@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import logging
 import re
@@ -16,16 +17,14 @@ from email.policy import compat32
 from email.policy import default as default_policy
 
 import aiosmtplib
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
 
-from gateway.audit.chain import append_event, lock_head
 from gateway.errors import TemporaryFailure
 from gateway.model import Clock
-from gateway.outbox.queue import FAILED, PENDING, SENT
 from gateway.settings import RelaySection
-from gateway.storage.db import Database
-from gateway.storage.models import Outbox, OutboxAttempt
+from gateway.storage.audit import append_event, lock_head
+from gateway.storage.db import Database, Session
+from gateway.storage.models import Outbox
+from gateway.storage.outbox import FAILED, PENDING, SENT, OutboxRepository
 
 log = logging.getLogger("gateway.outbox")
 
@@ -43,8 +42,16 @@ _NOT_ABOUT_THE_MESSAGE = (
 )
 
 
-Compose = Callable[[str, str, dict[str, str]], bytes]
-"""(kind, recipient, template values) -> the signed message."""
+@dataclass(frozen=True, slots=True)
+class Composed:
+    """A message the composer made: its envelope sender and its signed bytes."""
+
+    sender: str
+    data: bytes
+
+
+Compose = Callable[[str, str, dict[str, str]], Composed]
+"""(kind, recipient, template values) -> the signed message and who sends it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +66,19 @@ class Claimed:
     lease_until: datetime
 
 
+class Result(enum.StrEnum):
+    """What one delivery attempt came to."""
+
+    SENT = "sent"
+    TEMPORARY = "temporary"
+    """Try again later (back-off), until `relay.give_up_after`."""
+    PERMANENT = "permanent"
+    """The relay refused the message itself: give up now."""
+
+
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    result: str  # "sent" | "temporary" | "permanent"
+class Attempt:
+    result: Result
     detail: str
 
 
@@ -70,13 +87,13 @@ class Delivered:
     """What became of one claimed row, and when: recorded with the rest of its batch."""
 
     item: Claimed
-    outcome: Outcome
+    outcome: Attempt
     at: datetime
 
 
-SENT_OUTCOME = Outcome("sent", "250 accepted by the relay")
-COMPOSE_FAILED = Outcome("temporary", "could not compose the message (see the log)")
-INTERNAL_ERROR = Outcome("temporary", "internal error while sending (see the log)")
+SENT_OUTCOME = Attempt(Result.SENT, "250 accepted by the relay")
+COMPOSE_FAILED = Attempt(Result.TEMPORARY, "could not compose the message (see the log)")
+INTERNAL_ERROR = Attempt(Result.TEMPORARY, "internal error while sending (see the log)")
 # What sending one message may raise about the relay or that message: aiosmtplib's
 # errors, the network's, and ValueError for an address aiosmtplib will not put on a
 # command line. Caught per message, so one bad message never sinks its batch.
@@ -99,22 +116,22 @@ def relay_tls_context() -> ssl.SSLContext:
     return context
 
 
-def classify(error: Exception) -> Outcome:
+def classify(error: Exception) -> Attempt:
     """Map a delivery error to an attempt result: 5xx about the message is permanent."""
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
         codes = [refused.code for refused in error.recipients]
         texts = "; ".join(f"{r.code} {r.message}" for r in error.recipients)
         permanent = bool(codes) and all(500 <= code < 600 for code in codes)
-        return Outcome("permanent" if permanent else "temporary", _short(texts))
+        return Attempt(Result.PERMANENT if permanent else Result.TEMPORARY, _short(texts))
     if isinstance(error, aiosmtplib.SMTPResponseException):
         detail = _short(f"{error.code} {error.message}")
         if 500 <= error.code < 600 and not isinstance(error, _NOT_ABOUT_THE_MESSAGE):
-            return Outcome("permanent", detail)
-        return Outcome("temporary", detail)
+            return Attempt(Result.PERMANENT, detail)
+        return Attempt(Result.TEMPORARY, detail)
     if isinstance(error, aiosmtplib.SMTPException):
-        return Outcome("temporary", _short(f"{type(error).__name__}: {error}"))
+        return Attempt(Result.TEMPORARY, _short(f"{type(error).__name__}: {error}"))
     # OSError, TimeoutError, ssl.SSLError: the relay is unreachable for now.
-    return Outcome("temporary", _short(type(error).__name__))
+    return Attempt(Result.TEMPORARY, _short(type(error).__name__))
 
 
 def _short(text: str) -> str:
@@ -122,7 +139,10 @@ def _short(text: str) -> str:
 
 
 def envelope_sender(message: bytes) -> str:
-    """The From address of a composed message, used as MAIL FROM (empty: null sender).
+    """The From address of a message stored ready-made, used as MAIL FROM (empty: null sender).
+
+    Messages composed at delivery come with their sender (`Composed`); only
+    a row queued with its bytes (a forwarded message) needs this.
 
     Only the header block is parsed: the cut is at the first line break followed
     by an empty line, never before the parser's own end of headers, so the
@@ -175,7 +195,7 @@ class RelayConnection:
             local_hostname=local_hostname,
         )
 
-    async def open(self) -> Outcome | None:
+    async def open(self) -> Attempt | None:
         """Connect (TLS, STARTTLS, AUTH as configured) unless connected; the failure, if any."""
         if self._client.is_connected:
             return None
@@ -185,7 +205,7 @@ class RelayConnection:
             return classify(error)  # aiosmtplib has already closed the half-open session
         return None
 
-    async def send(self, sender: str, recipient: str, message: bytes) -> Outcome:
+    async def send(self, sender: str, recipient: str, message: bytes) -> Attempt:
         """One mail transaction on the open session, its result classified."""
         try:
             await self._client.sendmail(sender, [recipient], message)
@@ -301,17 +321,7 @@ class OutboxWorker:
         now = self._clock()
         lease_until = now + self._lease
         with self._db.transaction() as session:
-            rows = session.scalars(
-                select(Outbox)
-                .where(
-                    Outbox.status == PENDING,
-                    Outbox.next_attempt_at <= now,
-                    or_(Outbox.lease_until.is_(None), Outbox.lease_until <= now),
-                )
-                .order_by(Outbox.next_attempt_at, Outbox.id)
-                .limit(self._batch)
-                .with_for_update(skip_locked=True)
-            ).all()
+            rows = OutboxRepository(session).due(now, self._batch)
             claimed = []
             for row in rows:
                 if row.message is None and row.template_values is None:
@@ -342,11 +352,11 @@ class OutboxWorker:
         failures = await asyncio.gather(*(self._lane(queue, delivered) for _ in range(lanes)))
         unreachable = next((failure for failure in failures if failure is not None), None)
         if queue and unreachable is not None:
-            left = Outcome("temporary", unreachable.detail)
+            left = Attempt(Result.TEMPORARY, unreachable.detail)
             delivered.extend(Delivered(item, left, self._clock()) for item in queue)
         return delivered
 
-    async def _lane(self, queue: deque[Claimed], delivered: list[Delivered]) -> Outcome | None:
+    async def _lane(self, queue: deque[Claimed], delivered: list[Delivered]) -> Attempt | None:
         """Deliver messages from `queue` one after the other over one relay connection.
 
         Returns the failure to connect that ended the lane early, or None once
@@ -364,25 +374,26 @@ class OutboxWorker:
         finally:
             await connection.close()
 
-    async def _attempt(self, connection: RelayConnection, item: Claimed) -> tuple[Outcome, bool]:
+    async def _attempt(self, connection: RelayConnection, item: Claimed) -> tuple[Attempt, bool]:
         """Compose if needed and send one message; also say whether the relay was reached."""
-        message = item.message
-        if message is None:
-            message = await asyncio.to_thread(self._compose_now, item)
-            if message is None:
-                return COMPOSE_FAILED, True
+        if item.message is not None:
+            composed: Composed | None = Composed(envelope_sender(item.message), item.message)
+        else:
+            composed = await asyncio.to_thread(self._compose_now, item)
+        if composed is None:
+            return COMPOSE_FAILED, True
         try:
             failure = await connection.open()
             if failure is not None:
                 return failure, False
-            return await connection.send(envelope_sender(message), item.recipient, message), True
+            return await connection.send(composed.sender, item.recipient, composed.data), True
         except Exception:
             # Not the relay's doing nor the message's: keep it from sinking the batch.
             log.exception("outbox %s (%s): sending failed", item.id, item.kind)
             connection.drop()
             return INTERNAL_ERROR, True
 
-    def _compose_now(self, item: Claimed) -> bytes | None:
+    def _compose_now(self, item: Claimed) -> Composed | None:
         if self._compose is None or item.values is None:
             log.error("outbox %s: template values but no composer", item.id)
             return None
@@ -422,51 +433,44 @@ class OutboxWorker:
         """All of a batch's outcomes in one transaction: one commit (fsync) per batch."""
         ordered = sorted(delivered, key=lambda done: done.item.id)
         with self._db.transaction() as session:
-            if any(done.outcome.result != "sent" for done in ordered):
+            if any(done.outcome.result is not Result.SENT for done in ordered):
                 # A failure may append to the audit chain: take its head lock before
                 # any row lock, the order every appending transaction follows.
                 lock_head(session)
-            rows = session.scalars(
-                select(Outbox)
-                .where(Outbox.id.in_([done.item.id for done in ordered]))
-                .order_by(Outbox.id)
-                .with_for_update()
-            ).all()
-            by_id = {row.id: row for row in rows}
+            outbox = OutboxRepository(session)
+            by_id = outbox.locked([done.item.id for done in ordered])
             recorded = [
                 done.outcome.result
                 for done in ordered
-                if self._record_one(session, by_id.get(done.item.id), done)
+                if self._record_one(session, outbox, by_id.get(done.item.id), done)
             ]
         if self._count is not None:
             for result in recorded:
                 self._count(result)
 
-    def _record_one(self, session: Session, row: Outbox | None, done: Delivered) -> bool:
+    def _record_one(
+        self, session: Session, outbox: OutboxRepository, row: Outbox | None, done: Delivered
+    ) -> bool:
         """One row's attempt, as its own transaction recorded it before batches."""
         item, outcome, now = done.item, done.outcome, done.at
         if row is None or row.status != PENDING or row.lease_until != item.lease_until:
             # Our lease ran out and another worker took the row: its record wins.
             log.warning("outbox %s: lease lost, %s not recorded", item.id, outcome.result)
             return False
-        session.add(
-            OutboxAttempt(
-                outbox_id=row.id, attempted_at=now, result=outcome.result, detail=outcome.detail
-            )
-        )
+        outbox.add_attempt(row.id, now, outcome.result.value, outcome.detail)
         row.attempts += 1
         row.lease_until = None
         self._apply(session, row, outcome, now)
         return True
 
-    def _apply(self, session: Session, row: Outbox, outcome: Outcome, now: datetime) -> None:
-        if outcome.result == "sent":
+    def _apply(self, session: Session, row: Outbox, outcome: Attempt, now: datetime) -> None:
+        if outcome.result is Result.SENT:
             # The message (or its values) may hold a code: keep neither once sent.
             row.status, row.sent_at, row.message, row.template_values = SENT, now, None, None
             log.info("outbox %s (%s): sent after %d attempt(s)", row.id, row.kind, row.attempts)
             return
         too_old = now - row.created_at >= self._relay.give_up_after
-        if outcome.result == "permanent" or too_old:
+        if outcome.result is Result.PERMANENT or too_old:
             row.status, row.message, row.template_values = FAILED, None, None
             log.warning("outbox %s (%s): gave up: %s", row.id, row.kind, outcome.detail)
             append_event(
@@ -479,7 +483,9 @@ class OutboxWorker:
                     "outbox_id": row.id,
                     "kind": row.kind,
                     "attempts": row.attempts,
-                    "reason": "permanent refusal" if outcome.result == "permanent" else "expired",
+                    "reason": (
+                        "permanent refusal" if outcome.result is Result.PERMANENT else "expired"
+                    ),
                     "detail": outcome.detail,
                 },
             )

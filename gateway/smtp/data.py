@@ -8,9 +8,9 @@ message than the rest of the protocol.  Here the adapter reads up to each
 this scanner does aiosmtpd's per-line work on whole pieces with bytes
 methods: the size limit, the line-length limit, dot-unstuffing.
 
-What it answers is aiosmtpd 1.4's answer: a line (bytes up to and including
-CRLF) longer than `line_limit` is refused with 500 after the final dot, more
-than `size_limit` bytes (counted before unstuffing) with 552, whichever a
+What it decides is aiosmtpd 1.4's decision: a line (bytes up to and including
+CRLF) longer than `line_limit` is refused (500) after the final dot, more
+than `size_limit` bytes (counted before unstuffing) too (552), whichever a
 line met first; a line so long that aiosmtpd's reader would have overrun
 (more than line_limit + 2 bytes before its CRLF) counts as too long before
 its bytes are counted.  The end is a `.` alone on a line: CRLF `.` CRLF in
@@ -29,11 +29,9 @@ CRLF = b"\r\n"
 class DataState(enum.Enum):
     NOMINAL = enum.auto()
     TOO_LONG = enum.auto()
+    """A line longer than the line limit: refused once DATA ends."""
     TOO_MUCH = enum.auto()
-
-
-TOO_LONG_REPLY = "500 Line too long (see RFC5321 4.5.3.1.6)"
-TOO_MUCH_REPLY = "552 Error: Too much mail data"
+    """More than the size limit: refused once DATA ends."""
 
 
 class DataScanner:
@@ -65,13 +63,11 @@ class DataScanner:
         self._take(piece)
         return False
 
-    def result(self) -> tuple[bytes, str | None]:
-        """The message (unstuffed), or the reply refusing it."""
-        if self.state is DataState.TOO_LONG:
-            return b"", TOO_LONG_REPLY
-        if self.state is DataState.TOO_MUCH:
-            return b"", TOO_MUCH_REPLY
-        return self._buffer.getvalue(), None
+    def result(self) -> tuple[bytes, DataState]:
+        """The message (unstuffed) and NOMINAL, or nothing and the limit that was met."""
+        if self.state is not DataState.NOMINAL:
+            return b"", self.state
+        return self._buffer.getvalue(), DataState.NOMINAL
 
     # -- internals ----------------------------------------------------------
     def _take(self, segment: bytes) -> None:

@@ -18,6 +18,7 @@ R450_TOO_MANY_MESSAGES = "450 4.7.1 Too many messages from this client, try agai
 R451_INTERNAL = "451 4.3.0 Temporary internal error, try again later (ref {ref})"
 R421_SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 R552_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
+R500_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 R421_TLS_FAILED = "421 4.7.0 TLS handshake failed (TLS 1.2 or newer is required)"
 
 # Order matters: the first class that matches wins, so subclasses come first.

@@ -17,6 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import ConfigError, StorageUnavailable
 
+__all__ = ["Database", "Session", "make_engine"]
+"""`Session` is re-exported: modules outside storage/ name it in signatures, never query it."""
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # pysqlite's own transaction handling is switched off: we issue BEGIN ourselves.

@@ -12,8 +12,9 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway.audit.chain import append_event, lock_head, verify_chain
+from gateway.audit.chain import verify_chain
 from gateway.errors import StorageUnavailable
+from gateway.storage.audit import AuditRepository, append_event, lock_head
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import Batch, GroupCommitter
 from gateway.storage.models import Court
@@ -96,7 +97,7 @@ def test_queued_units_share_one_commit(db: Database, commits: list[int]) -> None
     assert len(commits) - before == 2
     assert court_codes(db) == sorted([*(f"TJ-{i:02d}" for i in range(10)), "TJ-GATE"])
     with db.reading() as session:
-        report = verify_chain(session)
+        report = verify_chain(AuditRepository(session))
     assert report.ok and report.events == 11
 
 
@@ -112,7 +113,7 @@ def test_a_failing_unit_is_rolled_back_alone(db: Database) -> None:
     assert isinstance(results[1], ValueError)
     assert court_codes(db) == ["TJ-A", "TJ-B", "TJ-GATE"]
     with db.reading() as session:
-        assert verify_chain(session).ok
+        assert verify_chain(AuditRepository(session)).ok
 
 
 def test_a_constraint_violation_fails_only_its_unit(db: Database) -> None:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.imap.lease import DbLease, LeaseLost
 from gateway.storage.db import Database
+from gateway.storage.leases import DbLease, LeaseLost
 
 
 class Clock:

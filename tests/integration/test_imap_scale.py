@@ -11,9 +11,9 @@ from sqlalchemy import select
 
 from gateway.app import Services
 from gateway.imap.puller import PassSummary
-from gateway.imap.state import ImapState, MessageKey
 from gateway.imap.stub import STUB_HEADER
 from gateway.imap.watch import ImapSeams
+from gateway.storage.imap import ImapState, MessageKey
 from gateway.storage.models import ImapCursor
 from tests.fixtures.dovecot import Dovecot, runner, states, submission_message, submissions
 from tests.fixtures.gatewayserver import World

@@ -13,6 +13,7 @@ from pathlib import Path
 import dkim
 import pytest
 
+from gateway.app import Services
 from gateway.bootstrap import initialise
 from gateway.errors import ConfigError, InvalidAddress
 from gateway.outbox.compose import MailComposer
@@ -49,8 +50,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="module")
 def composer(home: Settings) -> MailComposer:
-    signer = ReceiptSigner(home.signing_key_file.read_text("ascii"))
-    return MailComposer.from_settings(home, signer=signer, clock=lambda: NOW)
+    """The composer the gateway runs with, as the composition root builds it."""
+    return Services(home, clock=lambda: NOW).composer
 
 
 @pytest.fixture
@@ -159,7 +160,15 @@ def test_compose_any_kind_can_be_pgp_signed(home: Settings, keyring: GpgKeyring)
 
 
 def test_compose_receipt_without_signer_refused(home: Settings) -> None:
-    composer = MailComposer.from_settings(home, signer=None, clock=lambda: NOW)
+    composer = MailComposer(
+        home.gateway.domain,
+        home.gateway.name,
+        home.dkim_selector,
+        home.dkim_key_file.read_bytes(),
+        Templates(home.templates_dir),
+        None,
+        lambda: NOW,
+    )
 
     with pytest.raises(ConfigError, match="signing key"):
         composer.compose("receipt", "tuteur@famille.example", **RECEIPT_VALUES)

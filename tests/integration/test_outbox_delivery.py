@@ -19,12 +19,13 @@ from gateway.audit.chain import verify_chain
 from gateway.errors import StorageUnavailable
 from gateway.outbox import worker as worker_module
 from gateway.outbox.compose import MailComposer
-from gateway.outbox.queue import enqueue, pending_count
 from gateway.outbox.templates import Templates
-from gateway.outbox.worker import Delivered, OutboxWorker
+from gateway.outbox.worker import Composed, Delivered, OutboxWorker, envelope_sender
 from gateway.settings import RelaySection
+from gateway.storage.audit import AuditRepository
 from gateway.storage.db import Database
 from gateway.storage.models import AuditEvent, Outbox, OutboxAttempt
+from gateway.storage.outbox import enqueue, pending_count
 from tests.fixtures import smtpsink
 from tests.fixtures.dkimkeys import generate_key
 from tests.fixtures.smtpsink import SmtpSink, server_tls_context
@@ -200,7 +201,7 @@ async def test_outbox_worker_5xx_fails_after_one_attempt(
     assert event.subject == "TJ-PARIS-2026-000001/1"
     assert event.data["reason"] == "permanent refusal" and event.data["outbox_id"] == outbox_id
     with db.transaction() as session:
-        assert verify_chain(session).ok
+        assert verify_chain(AuditRepository(session)).ok
 
 
 async def test_outbox_worker_gives_up_after_age(
@@ -362,11 +363,11 @@ def test_template_values_composed_at_delivery_and_cleared(
     composed: list[tuple[str, str, dict[str, str]]] = []
     broken = {"yes": True}
 
-    def compose(kind: str, recipient: str, values: dict[str, str]) -> bytes:
+    def compose(kind: str, recipient: str, values: dict[str, str]) -> Composed:
         if broken["yes"]:
             raise KeyError("missing placeholder")  # a broken operator template
         composed.append((kind, recipient, values))
-        return MESSAGE
+        return Composed(envelope_sender(MESSAGE), MESSAGE)
 
     with db.transaction() as session:
         row_id = enqueue(
@@ -454,7 +455,7 @@ async def test_outbox_batch_outcomes_recorded_in_one_transaction(
     [failure] = failure_events(db)
     assert failure.data["outbox_id"] == refused
     with db.transaction() as session:
-        assert verify_chain(session).ok
+        assert verify_chain(AuditRepository(session)).ok
 
 
 async def test_outbox_refused_recipient_does_not_stop_the_rest_of_the_batch(

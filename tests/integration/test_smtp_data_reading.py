@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from gateway.adapters import aiosmtpd as adapter
 from gateway.smtp import replies
-from gateway.smtp.server import ClientTracker, GatewaySMTP, SmtpLimits
+from gateway.smtp.data import DataState
+from gateway.smtp.limits import ClientTracker, SmtpLimits
+from gateway.smtp.protocol import GatewaySMTP
 
 SIZE_LIMIT = 4000
 LIMITS = SmtpLimits(
@@ -34,9 +37,6 @@ class StubHandler:
     """What GatewaySMTP needs of GatewayHandler; records what DATA delivered."""
 
     def __init__(self) -> None:
-        self.tracker = ClientTracker(LIMITS)
-        self.sessions: set[GatewaySMTP] = set()
-        self.limits = LIMITS
         self.delivered: list[tuple[bytes, Any]] = []
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -48,15 +48,19 @@ class AiosmtpdDataSMTP(GatewaySMTP):
     """GatewaySMTP with aiosmtpd's own DATA reading: the behaviour to match."""
 
     async def smtp_DATA(self, arg: str) -> None:
-        self._reset_timeout(self._gateway.limits.data_timeout)
+        adapter.reset_timeout(self, LIMITS.data_timeout)
         await SMTP.smtp_DATA(self, arg)
 
 
 async def _start(cls: type[GatewaySMTP], handler: StubHandler) -> asyncio.Server:
     loop = asyncio.get_running_loop()
+    tracker = ClientTracker(LIMITS)
     return await loop.create_server(
         lambda: cls(
-            handler,  # type: ignore[arg-type]
+            handler,
+            tracker=tracker,
+            sessions=set(),
+            data_timeout=LIMITS.data_timeout,
             data_size_limit=SIZE_LIMIT,
             hostname="gw.test",
             timeout=10,
@@ -143,7 +147,13 @@ async def test_smtp_data_reading_long_line_ending_in_a_dot_is_not_the_end() -> N
     # A long line ending in ".\r\n" is not the lone dot (what a smuggling attempt
     # would try). The chunks are fed so that aiosmtpd's reader would have handed
     # the line over in pieces, the last one ".\r\n".
-    smtp = GatewaySMTP(StubHandler(), data_size_limit=SIZE_LIMIT)  # type: ignore[arg-type]
+    smtp = GatewaySMTP(
+        StubHandler(),
+        tracker=ClientTracker(LIMITS),
+        sessions=set(),
+        data_timeout=LIMITS.data_timeout,
+        data_size_limit=SIZE_LIMIT,
+    )
     reader = asyncio.StreamReader(limit=smtp.line_length_limit)
     smtp._reader = reader
     smtp.transport = object()
@@ -152,7 +162,7 @@ async def test_smtp_data_reading_long_line_ending_in_a_dot_is_not_the_end() -> N
     await asyncio.sleep(0.05)
     reader.feed_data(b"\r\nMAIL FROM:<x@y>\r\n.\r\n")
     _content, refusal = await asyncio.wait_for(reading, 5)
-    assert refusal == "500 Line too long (see RFC5321 4.5.3.1.6)"
+    assert refusal is DataState.TOO_LONG  # answered "500 Line too long (see RFC5321 4.5.3.1.6)"
     assert reader.at_eof() is False and len(reader._buffer) == 0  # the lone dot was consumed
 
 
@@ -192,7 +202,13 @@ async def test_smtp_data_reading_never_hands_on_a_message_cut_by_a_lost_connecti
         def close(self) -> None:
             self.closed = True
 
-    smtp = GatewaySMTP(StubHandler(), data_size_limit=SIZE_LIMIT)  # type: ignore[arg-type]
+    smtp = GatewaySMTP(
+        StubHandler(),
+        tracker=ClientTracker(LIMITS),
+        sessions=set(),
+        data_timeout=LIMITS.data_timeout,
+        data_size_limit=SIZE_LIMIT,
+    )
     reader = asyncio.StreamReader(limit=smtp.line_length_limit)
     writer = Writer()
     smtp._reader, smtp._writer = reader, writer  # type: ignore[assignment]

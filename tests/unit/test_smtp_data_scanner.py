@@ -7,13 +7,13 @@ import random
 
 import pytest
 
-from gateway.smtp.data import TOO_LONG_REPLY, TOO_MUCH_REPLY, DataScanner
-from gateway.smtp.server import GatewaySMTP
+from gateway.smtp.data import DataScanner, DataState
+from gateway.smtp.protocol import GatewaySMTP
 
 LINE_LIMIT = 1001
 
 
-async def aiosmtpd_loop(reader: asyncio.StreamReader, size_limit: int) -> tuple[bytes, str | None]:
+async def aiosmtpd_loop(reader: asyncio.StreamReader, size_limit: int) -> tuple[bytes, DataState]:
     """aiosmtpd 1.4.6's smtp_DATA reading loop (reader limited to one line), reduced."""
     data: list[bytes] = []
     num_bytes, too_long, too_much, in_long_line = 0, False, False, False
@@ -39,15 +39,15 @@ async def aiosmtpd_loop(reader: asyncio.StreamReader, size_limit: int) -> tuple[
             continue
         data.append(line[1:] if line.startswith(b".") else line)
     if too_long:
-        return b"", TOO_LONG_REPLY
+        return b"", DataState.TOO_LONG
     if too_much:
-        return b"", TOO_MUCH_REPLY
-    return b"".join(data), None
+        return b"", DataState.TOO_MUCH
+    return b"".join(data), DataState.NOMINAL
 
 
 async def ours(
     chunks: list[bytes], size_limit: int, piece_limit: int = 1 << 20
-) -> tuple[bytes, str | None]:
+) -> tuple[bytes, DataState]:
     """GatewaySMTP's piece reading and the scanner, the stream arriving chunk by chunk."""
     reader = asyncio.StreamReader(limit=piece_limit)  # _read_data raises the limit so
 
@@ -66,7 +66,7 @@ async def ours(
     return scanner.result()
 
 
-async def reference(chunks: list[bytes], size_limit: int) -> tuple[bytes, str | None]:
+async def reference(chunks: list[bytes], size_limit: int) -> tuple[bytes, DataState]:
     reader = asyncio.StreamReader(limit=LINE_LIMIT)
     reader.feed_data(b"".join(chunks))
     return await aiosmtpd_loop(reader, size_limit)
@@ -130,12 +130,15 @@ def test_scanner_matches_aiosmtpd(seed: int) -> None:
 def test_scanner_edges(stream: bytes, message: bytes) -> None:
     for size in (1, 2, 3, len(stream)):
         chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
-        assert asyncio.run(ours(chunks, 10_000)) == (message, None)
-        assert asyncio.run(ours(chunks, 10_000, piece_limit=5)) == (message, None)
+        assert asyncio.run(ours(chunks, 10_000)) == (message, DataState.NOMINAL)
+        assert asyncio.run(ours(chunks, 10_000, piece_limit=5)) == (message, DataState.NOMINAL)
 
 
 def test_a_piece_cut_between_cr_and_lf_keeps_the_next_line_start() -> None:
     # With a 5-byte reader limit the first piece would be "abcde\r": the LF is read
     # with it, so ".x" is seen at the start of a line and unstuffed.
     chunks = [b"abcde\r\n.", b"x\r\n.\r\nNEXT\r\n"]
-    assert asyncio.run(ours(chunks, 10_000, piece_limit=5)) == (b"abcde\r\nx\r\n", None)
+    assert asyncio.run(ours(chunks, 10_000, piece_limit=5)) == (
+        b"abcde\r\nx\r\n",
+        DataState.NOMINAL,
+    )

@@ -1,4 +1,4 @@
-"""The puller's durable state: folder cursors, per-message states and the lookups they need.
+"""The IMAP puller's durable state: folder cursors, per-message states and their look-ups.
 
 Each method is one short transaction of its own, so a state written is a
 state committed: the crash-safety argument in `puller.py` rests on that.
@@ -21,10 +21,11 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from gateway.audit.chain import append_event
 from gateway.model import Clock
+from gateway.storage.audit import append_event
 from gateway.storage.db import Database
-from gateway.storage.models import Document, ImapCursor, ImapMessage, Submission
+from gateway.storage.models import ImapCursor, ImapMessage
+from gateway.storage.submissions import SubmissionRepository
 
 FETCHED, STORED, STRIPPED, QUARANTINED = "fetched", "stored", "stripped", "quarantined"
 PENDING = (FETCHED, STORED)
@@ -136,7 +137,7 @@ class ImapState:
             self._write(session, changes)
 
     def _write(self, session: Session, changes: Sequence[StateChange]) -> None:
-        ids = _submission_ids(session, {c.reference for c in changes if c.reference})
+        ids = SubmissionRepository(session).ids_of(c.reference for c in changes if c.reference)
         now = self.clock()
         rows: dict[tuple[str, str, int, int], dict[str, Any]] = {}
         for change in changes:
@@ -185,7 +186,9 @@ class ImapState:
             if rest:
                 elsewhere = _stored_elsewhere(session, mailbox, set(rest.values()))
                 found.update({uid: elsewhere[d] for uid, d in rest.items() if d in elsewhere})
-            references = _references(session, {sid for sid in found.values() if sid is not None})
+            references = SubmissionRepository(session).references_of(
+                sid for sid in found.values() if sid is not None
+            )
         return {
             uid: [references[sid]] if sid is not None and sid in references else []
             for uid, sid in found.items()
@@ -199,13 +202,7 @@ class ImapState:
         if not wanted:
             return found
         with self.db.reading() as session:
-            rows = session.execute(
-                select(Document.sha256, Submission.id, Submission.reference)
-                .join(Submission, Submission.id == Document.submission_id)
-                .where(Document.sha256.in_(wanted))
-                .order_by(Submission.id)
-            )
-            for digest, submission_id, reference in rows:
+            for digest, submission_id, reference in SubmissionRepository(session).holders(wanted):
                 found[digest].append((submission_id, reference))
         return found
 
@@ -266,24 +263,6 @@ def _upsert_statement(dialect: str) -> Insert:
     )
 
 
-def _submission_ids(session: Session, references: set[str]) -> dict[str, int]:
-    if not references:
-        return {}
-    rows = session.execute(
-        select(Submission.reference, Submission.id).where(Submission.reference.in_(references))
-    )
-    return {reference: submission_id for reference, submission_id in rows}
-
-
-def _references(session: Session, submission_ids: set[int]) -> dict[int, str]:
-    if not submission_ids:
-        return {}
-    rows = session.execute(
-        select(Submission.id, Submission.reference).where(Submission.id.in_(submission_ids))
-    )
-    return {submission_id: reference for submission_id, reference in rows if reference}
-
-
 def _own_stored(
     session: Session, mailbox: str, folder: str, uidvalidity: int, digests: Mapping[int, str]
 ) -> dict[int, int | None]:
@@ -310,3 +289,13 @@ def _stored_elsewhere(session: Session, mailbox: str, digests: set[str]) -> dict
         )
     )
     return {digest: submission_id for digest, submission_id in rows}
+
+
+def unstripped_before(session: Session, before: datetime) -> list[tuple[str, str, int]]:
+    """(mailbox, folder, UID) of messages stored but still not stripped at `before`."""
+    rows = session.execute(
+        select(ImapMessage.mailbox, ImapMessage.folder, ImapMessage.uid).where(
+            ImapMessage.state == STORED, ImapMessage.updated_at < before
+        )
+    ).all()
+    return [(mailbox, folder, int(uid)) for mailbox, folder, uid in rows]

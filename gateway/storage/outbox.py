@@ -1,13 +1,14 @@
-"""The outbox table's producer side: enqueue a message in the caller's transaction."""
+"""The outbox table: enqueue in the caller's transaction; claim due rows, lock them, record."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from gateway.storage.models import Outbox, table_of
+from gateway.storage.models import Outbox, OutboxAttempt, table_of
 
 PENDING = "pending"
 SENT = "sent"
@@ -63,3 +64,40 @@ def pending_count(session: Session) -> int:
     """How many messages wait for delivery (a metrics gauge)."""
     count = session.scalar(select(func.count()).select_from(Outbox).where(Outbox.status == PENDING))
     return int(count or 0)
+
+
+class OutboxRepository:
+    """The delivery side: due rows claimed under a lease, then their attempts recorded."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def due(self, now: datetime, limit: int) -> Sequence[Outbox]:
+        """Pending rows due now whose lease (if any) ran out, oldest first, locked.
+
+        `FOR UPDATE SKIP LOCKED` on PostgreSQL lets two nodes claim different
+        rows at once; SQLite's write lock serialises claims.
+        """
+        return self.session.scalars(
+            select(Outbox)
+            .where(
+                Outbox.status == PENDING,
+                Outbox.next_attempt_at <= now,
+                or_(Outbox.lease_until.is_(None), Outbox.lease_until <= now),
+            )
+            .order_by(Outbox.next_attempt_at, Outbox.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+
+    def locked(self, ids: Sequence[int]) -> dict[int, Outbox]:
+        """The rows with these ids, locked in id order (one order for every recorder)."""
+        rows = self.session.scalars(
+            select(Outbox).where(Outbox.id.in_(ids)).order_by(Outbox.id).with_for_update()
+        ).all()
+        return {row.id: row for row in rows}
+
+    def add_attempt(self, outbox_id: int, at: datetime, result: str, detail: str) -> None:
+        self.session.add(
+            OutboxAttempt(outbox_id=outbox_id, attempted_at=at, result=result, detail=detail)
+        )

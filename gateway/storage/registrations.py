@@ -1,14 +1,13 @@
-"""Repositories: every SQL query the gateway makes about courts, keys and registrations."""
+"""Registrations (court, measure, mailbox): every query about them."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from gateway.storage.models import Court, CourtKey, Registration
+from gateway.storage.models import Court, Registration
 
 # Built once: every message looks its sender's registrations up.
 ACTIVE_FOR_ADDRESS = select(Registration).where(
@@ -16,44 +15,12 @@ ACTIVE_FOR_ADDRESS = select(Registration).where(
 )
 
 
-class CourtRepository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def by_code(self, code: str) -> Court | None:
-        return self.session.scalars(select(Court).where(Court.code == code)).one_or_none()
-
-    def add(self, code: str, name: str, now: datetime) -> Court:
-        court = Court(code=code, name=name, created_at=now)
-        self.session.add(court)
-        self.session.flush()
-        return court
-
-    def all(self) -> Sequence[Court]:
-        return self.session.scalars(select(Court).order_by(Court.code)).all()
-
-    def keys(self, court_id: int, *, active_only: bool = True) -> Sequence[CourtKey]:
-        query = select(CourtKey).where(CourtKey.court_id == court_id)
-        if active_only:
-            query = query.where(CourtKey.status == "active")
-        return self.session.scalars(query.order_by(CourtKey.id)).all()
-
-    def key(self, court_id: int, fingerprint: str) -> CourtKey | None:
-        return self.session.scalars(
-            select(CourtKey).where(
-                CourtKey.court_id == court_id, CourtKey.fingerprint == fingerprint
-            )
-        ).one_or_none()
-
-    def add_key(self, key: CourtKey) -> CourtKey:
-        self.session.add(key)
-        self.session.flush()
-        return key
-
-
 class RegistrationRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def get(self, registration_id: int) -> Registration | None:
+        return self.session.get(Registration, registration_id)
 
     def active(self, court_id: int, measure: str, address_key: str) -> Registration | None:
         return self.session.scalars(

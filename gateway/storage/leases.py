@@ -1,4 +1,4 @@
-"""Named leases in the database, so two gateways sharing it never pull one mailbox at once.
+"""Named leases in the database, so two gateways sharing it never run the same job at once.
 
 Taken with a conditional UPDATE (ours, or expired) and, when no row exists,
 an INSERT that the primary key lets only one node win: portable between

@@ -1,0 +1,175 @@
+"""aiosmtpd hooks: recipient policy at MAIL and RCPT, the pipeline at DATA, one log line each."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
+
+from gateway.errors import GatewayError, MessageRefused, UnknownRecipient
+from gateway.ingest.pipeline import Action, Inbound, Outcome, Pipeline
+from gateway.ingest.recipients import Recipient, RecipientPolicy
+from gateway.model import Channel, Clock
+from gateway.smtp import replies
+from gateway.smtp.limits import ClientTracker
+
+log = logging.getLogger("gateway.smtp")
+
+
+def _ignore_outcome(outcome: Outcome) -> None:
+    """The default `on_accepted`: nobody waits for accepted messages."""
+
+
+def _ignore_count(outcome: str) -> None:
+    """The default `count_message`: no metrics."""
+
+
+class GatewayHandler:
+    """One listener's hooks: which channel it is, what it accepts, whom it tells.
+
+    `on_accepted` is told of every accepted message (the outbox wakes up to
+    send its receipt); `count_message` of every DATA's outcome (metrics).
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        policy: RecipientPolicy,
+        tracker: ClientTracker,
+        clock: Clock,
+        *,
+        channel: Channel = Channel.SMTP,
+        on_accepted: Callable[[Outcome], None] = _ignore_outcome,
+        count_message: Callable[[str], None] = _ignore_count,
+    ) -> None:
+        self.pipeline = pipeline
+        self.policy = policy
+        self.tracker = tracker
+        self.max_recipients = tracker.limits.max_recipients
+        self.clock = clock
+        self.channel = channel
+        self.on_accepted = on_accepted
+        self.count_message = count_message
+        self.in_flight = 0
+        self.accepting = True
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if not self.accepting:
+            return replies.R421_SHUTTING_DOWN
+        if not self.tracker.message_allowed(peer_ip(session)):
+            return replies.R450_TOO_MANY_MESSAGES
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return replies.R250_SENDER_OK
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        try:
+            recipient = self.policy.resolve(address)
+        except UnknownRecipient:
+            log.info(
+                "smtp recipient refused",
+                extra={
+                    "peer": peer_ip(session),
+                    "reply": "550 5.1.1",
+                    "rcpt_domain": _domain(address),
+                },
+            )
+            return replies.R550_UNKNOWN_RECIPIENT
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return replies.R452_TOO_MANY_RECIPIENTS
+        if envelope.rcpt_tos and self.policy.resolve(envelope.rcpt_tos[0]) != recipient:
+            return replies.R452_ONE_ADDRESS  # the client sends the others in a new transaction
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return replies.R250_RECIPIENT_OK
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.in_flight += 1
+        started = time.monotonic()
+        recipient = self.policy.resolve(envelope.rcpt_tos[0])
+        raw = bytes(envelope.original_content or b"")
+        try:
+            reply = await self._ingest(server, session, envelope, recipient, raw)
+        finally:
+            self.in_flight -= 1
+        log.info(
+            "smtp transaction",
+            extra={
+                "peer": peer_ip(session),
+                "tls": tls_info(server, session),
+                "mail_from_domain": _domain(envelope.mail_from or ""),
+                "rcpt_role": recipient.role.value,
+                "recipients": len(envelope.rcpt_tos),
+                "size": len(raw),
+                "reply": reply,
+                "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+        return reply
+
+    async def _ingest(
+        self, server: SMTP, session: Session, envelope: Envelope, recipient: Recipient, raw: bytes
+    ) -> str:
+        inbound = Inbound(
+            raw=raw,
+            mail_from=envelope.mail_from or "",
+            recipient=recipient,
+            channel=self.channel,
+            peer_ip=peer_ip(session),
+            received_at=self.clock(),
+            tls=tls_info(server, session),
+        )
+        try:
+            outcome = await self.pipeline.ingest(inbound)
+        except GatewayError as exc:
+            self.count_message("refused" if isinstance(exc, MessageRefused) else "tempfail")
+            return replies.reply_for(exc)
+        except Exception:
+            ref = uuid.uuid4().hex[:12]
+            log.exception("internal error in DATA", extra={"correlation_id": ref})
+            self.count_message("error")
+            return replies.R451_INTERNAL.format(ref=ref)
+        self.count_message("duplicate" if outcome.duplicate else "accepted")
+        self.on_accepted(outcome)
+        if outcome.reference and outcome.action is Action.SUBMITTED:
+            return replies.R250_ACCEPTED.format(reference=outcome.reference)
+        return replies.R250_OK
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd's default answers 500 with the exception text (paths!): never that.
+        if isinstance(error, TLSSetupException):
+            # The client's TLS is too old or broken: its problem, not an internal fault.
+            log.info("smtp tls handshake failed", extra={"reason": str(error.__cause__)[:200]})
+            return replies.R421_TLS_FAILED
+        ref = uuid.uuid4().hex[:12]
+        log.error("smtp session error", exc_info=error, extra={"correlation_id": ref})
+        return replies.R451_INTERNAL.format(ref=ref)
+
+
+def peer_ip(session: Session) -> str:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].strip("<>").lower()[:255]
+
+
+def tls_info(server: SMTP, session: Session) -> dict[str, str] | None:
+    """TLS version and cipher of the session: after STARTTLS, or implicit from the start."""
+    extra: Any = session.ssl
+    ssl_object = extra.get("ssl_object") if extra else None
+    if ssl_object is None and server.transport is not None:
+        ssl_object = server.transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher()
+    return {"version": str(ssl_object.version()), "cipher": str(cipher[0]) if cipher else ""}

@@ -1,0 +1,99 @@
+"""The audit trail's rows: append an event in the caller's transaction, read the chain, checks.
+
+The hash itself (what an event's SHA-256 is taken over) belongs to
+`gateway.audit.chain`; this module only stores and reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.orm import Session
+
+from gateway.audit.chain import canonical_form
+from gateway.storage.models import AuditEvent, AuditHead, CheckReport, table_of
+
+HEAD, EVENTS = table_of(AuditHead), table_of(AuditEvent)
+# Built once: append_event runs once per accepted message in the group commit's writer.
+READ_HEAD = select(HEAD.c.seq, HEAD.c.sha256).where(HEAD.c.id == 1).with_for_update()
+LOCK_HEAD = select(HEAD.c.id).where(HEAD.c.id == 1).with_for_update()
+INSERT_EVENT = insert(EVENTS)
+MOVE_HEAD = update(HEAD).where(HEAD.c.id == 1).values(seq=bindparam("seq"), sha256=bindparam("sha"))
+
+
+def lock_head(session: Session) -> None:
+    """Take the chain's head lock now, before any other row lock of the transaction.
+
+    Every writer that appends takes this lock; taking it first fixes one lock
+    order for transactions that also lock other rows (a group commit's batch).
+    """
+    session.execute(LOCK_HEAD)
+
+
+def append_event(
+    session: Session,
+    now: datetime,
+    action: str,
+    *,
+    actor: str,
+    subject: str = "",
+    data: dict[str, Any] | None = None,
+) -> int:
+    """Append one event in the caller's transaction; return its sequence number.
+
+    The head row is locked (FOR UPDATE on PostgreSQL; SQLite transactions
+    already hold the write lock) so concurrent appends are serialised.  Core
+    statements, not ORM objects: the group commit's writer appends one event
+    per message.
+    """
+    conn = session.connection()
+    head = conn.execute(READ_HEAD).one()
+    payload = dict(data or {})
+    seq, prev = int(head.seq) + 1, str(head.sha256)
+    digest = hashlib.sha256(
+        canonical_form(seq, now, action, actor, subject, payload, prev)
+    ).hexdigest()
+    conn.execute(
+        INSERT_EVENT,
+        {
+            "seq": seq,
+            "at": now,
+            "action": action,
+            "actor": actor,
+            "subject": subject,
+            "data": payload,
+            "prev_sha256": prev,
+            "sha256": digest,
+        },
+    )
+    conn.execute(MOVE_HEAD, {"seq": seq, "sha": digest})
+    return seq
+
+
+class AuditRepository:
+    """Reading the chain (to verify or list it) and recording check reports."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def events_after(self, last_id: int, limit: int) -> Sequence[AuditEvent]:
+        """Events in insertion order after row id `last_id` (a page of the walk)."""
+        return self.session.scalars(
+            select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(limit)
+        ).all()
+
+    def head(self) -> AuditHead | None:
+        return self.session.get(AuditHead, 1)
+
+    def forget_loaded(self) -> None:
+        """Drop the events read so far from the session (a long walk stays small)."""
+        self.session.expunge_all()
+
+    def record_check(self, started_at: datetime, ok: bool, report: dict[str, Any]) -> None:
+        self.session.add(
+            CheckReport(started_at=started_at, finished_at=started_at, ok=ok, report=report)
+        )

@@ -1,0 +1,46 @@
+"""Failure counters and lock-outs by key (sender address, registration, client IP)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gateway.storage.models import Throttle, table_of
+
+THROTTLES = table_of(Throttle)
+# Built once: every message with a code checks its keys.
+LOCKED_KEYS = (
+    select(THROTTLES.c.key)
+    .where(
+        THROTTLES.c.key.in_(bindparam("keys", expanding=True)),
+        THROTTLES.c.locked_until > bindparam("now"),
+    )
+    .limit(1)
+)
+
+
+class ThrottleRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def any_locked(self, keys: list[str], now: datetime) -> bool:
+        found = self.session.connection().execute(LOCKED_KEYS, {"keys": keys, "now": now})
+        return found.first() is not None
+
+    def locked_row(self, key: str, now: datetime) -> Throttle:
+        """The key's row, created if missing, locked for the rest of the transaction."""
+        session = self.session
+        row = session.get(Throttle, key, with_for_update=True)
+        if row is not None:
+            return row
+        try:
+            with session.begin_nested():
+                session.add(Throttle(key=key, failures=0, lockouts=0, window_started_at=now))
+        except IntegrityError:
+            pass  # another transaction created it: read that one
+        row = session.get(Throttle, key, with_for_update=True, populate_existing=True)
+        assert row is not None
+        return row
