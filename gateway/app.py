@@ -185,7 +185,8 @@ class Services:
         dns = self.settings.dns
         resolver = TxtResolver(list(dns.nameservers), dns.timeout)
         return SenderAuthenticator(
-            resolver.dkim_dnsfunc, require_dkim=self.settings.auth.require_dkim
+            resolver.dkim_dnsfunc, require_dkim=self.settings.auth.require_dkim,
+            signed_headers=self.settings.auth.signed_headers,
         )
 
     @functools.cached_property

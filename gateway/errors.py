@@ -27,6 +27,11 @@ exit codes) in one table each.
     │   │   ├── NoSignature
     │   │   ├── BadSignature
     │   │   ├── NotAligned
+    │   │   ├── SignatureRefused     a signature that does not count (SPEC §4)
+    │   │   │   ├── BodyLengthLimited    l=: part of the body unsigned
+    │   │   │   ├── WeakAlgorithm        rsa-sha1 (RFC 8301)
+    │   │   │   ├── WeakKey              RSA key under 1024 bits (RFC 8301)
+    │   │   │   └── HeaderNotSigned      a header of auth.signed_headers not covered
     │   │   ├── SenderNotRegistered
     │   │   └── MultipleFrom
     │   ├── CodeError                the numéro de saisie
@@ -143,6 +148,26 @@ class BadSignature(SenderAuthError):
 
 class NotAligned(SenderAuthError):
     """DKIM signing domain is not aligned with the From: domain."""
+
+
+class SignatureRefused(SenderAuthError):
+    """DKIM signature does not count under the gateway's signature policy."""
+
+
+class BodyLengthLimited(SignatureRefused):
+    """DKIM signature with l= not accepted: it leaves part of the body unsigned."""
+
+
+class WeakAlgorithm(SignatureRefused):
+    """DKIM signature algorithm rsa-sha1 not accepted (RFC 8301)."""
+
+
+class WeakKey(SignatureRefused):
+    """DKIM key under 1024 bits not accepted (RFC 8301)."""
+
+
+class HeaderNotSigned(SignatureRefused):
+    """DKIM signature does not sign a header that carries the request."""
 
 
 class SenderNotRegistered(SenderAuthError):

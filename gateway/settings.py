@@ -147,8 +147,24 @@ class DnsSection(Section):
         return value
 
 
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII but ':'
+
+
 class AuthSection(Section):
     require_dkim: bool = True
+    signed_headers: list[str] = ["from", "subject"]
+    """Headers a DKIM signature must sign to count (the code travels in the Subject)."""
+
+    @field_validator("signed_headers")
+    @classmethod
+    def _header_names(cls, value: list[str]) -> list[str]:
+        names = [name.strip().lower() for name in value]
+        for name in names:
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"not a header name: {name!r}")
+        if "from" not in names:
+            raise ValueError("must include from (RFC 6376 requires From to be signed)")
+        return list(dict.fromkeys(names))
 
 
 class CodesSection(Section):

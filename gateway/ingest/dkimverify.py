@@ -13,6 +13,10 @@ the tags without bh= so that it verifies b= over the headers alone. The order
 of dkimpy's steps is kept: the DNS lookup comes first, so a DNS outage is
 still reported for a message whose body hash does not match.
 
+The gateway's signature policy (no l=, no rsa-sha1, key size, signed headers)
+is applied by ``gateway.ingest.senderauth``, not here: this class gives plain
+dkimpy's verdicts.
+
 Fail-safe: dkimpy is given no body, so if a later dkimpy stopped calling this
 method it would hash an empty body and every signature would fail, never pass.
 """

@@ -1,25 +1,32 @@
-"""Sender authentication: the single From: address, DKIM verification and relaxed alignment."""
+"""Sender authentication: the single From: address, DKIM verification, policy and alignment."""
 
 from __future__ import annotations
 
 import email.errors
 import email.parser
 import email.policy
+import functools
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.headerregistry import Address
 
 import dkim
+from publicsuffixlist import PublicSuffixList
 
 from gateway.errors import (
     BadSignature,
+    BodyLengthLimited,
     DnsTemporaryFailure,
+    HeaderNotSigned,
     InvalidAddress,
     MultipleFrom,
     NoSignature,
     NotAligned,
+    SignatureRefused,
+    WeakAlgorithm,
+    WeakKey,
 )
 from gateway.ingest.dkimverify import StreamingDKIM
 from gateway.model import Mailbox
@@ -29,6 +36,16 @@ DnsFunc = Callable[[bytes, int], bytes | None]
 # Each signature costs a DNS lookup of up to dns.timeout: a sender must not
 # be able to hold a worker thread for minutes by stacking signatures.
 MAX_SIGNATURES = 5
+
+# The headers that carry a request (the code travels in the Subject): a
+# signature that leaves one of them out does not vouch for the request.
+DEFAULT_SIGNED_HEADERS = ("from", "subject")
+# RFC 8301 section 3.2: verifiers MUST NOT consider RSA keys under 1024 bits valid.
+MIN_RSA_BITS = 1024
+
+# What dkimpy raises on a malformed signature, key or message; the builtin
+# errors cover dkimpy paths that do not wrap them.
+_DKIMPY_FAILURES = (dkim.DKIMException, ValueError, TypeError, IndexError, KeyError)
 
 _PRINTABLE_DOMAIN = re.compile(r"[^a-z0-9.-]")
 _SIGNATURE_HEADER = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE | re.MULTILINE)
@@ -69,21 +86,104 @@ class _Signature:
 
     domain: str | None
     selector: str | None
-    verified: bool
+    verified: bool  # dkimpy says b= and bh= verify
     temporary_failure: bool
+    refusal: SignatureRefused | None = None  # the policy rule it breaks, if any
+
+    @property
+    def counts(self) -> bool:
+        """Verifies and meets the policy: only such a signature authenticates."""
+        return self.verified and self.refusal is None
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    # The list shipped inside the package: never fetched at run time. It is
+    # immutable data, loaded once (about 0.1 s) and shared by every thread.
+    return PublicSuffixList()
+
+
+def organisational_domain(domain: str) -> str | None:
+    """The organisational domain (RFC 7489 section 3.2) by the Public Suffix List.
+
+    None when `domain` is a public suffix itself (`fr`, `gouv.fr`, `github.io`)
+    or not a usable domain name: nobody's organisation can be found there.
+    """
+    text = domain.strip().rstrip(".").lower()
+    try:
+        text = text.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    if not text or "" in text.split("."):
+        return None
+    found = _public_suffixes().privatesuffix(text)
+    return found if isinstance(found, str) else None
 
 
 def is_aligned(from_domain: str, dkim_domain: str) -> bool:
-    """Relaxed alignment without a public suffix list.
+    """Relaxed alignment (RFC 7489 section 3.1.1): both have the same organisational domain.
 
-    Aligned when the From: domain is d= or a subdomain of it, and d= has at
-    least two labels (so d=fr cannot vouch for every .fr domain).
+    So d=example.org vouches for mail.example.org and the reverse, while
+    d=github.io, d=gouv.fr or d=avocat.fr vouch for nobody beneath them.
     """
-    author = from_domain.strip().rstrip(".").lower()
-    signer = dkim_domain.strip().rstrip(".").lower()
-    if not author or not signer or signer.count(".") < 1 or "" in signer.split("."):
-        return False
-    return author == signer or author.endswith("." + signer)
+    author = organisational_domain(from_domain)
+    return author is not None and author == organisational_domain(dkim_domain)
+
+
+@dataclass(frozen=True, slots=True)
+class SignaturePolicy:
+    """What a DKIM signature must meet to count, beyond verifying (SPEC section 4).
+
+    It covers the whole body (no l=), is not rsa-sha1, uses an RSA key of at
+    least MIN_RSA_BITS, and signs every instance of each of `signed_headers`.
+    """
+
+    signed_headers: tuple[bytes, ...] = tuple(name.encode() for name in DEFAULT_SIGNED_HEADERS)
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> SignaturePolicy:
+        """Lower-cased, deduplicated; From always included (RFC 6376 requires it signed)."""
+        wanted = [name.strip().lower().encode("ascii") for name in names]
+        return cls(tuple(dict.fromkeys([b"from", *wanted])))
+
+    def tag_refusal(
+        self,
+        tags: dict[bytes, bytes],
+        include_headers: list[bytes],
+        headers: list[tuple[bytes, bytes]],
+        label: str,
+    ) -> SignatureRefused | None:
+        """The rule the signature's tags break; checked before its key is looked up."""
+        if b"l" in tags:
+            return BodyLengthLimited(
+                f"{label}: l= (body length) not accepted, it leaves part of the body unsigned"
+            )
+        if tags.get(b"a", b"").strip().lower() == b"rsa-sha1":
+            return WeakAlgorithm(f"{label}: rsa-sha1 not accepted (RFC 8301)")
+        for name in self.signed_headers:
+            # dkimpy signs one instance per mention in h=, from the bottom up: an
+            # instance beyond the mentions (a Subject added on top) is unsigned,
+            # and the gateway reads the topmost one.
+            signed = include_headers.count(name)
+            present = sum(1 for field, _value in headers if field.strip().lower() == name)
+            title = name.decode("ascii").title()
+            if not signed:
+                return HeaderNotSigned(f"{label}: does not sign the {title} header")
+            if present > signed:
+                return HeaderNotSigned(
+                    f"{label}: does not sign every {title} header ({present} in the message)"
+                )
+        return None
+
+    @staticmethod
+    def key_refusal(key_type: object, key_bits: object, label: str) -> WeakKey | None:
+        """WeakKey for an RSA key under MIN_RSA_BITS (dkimpy's own minimum, named)."""
+        if key_type == b"rsa" and isinstance(key_bits, int) and key_bits < MIN_RSA_BITS:
+            return WeakKey(
+                f"{label}: RSA key of {key_bits} bits not accepted, "
+                f"{MIN_RSA_BITS} at least (RFC 8301)"
+            )
+        return None
 
 
 def header_block(raw: bytes) -> bytes:
@@ -119,6 +219,10 @@ def single_from(raw: bytes) -> Mailbox:
         raise refused from None
 
 
+def _aligned_with(sender: Mailbox, signatures: list[_Signature]) -> list[_Signature]:
+    return [sig for sig in signatures if sig.domain and is_aligned(sender.domain, sig.domain)]
+
+
 def _decode_domain(value: bytes | None) -> str | None:
     """d= as lower-case ASCII, or None when it cannot be a domain name."""
     if value is None:
@@ -147,12 +251,21 @@ class SenderAuthenticator:
 
     `dnsfunc` is the seam for key lookups, normally `TxtResolver.dkim_dnsfunc`;
     it raises DnsTemporaryFailure when DNS cannot answer now. `authenticate`
-    blocks on DNS: callers run it in a worker thread.
+    blocks on DNS: callers run it in a worker thread. `signed_headers` is
+    `auth.signed_headers`: a signature counts only if it signs them all.
     """
 
-    def __init__(self, dnsfunc: DnsFunc, *, require_dkim: bool = True) -> None:
+    def __init__(
+        self,
+        dnsfunc: DnsFunc,
+        *,
+        require_dkim: bool = True,
+        signed_headers: Iterable[str] = DEFAULT_SIGNED_HEADERS,
+    ) -> None:
         self._dnsfunc = dnsfunc
         self._require_dkim = require_dkim
+        self._policy = SignaturePolicy.from_names(signed_headers)
+        _public_suffixes()  # load the list now: a broken install fails at start-up
 
     def authenticate(self, raw: bytes) -> SenderVerdict:
         """Return the verdict, or raise a SenderAuthError or DnsTemporaryFailure."""
@@ -176,6 +289,39 @@ class SenderAuthenticator:
         return [self._verify_one(verifier, idx) for idx in range(min(count, MAX_SIGNATURES))]
 
     def _verify_one(self, verifier: StreamingDKIM, idx: int) -> _Signature:
+        """Parse the signature's tags, apply the policy, then verify it (dkimpy's own steps)."""
+        verifier.signature_fields = None  # no stale d=/s= from the previous signature
+        try:
+            prep = verifier.verify_headerprep(idx)
+        except _DKIMPY_FAILURES:
+            prep = None
+        fields = verifier.signature_fields or {}
+        domain = _decode_domain(fields.get(b"d"))
+        selector = _decode_selector(fields.get(b"s"))
+        if not prep:
+            return _Signature(domain, selector, verified=False, temporary_failure=False)
+        tags, include_headers, signature_headers = prep
+        label = f"DKIM signature from d={domain}" if domain else "DKIM signature"
+        refusal = self._policy.tag_refusal(tags, include_headers, verifier.headers, label)
+        if refusal is not None:
+            # Refused by its tags alone: its key is not even looked up.
+            return _Signature(domain, selector, False, temporary_failure=False, refusal=refusal)
+        verified, temporary = self._verify_tags(
+            verifier, tags, include_headers, signature_headers[idx]
+        )
+        refusal = self._policy.key_refusal(
+            getattr(verifier, "ktag", None), getattr(verifier, "keysize", None), label
+        )
+        return _Signature(domain, selector, verified, temporary, refusal)
+
+    def _verify_tags(
+        self,
+        verifier: StreamingDKIM,
+        tags: dict[bytes, bytes],
+        include_headers: list[bytes],
+        signature_header: tuple[bytes, bytes],
+    ) -> tuple[bool, bool]:
+        """(verifies, DNS failed temporarily): dkimpy's verify() after its header preparation."""
         failures: list[DnsTemporaryFailure] = []
 
         def lookup(name: bytes, timeout: int = 5) -> bytes | None:
@@ -187,28 +333,24 @@ class SenderAuthenticator:
                 failures.append(exc)
                 raise
 
-        verifier.signature_fields = None  # no stale d=/s= from the previous signature
+        verifier.ktag = verifier.keysize = None  # no stale key from the previous signature
         try:
-            verified = bool(verifier.verify(idx=idx, dnsfunc=lookup))
+            verified = bool(verifier.verify_sig(tags, include_headers, signature_header, lookup))
         except DnsTemporaryFailure:
             verified = False
-        except (dkim.DKIMException, ValueError, TypeError, IndexError, KeyError):
-            # A malformed signature, key or message does not verify; the
-            # builtin errors cover dkimpy paths that do not wrap them.
+        except _DKIMPY_FAILURES:
+            # A malformed signature, key or message does not verify (nor does a
+            # key under dkimpy's minimum: key_refusal names that one).
             verified = False
-        fields = getattr(verifier, "signature_fields", None) or {}
-        return _Signature(
-            domain=_decode_domain(fields.get(b"d")),
-            selector=_decode_selector(fields.get(b"s")),
-            verified=verified,
-            temporary_failure=bool(failures),
-        )
+        return verified, bool(failures)
 
     def _required(self, sender: Mailbox, signatures: list[_Signature]) -> SenderVerdict:
+        """The most telling refusal when no aligned signature counts."""
         if not signatures:
             raise NoSignature("no DKIM signature")
-        for sig in signatures:
-            if sig.verified and sig.domain and is_aligned(sender.domain, sig.domain):
+        aligned = _aligned_with(sender, signatures)
+        for sig in aligned:
+            if sig.counts:
                 return SenderVerdict(
                     sender,
                     "pass",
@@ -219,12 +361,18 @@ class SenderAuthenticator:
                 )
         if any(sig.temporary_failure for sig in signatures):
             raise DnsTemporaryFailure("DNS lookup of the DKIM key failed, try again later")
+        for sig in aligned:
+            if sig.refusal is not None:
+                raise sig.refusal
         for sig in signatures:
-            if sig.verified:
+            if sig.counts:
                 raise NotAligned(
                     f"DKIM signature from d={sig.domain} is not aligned "
                     f"with From: domain {sender.domain}"
                 )
+        for sig in signatures:
+            if sig.refusal is not None:
+                raise sig.refusal
         raise BadSignature("DKIM signature does not verify")
 
     def _optional(self, sender: Mailbox, signatures: list[_Signature]) -> SenderVerdict:
@@ -233,27 +381,18 @@ class SenderAuthenticator:
             return SenderVerdict(
                 sender, "none", None, None, aligned=False, reason="no DKIM signature"
             )
-        verified = [sig for sig in signatures if sig.verified]
-        aligned = [sig for sig in verified if sig.domain and is_aligned(sender.domain, sig.domain)]
-        if aligned:
-            best = aligned[0]
+        counted = [sig for sig in signatures if sig.counts]
+        aligned = _aligned_with(sender, counted)
+        if aligned or counted:
+            best = (aligned or counted)[0]
+            how = "and is aligned" if aligned else "but is not aligned"
             return SenderVerdict(
                 sender,
                 "pass",
                 best.domain,
                 best.selector,
-                aligned=True,
-                reason=f"DKIM signature from d={best.domain} verifies and is aligned",
-            )
-        if verified:
-            best = verified[0]
-            return SenderVerdict(
-                sender,
-                "pass",
-                best.domain,
-                best.selector,
-                aligned=False,
-                reason=f"DKIM signature from d={best.domain} verifies but is not aligned",
+                aligned=bool(aligned),
+                reason=f"DKIM signature from d={best.domain} verifies {how}",
             )
         first = signatures[0]
         if any(sig.temporary_failure for sig in signatures):
@@ -264,6 +403,16 @@ class SenderAuthenticator:
                 first.selector,
                 aligned=False,
                 reason="DKIM not evaluated: DNS lookup failed temporarily",
+            )
+        refused = next((sig for sig in signatures if sig.refusal is not None), None)
+        if refused is not None and refused.refusal is not None:
+            return SenderVerdict(
+                sender,
+                "fail",
+                refused.domain,
+                refused.selector,
+                aligned=False,
+                reason=refused.refusal.message,
             )
         return SenderVerdict(
             sender,

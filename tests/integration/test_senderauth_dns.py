@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import dkim
 import dns.flags
 import dns.message
 import dns.query
@@ -16,6 +17,8 @@ from gateway.errors import (
     MultipleFrom,
     NoSignature,
     NotAligned,
+    WeakAlgorithm,
+    WeakKey,
 )
 from gateway.ingest.dns import TxtResolver
 from gateway.ingest.senderauth import SenderAuthenticator
@@ -187,3 +190,50 @@ def test_senderauth_dns_truncated_udp_answer_retried_over_tcp(published: DnsServ
     assert response.flags & dns.flags.TC
     resolver = TxtResolver([published.address], timeout=TIMEOUT)
     assert resolver.dkim_dnsfunc(b"huge._domainkey.example.org.") == value.encode()
+
+
+def test_senderauth_dns_rsa_key_under_1024_bits_refused(published: DnsServer) -> None:
+    small = generate_key(768)
+    published.records["small._domainkey.example.org"] = [small.txt_record]
+    resolver = TxtResolver([published.address], timeout=TIMEOUT)
+    raw = sign(_message(), b"small", b"example.org", small.private_pem)
+    with pytest.raises(WeakKey, match="RSA key of 768 bits not accepted"):
+        SenderAuthenticator(resolver.dkim_dnsfunc).authenticate(raw)
+    assert "small._domainkey.example.org" in published.queries
+
+
+def test_senderauth_dns_rsa_sha1_refused_without_a_lookup(
+    authenticator: SenderAuthenticator, published: DnsServer, key: DkimKey
+) -> None:
+    message = _message()
+    signature = dkim.sign(
+        message, b"sel", b"example.org", key.private_pem,
+        include_headers=[b"from", b"subject"], signature_algorithm=b"rsa-sha1",
+    )  # fmt: skip
+    with pytest.raises(WeakAlgorithm, match="rsa-sha1 not accepted"):
+        authenticator.authenticate(signature + message)
+    assert published.queries == []
+
+
+@pytest.mark.parametrize(
+    ("author", "signer"),
+    [
+        (b"greffier@justice.gouv.fr", b"gouv.fr"),  # an ICANN suffix of two labels
+        (b"tuteur@cabinet-durand.avocat.fr", b"avocat.fr"),  # a private suffix in .fr
+        (b"alice@alice.github.io", b"github.io"),
+        (b"alice@alice.github.io", b"mallory.github.io"),  # a neighbour, not a parent
+    ],
+)
+def test_senderauth_dns_public_suffix_signer_not_aligned(
+    published: DnsServer, key: DkimKey, author: bytes, signer: bytes
+) -> None:
+    published.records[f"sel._domainkey.{signer.decode()}"] = [key.txt_record]
+    resolver = TxtResolver([published.address], timeout=TIMEOUT)
+    authenticator = SenderAuthenticator(resolver.dkim_dnsfunc)
+    with pytest.raises(NotAligned, match=rf"d={signer.decode()} is not aligned"):
+        authenticator.authenticate(sign(_message(author), b"sel", signer, key.private_pem))
+    # The same message signed by the author's own organisation passes.
+    own = author.split(b"@")[1]
+    published.records[f"sel._domainkey.{own.decode()}"] = [key.txt_record]
+    verdict = authenticator.authenticate(sign(_message(author), b"sel", own, key.private_pem))
+    assert (verdict.dkim_result, verdict.aligned) == ("pass", True)

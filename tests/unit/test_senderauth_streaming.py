@@ -9,7 +9,13 @@ from collections.abc import Callable
 import dkim
 import pytest
 
-from gateway.errors import BadSignature, DnsTemporaryFailure, NoSignature
+from gateway.errors import (
+    BadSignature,
+    BodyLengthLimited,
+    DnsTemporaryFailure,
+    NoSignature,
+    WeakAlgorithm,
+)
 from gateway.ingest.dkimverify import StreamingDKIM
 from gateway.ingest.senderauth import SenderAuthenticator, single_from
 from gateway.model import Mailbox
@@ -70,8 +76,17 @@ def _ours(raw: bytes, dns: FakeDns) -> str:
 
 def _dkimpy(raw: bytes, dns: FakeDns) -> str:
     """The verdict of the topmost signature as SenderAuthenticator got it from plain dkimpy."""
+    return _verdict(dkim.DKIM(raw), dns)
+
+
+def _streaming(raw: bytes, dns: FakeDns) -> str:
+    """The streaming verifier's verdict on the topmost signature, before the gateway's policy."""
+    return _verdict(StreamingDKIM(raw, logger=dkim.get_default_logger()), dns)
+
+
+def _verdict(verifier: dkim.DKIM, dns: FakeDns) -> str:
     try:
-        return "pass" if dkim.DKIM(raw).verify(idx=0, dnsfunc=dns) else "fail"
+        return "pass" if verifier.verify(idx=0, dnsfunc=dns) else "fail"
     except (dkim.DKIMException, ValueError, TypeError, IndexError, KeyError):
         return "fail"
 
@@ -116,9 +131,16 @@ def test_senderauth_streaming_hash_algorithms(
     key: DkimKey, fake_dns: FakeDns, algorithm: bytes
 ) -> None:
     raw = _sign(_message(), key, algorithm=algorithm)
-    assert _ours(raw, fake_dns) == "pass"
-    with pytest.raises(BadSignature):
-        SenderAuthenticator(fake_dns).authenticate(raw.replace(b"piece", b"pi\xe8ce"))
+    tampered = raw.replace(b"piece", b"pi\xe8ce")
+    assert _streaming(raw, fake_dns) == _dkimpy(raw, fake_dns) == "pass"
+    assert _streaming(tampered, fake_dns) == _dkimpy(tampered, fake_dns) == "fail"
+    if algorithm == b"rsa-sha256":
+        assert _ours(raw, fake_dns) == "pass"
+        with pytest.raises(BadSignature):
+            SenderAuthenticator(fake_dns).authenticate(tampered)
+    else:  # the body hash is right, and the policy still refuses it (RFC 8301)
+        with pytest.raises(WeakAlgorithm):
+            SenderAuthenticator(fake_dns).authenticate(raw)
 
 
 @pytest.mark.parametrize("canonicalize", CANONICALIZATIONS, ids=lambda c: b"/".join(c).decode())
@@ -130,7 +152,11 @@ def test_senderauth_streaming_length_tag(
     appended = raw + b"-- \r\nappended by a mailing list\r\n"
     changed = raw.replace(b"Bonjour", b"Bonsoir")
     for candidate, expected in ((raw, "pass"), (appended, "pass"), (changed, "fail")):
-        assert _ours(candidate, fake_dns) == _dkimpy(candidate, fake_dns) == expected
+        assert _streaming(candidate, fake_dns) == _dkimpy(candidate, fake_dns) == expected
+        # Whatever the body hash says, the policy does not count an l= signature.
+        assert _ours(candidate, fake_dns) == "fail"
+        with pytest.raises(BodyLengthLimited):
+            SenderAuthenticator(fake_dns).authenticate(candidate)
 
 
 def test_senderauth_streaming_signatures_with_different_canonicalizations(
@@ -179,7 +205,8 @@ def test_senderauth_streaming_malformed_body_tags_fail(
     raw = _sign(_message(), key)
     assert old in raw
     broken = raw.replace(old, new, 1)
-    assert _ours(broken, fake_dns) == _dkimpy(broken, fake_dns) == "fail"
+    assert _ours(broken, fake_dns) == _streaming(broken, fake_dns) == _dkimpy(broken, fake_dns)
+    assert _dkimpy(broken, fake_dns) == "fail"
 
 
 def test_senderauth_streaming_ed25519(fake_dns: FakeDns) -> None:
