@@ -103,7 +103,11 @@ def site(
     dns_server.records[f"_dmarc.{DOMAIN}"] = [f"v=DMARC1; p=reject; rua=mailto:dmarc@{DOMAIN}"]
     (tmp_path / "tls").mkdir()
     make_self_signed(tmp_path / "tls", HOST, days=90, alt_names=f"DNS:{HOST}")
-    yield Site(cli, gateway_config, dns_server, smtp_sink, tmp_path)
+    try:
+        yield Site(cli, gateway_config, dns_server, smtp_sink, tmp_path)
+    finally:
+        # `courts add-key` imports into the gateway's keyring, which starts an agent.
+        kill_agent(gateway_config.parent / "var" / "gnupg")
 
 
 @pytest.fixture
