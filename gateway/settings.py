@@ -124,6 +124,9 @@ class AddressesSection(Section):
 
 
 class RelaySection(Section):
+    # "capture" keeps outgoing mail in a local maildir instead of relaying it
+    # (demos, the starter config); `gateway doctor` then skips the relay check.
+    mode: Literal["smtp", "capture"] = "smtp"
     host: str = "127.0.0.1"
     port: int = Field(default=25, ge=1, le=65535)
     starttls: bool = False

@@ -1,4 +1,7 @@
-"""TXT lookups for DKIM keys through dnspython, with the gateway's own nameservers and timeout."""
+"""DNS lookups through dnspython with the gateway's own nameservers and timeout.
+
+TXT for DKIM keys (every inbound message); MX, A and AAAA for `gateway doctor`.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,12 @@ import dns.exception
 import dns.message
 import dns.name
 import dns.nameserver
+import dns.rdata
 import dns.rdatatype
+import dns.rdtypes.ANY.MX
 import dns.rdtypes.ANY.TXT
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
 import dns.resolver
 
 from gateway.errors import ConfigError, DnsTemporaryFailure
@@ -38,8 +45,13 @@ def parse_nameserver(text: str) -> dns.nameserver.Do53Nameserver:
     return dns.nameserver.Do53Nameserver(str(address), port_number)
 
 
+def _host(name: dns.name.Name) -> str:
+    """A host name as the gateway compares them: lower case, no final dot, "" for the root."""
+    return "" if name == dns.name.root else name.to_text(omit_final_dot=True).lower()
+
+
 class TxtResolver:
-    """Looks up TXT records; `dkim_dnsfunc` is the `dnsfunc` seam dkimpy expects.
+    """Looks up TXT (and MX, A, AAAA) records; `dkim_dnsfunc` is the `dnsfunc` seam dkimpy expects.
 
     Built from the `[dns]` settings: `nameservers` (empty means the system
     resolver, /etc/resolv.conf) and `timeout` in seconds for the whole lookup.
@@ -80,6 +92,41 @@ class TxtResolver:
 
         Raises DnsTemporaryFailure on timeout, SERVFAIL or no usable nameserver.
         """
+        rdatas = self._resolve(name, dns.rdatatype.TXT)
+        if rdatas is None:
+            return None
+        return [
+            b"".join(rdata.strings)
+            for rdata in rdatas
+            if isinstance(rdata, dns.rdtypes.ANY.TXT.TXT)
+        ]
+
+    def lookup_mx(self, name: str) -> list[tuple[int, str]] | None:
+        """(preference, exchange) of every MX at `name`, lowest preference first; None if none.
+
+        Exchanges are lower case without the trailing dot; a null MX (RFC 7505)
+        reads as exchange "". Raises DnsTemporaryFailure like `lookup_txt`.
+        """
+        rdatas = self._resolve(name, dns.rdatatype.MX)
+        if rdatas is None:
+            return None
+        return sorted(
+            (rdata.preference, _host(rdata.exchange))
+            for rdata in rdatas
+            if isinstance(rdata, dns.rdtypes.ANY.MX.MX)
+        )
+
+    def lookup_addresses(self, name: str) -> list[str]:
+        """Every A and AAAA address of `name` (possibly none). Raises DnsTemporaryFailure."""
+        addresses: list[str] = []
+        for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            for rdata in self._resolve(name, rdtype) or []:
+                if isinstance(rdata, dns.rdtypes.IN.A.A | dns.rdtypes.IN.AAAA.AAAA):
+                    addresses.append(str(ipaddress.ip_address(rdata.address)))
+        return addresses
+
+    def _resolve(self, name: str, rdtype: dns.rdatatype.RdataType) -> list[dns.rdata.Rdata] | None:
+        """The records of `rdtype` at `name`, None when there are none (NXDOMAIN or no data)."""
         if self._resolver is None:
             raise DnsTemporaryFailure("DNS lookup failed temporarily")
         try:
@@ -87,9 +134,7 @@ class TxtResolver:
         except dns.exception.DNSException:
             return None  # not a valid DNS name: nothing can be published there
         try:
-            answer = self._resolver.resolve(
-                qname, dns.rdatatype.TXT, raise_on_no_answer=False, search=False
-            )
+            answer = self._resolver.resolve(qname, rdtype, raise_on_no_answer=False, search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.YXDOMAIN):
             return None
         except dns.exception.Timeout:
@@ -99,11 +144,7 @@ class TxtResolver:
             raise DnsTemporaryFailure("DNS lookup failed temporarily") from None
         if answer.rrset is None:
             return None
-        return [
-            b"".join(rdata.strings)
-            for rdata in answer.rrset
-            if isinstance(rdata, dns.rdtypes.ANY.TXT.TXT)
-        ]
+        return list(answer.rrset)
 
     def dkim_dnsfunc(self, name: bytes, timeout: int = 5) -> bytes | None:
         """The TXT record at `name` as dkimpy's `dnsfunc` returns it, or None.
