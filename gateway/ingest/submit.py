@@ -31,6 +31,7 @@ from gateway.model import Clock
 from gateway.otp.codes import find_code_in_subject, normalise_code
 from gateway.otp.service import CodeService
 from gateway.outbox.queue import enqueue
+from gateway.outbox.receiptfacts import documents_json
 from gateway.outbox.templates import DocumentLine, format_documents, format_utc
 from gateway.storage.blobstore import BlobStore
 from gateway.storage.crypto import Encryptor
@@ -499,6 +500,9 @@ class SubmissionStore:
                 DocumentLine(d.filename, d.size, d.sha256) for d in documents
             ),
             "message_sha256": raw_sha256,
+            "documents_json": documents_json(
+                DocumentLine(d.filename, d.size, d.sha256) for d in documents
+            ),
         }
         enqueue(
             session,
