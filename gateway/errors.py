@@ -17,6 +17,7 @@ exit codes) in one table each.
     ├── NotFound                     unknown court, registration, request …
     ├── Conflict                     duplicate court, registration …
     ├── KeyRefused                   an OpenPGP key that cannot serve
+    ├── ReceiptInvalid               a receipt that does not verify (receipts verify)
     ├── MessageRefused               permanent refusal of a message (5xx)
     │   ├── UnknownRecipient
     │   ├── MessageTooLarge
@@ -102,6 +103,10 @@ class Conflict(GatewayError):
 
 class KeyRefused(GatewayError):
     """The OpenPGP key cannot be used."""
+
+
+class ReceiptInvalid(GatewayError):
+    """The receipt does not verify."""
 
 
 class MessageRefused(GatewayError):
