@@ -11,7 +11,7 @@ import email
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.policy import default as default_policy
 from pathlib import Path
@@ -49,7 +49,7 @@ class Relayed:
 
 
 @pytest.fixture
-def relayed(world: World, tmp_path: Path) -> Relayed:
+def relayed(world: World, tmp_path: Path) -> Iterator[Relayed]:
     code = world.request_code("compte")
     raw = world.gw.message(subject=f"Compte [{code}]", attachments=[(NAME, "application/pdf", PDF)])
     status, reply = world.gw.send(raw)
@@ -62,8 +62,10 @@ def relayed(world: World, tmp_path: Path) -> Relayed:
         world.gw.services.settings.signing_pub_file.read_bytes()
     )
     (folder / NAME).write_bytes(PDF)
-    return Relayed(folder / "accuse.eml", folder / "passerelle.asc", folder / NAME,
+    yield Relayed(folder / "accuse.eml", folder / "passerelle.asc", folder / NAME,
                    reply.split()[-1], folder)  # fmt: skip
+    # The gateway's keyring (court keys) started a gpg-agent: stop it.
+    world.gw.services.keyring.close()
 
 
 Verify = Callable[..., CliResult]
