@@ -10,8 +10,8 @@ import pytest
 
 from gateway.outbox.compose import MailComposer
 from gateway.outbox.receiptfacts import documents_json
-from gateway.outbox.templates import DocumentLine, format_documents
-from gateway.settings import load_settings
+from gateway.outbox.templates import DocumentLine, Templates, format_documents
+from gateway.settings import Settings, load_settings
 from gateway.storage.crypto import GpgKeyring, ReceiptSigner
 from gateway.wkd import WkdDirectory, wkd_path
 from tests.conftest import CliRunner
@@ -23,6 +23,16 @@ pytestmark = pytest.mark.gpg
 def db_url(tmp_path: Path) -> str:
     # Keys live in files: one database backend is enough here.
     return f"sqlite:///{tmp_path / 'db' / 'gateway.db'}"
+
+
+def receipt_composer(settings: Settings) -> MailComposer:
+    """A composer signing with the gateway's keys (built directly: no composition root needed)."""
+    return MailComposer(
+        settings.gateway.domain, settings.gateway.name, settings.dkim_selector,
+        settings.dkim_key_file.read_bytes(), Templates(settings.templates_dir),
+        ReceiptSigner(settings.signing_key_file.read_text("ascii")),
+        lambda: datetime(2026, 11, 25, 9, 30, tzinfo=UTC),
+    )  # fmt: skip
 
 
 def test_keys_export_prints_the_public_signing_key(
@@ -65,11 +75,7 @@ def test_keys_export_dkim_is_the_record_init_prints(cli: CliRunner) -> None:
 def test_keys_export_key_verifies_a_receipt(
     cli: CliRunner, gateway_config: Path, tmp_path: Path
 ) -> None:
-    settings = load_settings(gateway_config)
-    signer = ReceiptSigner(settings.signing_key_file.read_text("ascii"))
-    composer = MailComposer.from_settings(
-        settings, signer=signer, clock=lambda: datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
-    )
+    composer = receipt_composer(load_settings(gateway_config))
     documents = [DocumentLine("inventaire.pdf", 3, "ab" * 32)]
     receipt = composer.compose(
         "receipt", "tuteur@exemple.fr", court="TJ-LYON", measure="21/00123",
@@ -99,11 +105,7 @@ def test_keys_export_without_keys_says_run_init(cli: CliRunner, gateway_config: 
 def test_receipt_queued_before_facts_reports_the_missing_facts(
     cli: CliRunner, gateway_config: Path, tmp_path: Path
 ) -> None:
-    settings = load_settings(gateway_config)
-    composer = MailComposer.from_settings(
-        settings, signer=ReceiptSigner(settings.signing_key_file.read_text("ascii")),
-        clock=lambda: datetime.now(UTC),
-    )  # fmt: skip
+    composer = receipt_composer(load_settings(gateway_config))
     receipt = composer.compose(
         "receipt", "tuteur@exemple.fr", court="TJ-LYON", measure="21/00123",
         request_reference="TJ-LYON-2026-000001", submission_reference="TJ-LYON-2026-000001/1",
