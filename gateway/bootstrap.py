@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from gateway.errors import ConfigError
 from gateway.settings import Settings, load_settings
 from gateway.storage.keys import generate_dkim_key, generate_signing_key
 
@@ -63,9 +64,19 @@ def initialise(
         settings.dkim_pub_file.unlink(missing_ok=True)
         write_new_file(settings.dkim_pub_file, public_b64.encode(), 0o644)
         report.created.append(f"DKIM key {settings.dkim_key_file}")
-    public = settings.dkim_pub_file.read_text("ascii").strip()
-    report.dkim_record = (
+    report.dkim_record = dkim_record(settings)
+    return settings, report
+
+
+def dkim_record(settings: Settings) -> str:
+    """The DNS TXT record that publishes the gateway's DKIM key (zone-file syntax)."""
+    try:
+        public = settings.dkim_pub_file.read_text("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError(
+            f"DKIM public key {settings.dkim_pub_file} is unreadable (run `gateway init`)"
+        ) from None
+    return (
         f"{settings.dkim_selector}._domainkey.{settings.gateway.domain}. IN TXT "
         f'"v=DKIM1; k=rsa; p={public}"'
     )
-    return settings, report

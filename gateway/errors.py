@@ -18,6 +18,7 @@ exit codes) in one table each.
     ├── Conflict                     duplicate court, registration …
     │   └── AlreadyStored            the same message committed meanwhile (a retry racing)
     ├── KeyRefused                   an OpenPGP key that cannot serve
+    ├── ReceiptInvalid               a receipt that does not verify (receipts verify)
     ├── MessageRefused               permanent refusal of a message (5xx)
     │   ├── UnknownRecipient
     │   ├── MessageTooLarge
@@ -112,6 +113,10 @@ class AlreadyStored(Conflict):
 
 class KeyRefused(GatewayError):
     """The OpenPGP key cannot be used."""
+
+
+class ReceiptInvalid(GatewayError):
+    """The receipt does not verify."""
 
 
 class MessageRefused(GatewayError):

@@ -3,6 +3,10 @@
 set -euo pipefail
 need=()
 command -v gpg >/dev/null 2>&1 || need+=(gnupg)
+command -v dirmngr >/dev/null 2>&1 || need+=(dirmngr)                 # WKD lookups in tests
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)  # dirmngr's trust file
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)              # WKD test namespaces
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 if [ ${#need[@]} -gt 0 ]; then

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import click
 
-from gateway.cli import admin_cmds, codes_cmds, doctor_cmds, greffe_cmds, imap_cmds, setup_cmds
+from gateway.cli import (
+    admin_cmds,
+    codes_cmds,
+    doctor_cmds,
+    greffe_cmds,
+    imap_cmds,
+    keys_cmds,
+    receipts_cmds,
+    setup_cmds,
+)
 from gateway.cli.context import CliContext
 from gateway.errors import GatewayError, ImportRefused
 
@@ -32,7 +41,16 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for group in (setup_cmds, admin_cmds, codes_cmds, greffe_cmds, imap_cmds, doctor_cmds):
+for group in (
+    setup_cmds,
+    admin_cmds,
+    codes_cmds,
+    greffe_cmds,
+    imap_cmds,
+    doctor_cmds,
+    keys_cmds,
+    receipts_cmds,
+):
     group.register(cli)
 
 

@@ -22,6 +22,7 @@ from gateway.ingest.pipeline import Action, Context, Outcome
 from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Clock
 from gateway.otp.verify import CodeClaim, CodeVerifier, VerifiedCode, claim_of
+from gateway.outbox.receiptfacts import documents_json
 from gateway.outbox.templates import DocumentLine, format_documents, format_utc
 from gateway.storage.audit import append_event
 from gateway.storage.crypto import Encryptor
@@ -253,16 +254,16 @@ class SubmissionStore:
 
     @staticmethod
     def _queue_receipt(session: Session, filing: Filing, pending: _Pending, now: datetime) -> None:
+        lines = [DocumentLine(d.filename, d.size, d.sha256) for d in pending.documents]
         values = {
             "court": filing.court,
             "measure": filing.measure,
             "request_reference": filing.request_reference,
             "submission_reference": filing.submission_reference,
             "received_at": format_utc(pending.ctx.inbound.received_at),
-            "documents": format_documents(
-                DocumentLine(d.filename, d.size, d.sha256) for d in pending.documents
-            ),
+            "documents": format_documents(lines),
             "message_sha256": pending.ctx.raw_sha256,
+            "documents_json": documents_json(lines),
         }
         enqueue(
             session,

@@ -12,8 +12,10 @@ from uuid import uuid4
 from gateway.errors import ConfigError
 from gateway.model import Clock, Mailbox
 from gateway.outbox.dkimsign import DkimSigner
+from gateway.outbox.receiptfacts import FACTS_FILENAME, FACTS_SUBTYPE, encode_facts, receipt_facts
 from gateway.outbox.templates import Templates
 from gateway.storage.crypto import ReceiptSigner
+from gateway.wkd import wkd_url
 
 IdFactory = Callable[[], str]
 
@@ -56,6 +58,20 @@ SIGNED_HEADERS = (
     b"auto-submitted",
 )
 PGP_KINDS = frozenset({"receipt"})
+SENDER_LOCAL_PART = "noreply"
+
+
+def sender_address(domain: str) -> str:
+    """The gateway's From address; its signing key is published by WKD for it."""
+    return f"{SENDER_LOCAL_PART}@{domain}"
+
+
+def format_fingerprint(fingerprint: str) -> str:
+    """`1136 EBAE … 0C95` in groups of four, as gpg shows it (two halves of five groups)."""
+    groups = [fingerprint[i : i + 4] for i in range(0, len(fingerprint), 4)]
+    if len(groups) != 10:  # not a v4 fingerprint: plain groups
+        return " ".join(groups)
+    return " ".join(groups[:5]) + "  " + " ".join(groups[5:])
 
 
 def new_id() -> str:
@@ -96,7 +112,7 @@ class MailComposer:
         pgp_kinds: frozenset[str] = PGP_KINDS,
     ) -> None:
         self._domain = domain
-        self._from = Address(display_name=one_line(from_name), addr_spec=f"noreply@{domain}")
+        self._from = Address(display_name=one_line(from_name), addr_spec=sender_address(domain))
         self._selector = dkim_selector.encode("ascii")
         self._dkim = DkimSigner(
             domain, dkim_selector, dkim_private_pem, SIGNED_HEADERS, lambda: clock().timestamp()
@@ -106,7 +122,12 @@ class MailComposer:
         self._clock = clock
         self._new_id = id_factory
         self._pgp_kinds = pgp_kinds
-        self._defaults = {"domain": domain, "gateway_name": from_name, **(defaults or {})}
+        self._defaults = {
+            "domain": domain,
+            "gateway_name": from_name,
+            **self._key_values(),
+            **(defaults or {}),
+        }
         self._dkim_sign(b"From: probe@invalid\r\n\r\nprobe\r\n")  # a bad key fails now, not later
 
     @property
@@ -117,22 +138,62 @@ class MailComposer:
     def compose(self, kind: str, to: str, /, **values: str) -> bytes:
         """Render template `kind` for `to` and return the DKIM-signed bytes to enqueue.
 
-        Kinds in `pgp_kinds` (receipts by default) become PGP/MIME multipart/signed.
+        Kinds in `pgp_kinds` (receipts by default) become PGP/MIME multipart/signed;
+        a receipt's signed part also carries its `gateway.receipt/1` facts.
         """
         recipient = str(Mailbox.parse(one_line(to)))
         merged = {**self._defaults, **values}
         if "code" in merged and "code_compact" not in merged:
             merged["code_compact"] = merged["code"].replace("-", "")
+        if kind in self._pgp_kinds and self._signer is None:
+            raise ConfigError("this message must be OpenPGP-signed but no signing key is loaded")
         subject, body = self._templates.render(kind, **merged)
         headers = self._headers(recipient, one_line(subject))
         if kind in self._pgp_kinds:
             part = MIMEPart(policy=POLICY)
             _set_text(part, body)
+            if kind == "receipt":
+                part = self._with_facts(part, merged, recipient)
             message = self._pgp_mime(headers, part)
         else:
             _set_text(headers, body)
             message = headers.as_bytes()
         return self._dkim_sign(message) + message
+
+    def _with_facts(self, text: MIMEPart, values: dict[str, str], recipient: str) -> MIMEPart:
+        """multipart/mixed of the text and `accuse-de-reception.json`, or the text alone.
+
+        The JSON says in a machine-readable form what the text says, under the
+        same signature, so `gateway receipts verify` never parses French prose.
+        """
+        facts = receipt_facts(
+            values, issuer=self.from_address, recipient=recipient, issued_at=self._clock()
+        )
+        if facts is None:
+            return text
+        attachment = MIMEPart(policy=POLICY)
+        # base64: lines stay short and 7-bit whatever the file names hold, so no
+        # relay re-encodes the part (which would break the signature).
+        attachment.set_content(
+            encode_facts(facts), maintype="application", subtype=FACTS_SUBTYPE, cte="base64",
+            disposition="attachment", filename=FACTS_FILENAME,
+        )  # fmt: skip
+        mixed = MIMEPart(policy=POLICY)
+        mixed["Content-Type"] = f'multipart/mixed; boundary="=_mixed_{self._new_id()}"'
+        mixed.attach(text)
+        mixed.attach(attachment)
+        return mixed
+
+    def _key_values(self) -> dict[str, str]:
+        """Where a reader gets the key that signs receipts (the receipt template names it)."""
+        address = self.from_address
+        return {
+            "signing_address": address,
+            "signing_key_url": wkd_url(address),
+            "signing_fingerprint": (
+                format_fingerprint(self._signer.fingerprint) if self._signer else "(aucune)"
+            ),
+        }
 
     def _headers(self, recipient: str, subject: str) -> EmailMessage:
         headers = EmailMessage(policy=POLICY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.policy
+import json
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -11,15 +12,18 @@ from email.parser import BytesParser
 from pathlib import Path
 
 import dkim
+import jsonschema
 import pytest
 
 from gateway.app import Services
 from gateway.bootstrap import initialise
 from gateway.errors import ConfigError, InvalidAddress
-from gateway.outbox.compose import MailComposer
+from gateway.ingest.manifest import load_schema
+from gateway.outbox.compose import MailComposer, format_fingerprint
 from gateway.outbox.templates import Templates
 from gateway.settings import Settings
 from gateway.storage.crypto import GpgKeyring, ReceiptSigner
+from gateway.wkd import wkd_hash
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 RECEIPT_VALUES = {
@@ -30,6 +34,9 @@ RECEIPT_VALUES = {
     "received_at": "25/11/2026 à 09:30:00 UTC",
     "documents": "    1. compte de gestion.pdf\n       SHA-256 : " + "ab" * 32,
     "message_sha256": "cd" * 32,
+    "documents_json": json.dumps(
+        [{"name": "compte de gestion.pdf", "size": 5000, "sha256": "ab" * 32}]
+    ),
 }
 CODE_VALUES = {
     "court": "TJ-PARIS",
@@ -141,9 +148,40 @@ def test_compose_receipt_is_pgp_mime_that_gpg_verifies(
     fingerprint = ReceiptSigner(home.signing_key_file.read_text("ascii")).fingerprint
     assert keyring.verify_detached(part, signature, fingerprint=fingerprint)
     assert not keyring.verify_detached(part.replace(b"TJ-PARIS", b"TJ-LYON"), signature)
-    text = next(message.iter_parts()).get_content()
-    assert "compte de gestion.pdf" in text and "cd" * 32 in text
     assert dkim.verify(raw, dnsfunc=published_dns(home))
+    inner = next(message.iter_parts())
+    assert inner.get_content_type() == "multipart/mixed"
+    text_part, facts_part = inner.iter_parts()
+    text = text_part.get_content()
+    assert "compte de gestion.pdf" in text and "cd" * 32 in text
+    # The text says where to get the key that signs it.
+    assert format_fingerprint(fingerprint) in text
+    assert "gpg --locate-keys noreply@greffe.example" in text
+    assert "https://greffe.example/.well-known/openpgpkey/hu/" + wkd_hash("noreply") in text
+    assert facts_part.get_content_type() == "application/json"
+    assert facts_part.get_filename() == "accuse-de-reception.json"
+    facts = json.loads(facts_part.get_content())
+    jsonschema.validate(facts, load_schema("receipt"))
+    assert facts["submission_reference"] == "TJ-PARIS-2026-000001/1"
+    assert facts["received_at"] == "2026-11-25T09:30:00Z"
+    assert facts["recipient"] == "tuteur@famille.example"
+    assert facts["documents"] == [
+        {"index": 1, "name": "compte de gestion.pdf", "size": 5000, "sha256": "ab" * 32}
+    ]
+
+
+def test_compose_receipt_queued_before_facts_is_signed_text(
+    composer: MailComposer, keyring: GpgKeyring
+) -> None:
+    # An outbox row written before `documents_json` existed still composes, as before.
+    values = {k: v for k, v in RECEIPT_VALUES.items() if k != "documents_json"}
+
+    raw = composer.compose("receipt", "tuteur@famille.example", **values)
+
+    inner = next(parse(raw).iter_parts())
+    assert inner.get_content_type() == "text/plain"
+    part, signature = signed_part(raw)
+    assert keyring.verify_detached(part, signature)
 
 
 def test_compose_any_kind_can_be_pgp_signed(home: Settings, keyring: GpgKeyring) -> None:

@@ -94,8 +94,8 @@ def test_receipt_signed_and_lists_hashes(world: World) -> None:
     settings = world.gw.services.settings
     record = f"v=DKIM1; k=rsa; p={settings.dkim_pub_file.read_text('ascii').strip()}".encode()
     assert dkim.verify(receipt[2], dnsfunc=lambda name, timeout=5: record)
-    signed_part = message.get_payload(0)
-    text = signed_part.get_content()
+    signed_part = message.get_payload(0)  # multipart/mixed: the text and its JSON facts
+    text = signed_part.get_body(("plain",)).get_content()
     assert reply.split()[-1] in text
     assert hashlib.sha256(PDF).hexdigest() in text
 

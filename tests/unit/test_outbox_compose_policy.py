@@ -25,6 +25,7 @@ class FixedSigner:
     """Deterministic stand-in for ReceiptSigner (real signatures carry their creation time)."""
 
     micalg = "pgp-sha256"
+    fingerprint = "0123456789ABCDEF0123456789ABCDEF01234567"
 
     def sign_detached(self, data: bytes) -> str:
         return "-----BEGIN PGP SIGNATURE-----\n\nc2lnbmF0dXJl\n-----END PGP SIGNATURE-----\n"

@@ -36,6 +36,11 @@ VALUES = {
         "court": "TJ-PARIS", "measure": "12/345", "request_reference": "TJ-PARIS-2026-000001",
         "submission_reference": "TJ-PARIS-2026-000001/1", "received_at": "25/11/2026",
         "documents": "    1. compte.pdf", "message_sha256": "ab" * 32,
+        # Where to get the signing key: values the composer adds to every receipt.
+        "signing_fingerprint": "8515 4868 00E1 983D E84E  1D60 3C82 9472 01DD 32A7",
+        "signing_address": "noreply@greffe.example",
+        "signing_key_url": "https://greffe.example/.well-known/openpgpkey/hu/"
+        "nwnwrk3rczw4ou5x56ibcrdatrgf1xag?l=noreply",
     },
     "state": {"reference": "TJ-PARIS-2026-000001", "status": "ouverte", "submissions": "    -"},
     "rejection": {"reference": "TJ-PARIS-2026-000001", "reason": "pièce illisible"},
