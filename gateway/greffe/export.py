@@ -19,7 +19,7 @@ from gateway.errors import GatewayError, InputError, NotFound
 from gateway.ingest.documents import sanitise_filename
 from gateway.ingest.manifest import encode, request_manifest, rfc3339
 from gateway.model import court_code
-from gateway.storage.blobstore import BlobStore
+from gateway.storage.blobstore import BlobStorage
 from gateway.storage.crypto import GpgKeyring
 from gateway.storage.db import Database
 from gateway.storage.models import Blob, Court, Document, Registration, Request, Submission
@@ -97,7 +97,7 @@ class _Staged:
 class Exporter:
     """Decrypts with the greffe's keyring and writes only what verifies."""
 
-    def __init__(self, db: Database, blobs: BlobStore, keyring: GpgKeyring) -> None:
+    def __init__(self, db: Database, blobs: BlobStorage, keyring: GpgKeyring) -> None:
         self.db = db
         self.blobs = blobs
         self.keyring = keyring

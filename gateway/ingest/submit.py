@@ -32,7 +32,7 @@ from gateway.otp.codes import find_code_in_subject, normalise_code
 from gateway.otp.service import CodeService
 from gateway.outbox.queue import enqueue
 from gateway.outbox.templates import DocumentLine, format_documents, format_utc
-from gateway.storage.blobstore import BlobStore
+from gateway.storage.blobstore import BlobStorage
 from gateway.storage.crypto import Encryptor
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import Batch, GroupCommitter
@@ -143,7 +143,7 @@ class SubmissionStore:
         *,
         db: Database,
         codes: CodeService,
-        blobs: BlobStore,
+        blobs: BlobStorage,
         policy: DocumentPolicy,
         disk_reserve: int,
         clock: Clock,
