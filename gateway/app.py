@@ -25,7 +25,8 @@ from gateway.otp.service import CodePolicy, CodeService
 from gateway.outbox.compose import MailComposer
 from gateway.settings import Settings
 from gateway.storage import migrate
-from gateway.storage.blobstore import BlobStore
+from gateway.storage.blobbackend import open_blob_store
+from gateway.storage.blobstore import BlobStorage
 from gateway.storage.crypto import GpgKeyring, ReceiptSigner
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import GroupCommitter
@@ -124,8 +125,8 @@ class Services:
         )
 
     @functools.cached_property
-    def blobs(self) -> BlobStore:
-        return BlobStore(self.settings.blob_dir)
+    def blobs(self) -> BlobStorage:
+        return open_blob_store(self.settings)
 
     @functools.cached_property
     def submissions(self) -> SubmissionStore:
