@@ -57,7 +57,7 @@ def test_blobs_secret_key_file_relative_to_the_config(tmp_path: Path) -> None:
 
 def test_blobs_secret_key_file_unreadable_names_the_key(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, S3 + "access_key='AK'\nsecret_key_file='nope'\n"), {})
-    with pytest.raises(ConfigError, match="blobs.secret_key_file"):
+    with pytest.raises(ConfigError, match=r"blobs\.secret_key_file"):
         open_blob_store(settings)
 
 
