@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,11 +17,18 @@ from gateway.cli.main import main
 from gateway.storage.models import Blob, Document, Submission
 from gateway.storage.s3blobs import S3BlobStore
 from tests.fixtures.gatewayserver import COURT, GatewayFactory, World, make_world
-from tests.fixtures.gpgkeys import CourtKey
+from tests.fixtures.gpgkeys import CourtKey, kill_agent
 from tests.fixtures.seaweed import SeaweedServer
 from tests.fixtures.smtpsink import SmtpSink
 
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n" + b"y" * 4000
+
+
+@pytest.fixture(autouse=True)
+def _stop_gateway_gpg_agent(gateway_config: Path) -> Iterator[None]:
+    """The gateway's own keyring starts a gpg-agent (court key imports); stop it afterwards."""
+    yield
+    kill_agent(gateway_config.parent / "var" / "gnupg")
 
 
 def s3_world(
