@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -81,15 +81,16 @@ def connect(options: S3Options) -> S3Client:
     Configured endpoint URLs in the environment or ``~/.aws`` are ignored:
     the gateway's settings alone say where blobs go.
     """
+    # Not in botocore-stubs yet (botocore has it since 1.31), hence passed untyped.
+    untyped: dict[str, Any] = {"ignore_configured_endpoint_urls": True}
     config = Config(
         region_name=options.region,
         connect_timeout=options.timeout,
         read_timeout=options.timeout,
-        retries={"max_attempts": options.max_attempts, "mode": "standard"},
+        retries={"total_max_attempts": options.max_attempts, "mode": "standard"},
         max_pool_connections=16,
         s3={"addressing_style": "path" if options.addressing_style == "path" else "virtual"},
-        # The stubs lag botocore here: the option exists since botocore 1.31.
-        ignore_configured_endpoint_urls=True,  # type: ignore[call-arg]
+        **untyped,
     )
     session = boto3.session.Session(
         aws_access_key_id=options.access_key or None,

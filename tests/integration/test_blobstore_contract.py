@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 import time
 import uuid
@@ -295,3 +296,23 @@ def test_s3_server_stopped_mid_write_is_unavailable_and_leaves_no_object(
     assert store.read(kept) == b"acknowledged before the crash"
     assert not store.exists(key)
     assert list(store.iter_keys()) == [kept]
+
+
+def test_s3_refused_connection_tried_max_attempts_then_unavailable() -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = S3Options(
+        bucket="greffe",
+        endpoint=f"http://127.0.0.1:{port}",
+        access_key="AK",
+        secret_key="s",
+        max_attempts=3,
+    )
+    store = S3BlobStore.open(options)
+    sent = count_requests(store)
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable):
+        store.write(store.new_key("raw", DAY), b"x")
+    assert len(sent) == 3
+    assert time.monotonic() - started < 8
