@@ -52,7 +52,8 @@ from gateway.smtp.limits import ClientTracker, SmtpLimits
 from gateway.smtp.listener import ListenerSpec, SmtpListener, TlsMode, make_tls_context
 from gateway.storage import migrate
 from gateway.storage.audit import lock_head
-from gateway.storage.blobstore import BlobStore
+from gateway.storage.blobbackend import open_blob_store
+from gateway.storage.blobstore import BlobStorage
 from gateway.storage.crypto import GpgKeyring, ReceiptSigner
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import GroupCommitter
@@ -190,8 +191,8 @@ class Services:
         )
 
     @functools.cached_property
-    def blobs(self) -> BlobStore:
-        return BlobStore(self.settings.blob_dir)
+    def blobs(self) -> BlobStorage:
+        return open_blob_store(self.settings)
 
     @functools.cached_property
     def committer(self) -> GroupCommitter:

@@ -215,6 +215,72 @@ class LoggingSection(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_PREFIX_PART_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_REGION_RE = re.compile(r"[a-z0-9-]{1,32}")
+_ENDPOINT_RE = re.compile(r"(https?)://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?/?")
+
+
+def endpoint_host(endpoint: str) -> tuple[str, str]:
+    """The scheme and host of an S3 endpoint URL (``http(s)://host[:port]``, nothing else)."""
+    match = _ENDPOINT_RE.fullmatch(endpoint)
+    if not match:
+        raise ValueError(f"expected http(s)://host[:port], got {endpoint!r}")
+    return match.group(1), match.group(2).strip("[]")
+
+
+class BlobsSection(Section):
+    """Where blobs are kept: a local directory (``data_dir/blobs``) or an S3 bucket."""
+
+    backend: Literal["dir", "s3"] = "dir"
+    endpoint: str = ""
+    bucket: str = ""
+    region: str = "us-east-1"
+    prefix: str = ""
+    access_key: str = ""
+    secret_key: SecretStr = SecretStr("")
+    secret_key_file: Path | None = None
+    addressing_style: Literal["path", "virtual"] = "path"
+    ca_file: Path | None = None
+    timeout: float = Field(default=5.0, gt=0, le=300)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value:
+            endpoint_host(value)
+        return value.rstrip("/")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if value and not _BUCKET_RE.fullmatch(value):
+            raise ValueError("expected an S3 bucket name (3-63 of a-z 0-9 . -)")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not _REGION_RE.fullmatch(value):
+            raise ValueError("expected a region name such as 'eu-west-3'")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        parts = value.strip("/").split("/") if value.strip("/") else []
+        for part in parts:
+            if part in (".", "..") or not _PREFIX_PART_RE.fullmatch(part):
+                raise ValueError("expected folder names of A-Z a-z 0-9 _ . - joined by '/'")
+        return "/".join(parts)
+
+    @field_validator("secret_key_file", "ca_file", mode="before")
+    @classmethod
+    def _empty_path(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+
 class RetentionSection(Section):
     requests: Duration = timedelta(days=3650)
 
@@ -261,6 +327,7 @@ class Settings(Section):
     http: HttpSection = HttpSection()
     logging: LoggingSection = LoggingSection()
     retention: RetentionSection = RetentionSection()
+    blobs: BlobsSection = BlobsSection()
     imap: ImapSection = ImapSection()
 
     config_path: Path | None = None
@@ -348,6 +415,14 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             "tls_key": rel(settings.smtp.tls_key) if settings.smtp.tls_key else None,
         }
     )
+    blobs = settings.blobs.model_copy(
+        update={
+            "secret_key_file": rel(settings.blobs.secret_key_file)
+            if settings.blobs.secret_key_file
+            else None,
+            "ca_file": rel(settings.blobs.ca_file) if settings.blobs.ca_file else None,
+        }
+    )
     mailboxes = [
         m.model_copy(update={"password_file": rel(m.password_file) if m.password_file else None})
         for m in settings.imap.mailboxes
@@ -359,6 +434,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             ),
             "database": settings.database.model_copy(update={"url": SecretStr(url)}),
             "smtp": smtp,
+            "blobs": blobs,
             "imap": ImapSection(mailboxes=mailboxes),
         }
     )
@@ -382,6 +458,27 @@ def _check_semantics(settings: Settings) -> None:
             )
     if bool(settings.smtp.tls_cert) != bool(settings.smtp.tls_key):
         raise ConfigError("invalid configuration: smtp.tls_cert and smtp.tls_key go together")
+    if settings.blobs.backend == "s3":
+        _check_s3(settings.blobs)
+
+
+def _check_s3(blobs: BlobsSection) -> None:
+    def refuse(reason: str) -> ConfigError:
+        return ConfigError(f"invalid configuration: {reason}")
+
+    if not blobs.bucket:
+        raise refuse("blobs.bucket: required when blobs.backend is 's3'")
+    if blobs.endpoint:
+        scheme, host = endpoint_host(blobs.endpoint)
+        if scheme == "http" and not is_loopback(host):
+            raise refuse("blobs.endpoint: plain http is allowed only for a loopback host")
+    has_secret = bool(blobs.secret_key.get_secret_value())
+    if has_secret and blobs.secret_key_file:
+        raise refuse("blobs.secret_key and blobs.secret_key_file: give one, not both")
+    if blobs.access_key and not (has_secret or blobs.secret_key_file):
+        raise refuse("blobs.secret_key: required with blobs.access_key (or secret_key_file)")
+    if (has_secret or blobs.secret_key_file) and not blobs.access_key:
+        raise refuse("blobs.access_key: required with a secret key")
 
 
 def load_settings(

@@ -16,6 +16,7 @@ from tests.fixtures.dovecot import dovecot, dovecot_tls, imap_cert  # noqa: F401
 from tests.fixtures.gatewayserver import gateway_factory, world  # noqa: F401
 from tests.fixtures.gpgkeys import court_key, second_court_key  # noqa: F401
 from tests.fixtures.postgres import PostgresCluster, postgres_cluster  # noqa: F401
+from tests.fixtures.seaweed import seaweed, seaweed_private  # noqa: F401
 from tests.fixtures.smtpsink import smtp_sink  # noqa: F401
 from tests.fixtures.tlscert import tls_files  # noqa: F401
 

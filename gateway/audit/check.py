@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.audit.chain import verify_chain
+from gateway.errors import NotFound
 from gateway.storage.audit import AuditRepository, append_event
-from gateway.storage.blobstore import BlobStore
+from gateway.storage.blobstore import BlobStorage
 from gateway.storage.db import Database
 from gateway.storage.imap import unstripped_before
 from gateway.storage.requests import RequestRepository
@@ -36,7 +37,7 @@ class Findings:
 
 
 def run_check(
-    db: Database, blobs: BlobStore, now: datetime, progress: Progress | None = None
+    db: Database, blobs: BlobStorage, now: datetime, progress: Progress | None = None
 ) -> Findings:
     """Run every check, record the report and an audit event; never raises for findings."""
     findings = Findings()
@@ -60,7 +61,7 @@ def run_check(
 
 
 def _check_blobs(
-    db: Database, blobs: BlobStore, now: datetime, findings: Findings, progress: Progress | None
+    db: Database, blobs: BlobStorage, now: datetime, findings: Findings, progress: Progress | None
 ) -> None:
     with db.reading() as session:
         recorded = BlobRepository(session).hashes()
@@ -80,9 +81,11 @@ def _check_blobs(
             progress(1)
 
 
-def _age(blobs: BlobStore, key: str, now: datetime) -> timedelta:
-    mtime = (blobs.root / key).stat().st_mtime
-    return now - datetime.fromtimestamp(mtime, tz=now.tzinfo)
+def _age(blobs: BlobStorage, key: str, now: datetime) -> timedelta:
+    try:
+        return now - blobs.modified_at(key)
+    except NotFound:  # removed since it was listed (a discarded write): no orphan
+        return timedelta(0)
 
 
 def _check_states(db: Database, now: datetime, findings: Findings) -> None:

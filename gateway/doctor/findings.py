@@ -10,7 +10,7 @@ from typing import Protocol, TypeVar
 
 from gateway.errors import DnsTemporaryFailure
 from gateway.settings import Settings
-from gateway.storage.blobstore import BlobStore
+from gateway.storage.blobstore import BlobStorage
 from gateway.storage.db import Database
 
 # A certificate or a court key that lapses sooner than this needs attention now.
@@ -68,7 +68,7 @@ class Deployment:
     settings: Settings
     resolver: DnsLookups
     db: Database
-    blobs: BlobStore
+    blobs: BlobStorage
     now: datetime
 
 

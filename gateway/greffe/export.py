@@ -16,7 +16,7 @@ from gateway.errors import GatewayError, InputError, NotFound
 from gateway.ingest.documents import sanitise_filename
 from gateway.ingest.manifest import encode, request_manifest, rfc3339
 from gateway.model import court_code
-from gateway.storage.blobstore import BlobStore
+from gateway.storage.blobstore import BlobStorage
 from gateway.storage.courts import CourtRepository
 from gateway.storage.crypto import GpgKeyring
 from gateway.storage.db import Database, Session
@@ -77,7 +77,7 @@ class _Staged:
 class Exporter:
     """Decrypts with the greffe's keyring and writes only what verifies."""
 
-    def __init__(self, db: Database, blobs: BlobStore, keyring: GpgKeyring) -> None:
+    def __init__(self, db: Database, blobs: BlobStorage, keyring: GpgKeyring) -> None:
         self.db = db
         self.blobs = blobs
         self.keyring = keyring

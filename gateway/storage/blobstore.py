@@ -1,8 +1,11 @@
-"""The blob store: encrypted blobs as files under one directory, written durably and atomically.
+"""The blob store: the contract every backend keeps, and its directory backend.
 
-Every method does blocking file I/O: async callers run them in a worker
-thread (``asyncio.to_thread``).  A key never comes from outside unchecked:
-each one is matched against a strict pattern before it touches the disk.
+`BlobStorage` is what callers use; `BlobStore` keeps encrypted blobs as files
+under one directory, written durably and atomically (the S3 backend is in
+``s3blobs``).  Every method does blocking I/O: async callers run them in a
+worker thread (``asyncio.to_thread``).  A key never comes from outside
+unchecked: each one is matched against a strict pattern (`check_key`) before
+it reaches the disk or the network.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from gateway.errors import DiskFull, NotFound, StorageUnavailable
 
@@ -26,6 +30,84 @@ _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _KEY_RE = re.compile(rf"[0-9]{{4}}/[0-9]{{2}}/[0-9]{{2}}/{_UUID}\.(?:raw|doc|manifest)\.pgp")
 _TEMP_RE = re.compile(r"\.[^/]+\.tmp")
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class BlobStorage(Protocol):
+    """What the gateway needs of a blob store, whatever keeps the bytes.
+
+    The promise callers rely on: once `write` (and, for a caller that asked
+    for deferred syncing, `sync_files` and `sync_directory`) has returned,
+    the blob survives a crash of this host, so a database row may refer to
+    it.  Keys come from `new_key` and are checked again on every call.
+    """
+
+    def new_key(self, kind: str, now: datetime) -> str:
+        """A fresh key for a blob of ``kind`` (raw, doc, manifest) received at ``now``."""
+        ...
+
+    def write(self, key: str, data: bytes, *, sync_dir: bool = True, sync: bool = True) -> str:
+        """Store ``data`` under ``key``; return its SHA-256 (hex)."""
+        ...
+
+    def directory_of(self, key: str) -> Path:
+        """What to hand `sync_directory` to make ``key``'s name durable (one call per batch)."""
+        ...
+
+    def sync_files(self, keys: Sequence[str]) -> None:
+        """Make the contents of ``keys`` (written with ``sync=False``) durable."""
+        ...
+
+    def sync_directory(self, directory: Path) -> None:
+        """Make the names written in ``directory`` (with ``sync_dir=False``) durable."""
+        ...
+
+    def read(self, key: str) -> bytes:
+        """The blob's bytes; `NotFound` if there is none."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> bool:
+        """Remove a blob; return whether it existed (deleting twice is not an error)."""
+        ...
+
+    def iter_keys(self) -> Iterator[str]:
+        """Every blob key in the store, in sorted order; other names are skipped."""
+        ...
+
+    def modified_at(self, key: str) -> datetime:
+        """When the blob was last written (UTC-aware); `NotFound` if there is none."""
+        ...
+
+    def sweep_temp(self, older_than: timedelta, *, now: datetime | None = None) -> int:
+        """Remove leftovers of interrupted writes older than ``older_than``; return how many."""
+        ...
+
+    def free_bytes(self) -> int:
+        """Room left for blobs, compared with ``limits.disk_reserve_bytes`` before a write."""
+        ...
+
+
+def check_key(key: str) -> str:
+    """``key`` itself if it is a well-formed blob key; `ValueError` otherwise."""
+    if not _KEY_RE.fullmatch(key):
+        raise ValueError("invalid blob key")
+    return key
+
+
+def is_key(name: str) -> bool:
+    """Whether ``name`` is named like a blob key (listings skip anything else)."""
+    return _KEY_RE.fullmatch(name) is not None
+
+
+def new_blob_key(kind: str, now: datetime, new_id: Callable[[], uuid.UUID]) -> str:
+    """``YYYY/MM/DD/<uuid>.<kind>.pgp`` for a blob of ``kind`` received at ``now``."""
+    if kind not in KINDS:
+        raise ValueError(f"blob kind must be one of {', '.join(KINDS)}")
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    day = now.astimezone(UTC).strftime("%Y/%m/%d")
+    return f"{day}/{new_id()}.{kind}.pgp"
 
 
 class BlobStore:
@@ -41,12 +123,7 @@ class BlobStore:
 
     def new_key(self, kind: str, now: datetime) -> str:
         """A fresh key for a blob of ``kind`` (raw, doc, manifest) received at ``now``."""
-        if kind not in KINDS:
-            raise ValueError(f"blob kind must be one of {', '.join(KINDS)}")
-        if now.tzinfo is None:
-            raise ValueError("now must be timezone-aware")
-        day = now.astimezone(UTC).strftime("%Y/%m/%d")
-        return f"{day}/{self._new_id()}.{kind}.pgp"
+        return new_blob_key(kind, now, self._new_id)
 
     def write(self, key: str, data: bytes, *, sync_dir: bool = True, sync: bool = True) -> str:
         """Store ``data`` durably under ``key``; return its SHA-256 (hex).
@@ -135,8 +212,18 @@ class BlobStore:
             relative = Path(dirpath).relative_to(self._root)
             for name in sorted(filenames):
                 key = (relative / name).as_posix()
-                if _KEY_RE.fullmatch(key):
+                if is_key(key):
                     yield key
+
+    def modified_at(self, key: str) -> datetime:
+        """The file's modification time."""
+        try:
+            mtime = self._path(key).stat().st_mtime
+        except FileNotFoundError:
+            raise NotFound(f"blob {key} not found") from None
+        except OSError:
+            raise StorageUnavailable("blob store unavailable") from None
+        return datetime.fromtimestamp(mtime, tz=UTC)
 
     def sweep_temp(self, older_than: timedelta, *, now: datetime | None = None) -> int:
         """Remove temporary files left by interrupted writes; return how many were removed.
@@ -168,9 +255,7 @@ class BlobStore:
         return shutil.disk_usage(probe).free
 
     def _path(self, key: str) -> Path:
-        if not _KEY_RE.fullmatch(key):
-            raise ValueError("invalid blob key")
-        return self._root.joinpath(*key.split("/"))
+        return self._root.joinpath(*check_key(key).split("/"))
 
     def _make_parents(self, directory: Path) -> None:
         """Create missing directories, fsyncing each parent so the new entry is durable."""

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from gateway.errors import KeyRefused
 from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Clock
-from gateway.storage.blobstore import BlobStore
+from gateway.storage.blobstore import BlobStorage
 from gateway.storage.courts import CourtRepository
 from gateway.storage.crypto import Encryptor
 from gateway.storage.groupcommit import Batch
@@ -60,7 +60,7 @@ class CourtEncryptors:
 class PayloadWriter:
     """Encrypts and writes a submission's blobs; removes them again if its commit fails."""
 
-    def __init__(self, blobs: BlobStore, clock: Clock, observe: Observe = no_observe) -> None:
+    def __init__(self, blobs: BlobStorage, clock: Clock, observe: Observe = no_observe) -> None:
         self.blobs = blobs
         self.clock = clock
         self.observe = observe
