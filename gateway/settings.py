@@ -395,6 +395,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             "tls_key": rel(settings.smtp.tls_key) if settings.smtp.tls_key else None,
         }
     )
+
     def rel_or_none(path: Path | None) -> Path | None:
         return rel(path) if path else None
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from gateway.errors import ConfigError
 from gateway.imap.client import ImapClient, Resolver, system_resolver
 from gateway.imap.lease import DbLease, LeaseLost, new_holder_id
+from gateway.imap.oauth import token_source_for
 from gateway.imap.puller import (
     DEFAULT_BATCH,
     DEFAULT_STRIP_BATCH,
@@ -168,10 +169,12 @@ def runner_for(
         checkpoint=seams.checkpoint,
     )
 
+    tokens = None if mailbox.auth == "password" else token_source_for(mailbox)
+
     async def connect() -> ImapClient:
         return await ImapClient.connect(
             mailbox,
-            mailbox_password(mailbox),
+            tokens or mailbox_password(mailbox),  # a password is read anew for each session
             resolve=seams.resolve,
             tls_context=seams.tls_context,
         )
