@@ -440,6 +440,7 @@ def parse_internal_date(text: str) -> datetime | None:
         return None
 
 
+_NOT_SPECIAL = ("\\haschildren", "\\hasnochildren", "\\noselect", "\\noinferiors", "\\marked")
 _LIST_LINE = re.compile(rb'^\(([^)]*)\) (?:"(?:[^"\\]|\\.)*"|NIL) (.*)$')
 
 
@@ -464,8 +465,8 @@ def special_uses(lines: Sequence[Any]) -> dict[str, str]:
         else:
             continue
         for attribute in pending:
-            if attribute.lower() not in ("\\haschildren", "\\hasnochildren", "\\noselect"):
-                found.setdefault(attribute.capitalize(), name)
+            if attribute.startswith("\\") and attribute.lower() not in _NOT_SPECIAL:
+                found.setdefault("\\" + attribute[1:].capitalize(), name)  # any case: \\All
         pending = []
     return found
 

@@ -9,6 +9,7 @@ a server ending sessions at expiry (as Exchange Online does) is played by
 from __future__ import annotations
 
 import asyncio
+import logging
 import stat
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ImapUnavailable
+from gateway.imap.oauth import oauthbearer_response, xoauth2_response
 from gateway.imap.state import MessageKey
 from gateway.imap.stub import STUB_HEADER
 from gateway.imap.watch import ImapSeams
@@ -65,10 +67,17 @@ def command_settings(tmp_path: Path, token: str) -> dict[str, object]:
 
 @pytest.mark.parametrize("auth", ["xoauth2", "oauthbearer"])
 async def test_imap_oauth_pull_once_with_grant(
-    world: World, dovecot_oauth: Dovecot, oauth_server: OAuthServer, tmp_path: Path, auth: str
+    world: World,
+    dovecot_oauth: Dovecot,
+    oauth_server: OAuthServer,
+    tmp_path: Path,
+    auth: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # aioimaplib logs every line it sends and receives
     raw = submission_message(world, world.request_code())
     dovecot_oauth.append(raw)
+    first_refresh = oauth_server.refresh_token
 
     summary = await runner(
         world.gw.services, dovecot_oauth, **grant_settings(oauth_server, tmp_path, auth)
@@ -85,6 +94,14 @@ async def test_imap_oauth_pull_once_with_grant(
     )
     assert oauth_server.introspected and not oauth_server.refused_tokens
     assert f"method={auth.upper()}" in dovecot_oauth.log()
+    [token] = oauth_server.tokens
+    secrets = [token, first_refresh, oauth_server.refresh_token, CLIENT_SECRET]
+    secrets += [
+        xoauth2_response(dovecot_oauth.user, token),
+        oauthbearer_response(dovecot_oauth.user, token, "127.0.0.1", dovecot_oauth.port),
+    ]
+    assert "Sending" in caplog.text  # the debug log was on
+    assert not [secret for secret in secrets if secret in caplog.text]
 
 
 async def test_imap_oauth_refresh_before_expiry_writes_rotated_token_back(
