@@ -166,11 +166,14 @@ class ImapClient:
                 await command
             raise SessionEnded
         try:
-            return command.result()
+            response = command.result()
         except (TimeoutError, OSError, aioimaplib.AioImapException) as exc:
             if imap.lost.is_set():
                 raise SessionEnded from exc
             raise ImapUnavailable(f"imap {self.name}: {what} failed") from exc
+        if imap.lost.is_set() and getattr(response, "result", "OK") != "OK":
+            raise SessionEnded  # refused because the session had ended, not for itself
+        return response
 
     async def _resume(self, what: str) -> None:
         """A new session in place of the one the server ended, on the same folder."""

@@ -65,31 +65,50 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class _PinnedImap(aioimaplib.IMAP4):  # type: ignore[misc]
-    """IMAP4 that connects to a given address and checks TLS against the host name.
+class EndingProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
+    """aioimaplib's protocol, telling when the server ends the session.
 
-    `lost` is set when the connection goes away: aioimaplib leaves a command
-    in flight waiting for its timeout then, which we must not.
+    `lost` is set when the connection goes away, or when the server says
+    `* BYE` outside LOGOUT (Exchange Online sends "BYE Session invalidated -
+    AccessTokenExpired" in the middle of a command, and may then answer
+    further commands with BAD rather than close).  aioimaplib ignores both:
+    a command in flight would wait for its timeout.
     """
+
+    def __init__(self, loop: Any) -> None:
+        self.lost = asyncio.Event()
+        super().__init__(loop, lambda _exc: self.lost.set())
+
+    def _handle_line(self, line: bytes, current_cmd: Any) -> Any:
+        if line.startswith(b"* BYE") and not self._logging_out():
+            self.lost.set()
+            if self.transport is not None:
+                self.transport.close()  # the session is over whatever comes next
+        return super()._handle_line(line, current_cmd)
+
+    def _logging_out(self) -> bool:
+        """A BYE is the normal answer to LOGOUT (and a greeting BYE is the hello's failure)."""
+        pending = self.pending_sync_command
+        return self.state in (aioimaplib.CONNECTED, aioimaplib.LOGOUT) or (
+            pending is not None and pending.name == "LOGOUT"
+        )
+
+
+class _PinnedImap(aioimaplib.IMAP4):  # type: ignore[misc]
+    """IMAP4 that connects to a given address and checks TLS against the host name."""
 
     def __init__(
         self, address: str, port: int, server_hostname: str, tls: ssl.SSLContext | None
     ) -> None:
         self._server_hostname = server_hostname
-        self.lost = asyncio.Event()
-        super().__init__(
-            host=address,
-            port=port,
-            timeout=TIMEOUT,
-            ssl_context=tls,
-            conn_lost_cb=lambda _exc: self.lost.set(),
-        )
+        super().__init__(host=address, port=port, timeout=TIMEOUT, ssl_context=tls)
+        self.lost: asyncio.Event = self.protocol.lost
 
     def create_client(
         self, host: str, port: int, loop: Any, conn_lost_cb: Any = None, ssl_context: Any = None
     ) -> None:
         local_loop = loop or asyncio.get_running_loop()
-        self.protocol = aioimaplib.IMAP4ClientProtocol(local_loop, conn_lost_cb)
+        self.protocol = EndingProtocol(local_loop)
         self._client_task = local_loop.create_task(
             local_loop.create_connection(
                 lambda: self.protocol,
