@@ -331,7 +331,9 @@ class ImapClient:
             try:
                 await _first_exists(imap, stop)
             finally:
-                if not imap.lost.is_set():
+                if imap.lost.is_set():
+                    idle.cancel()  # its tagged answer will never come
+                else:
                     imap.idle_done()
                     await asyncio.wait_for(idle, TIMEOUT)
         except (TimeoutError, OSError, aioimaplib.AioImapException) as exc:

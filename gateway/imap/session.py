@@ -71,8 +71,9 @@ class EndingProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     `lost` is set when the connection goes away, or when the server says
     `* BYE` outside LOGOUT (Exchange Online sends "BYE Session invalidated -
     AccessTokenExpired" in the middle of a command, and may then answer
-    further commands with BAD rather than close).  aioimaplib ignores both:
-    a command in flight would wait for its timeout.
+    further commands with BAD rather than close: reported in aioimaplib's
+    issue 83 and imapsync's issue 250).  aioimaplib ignores both: a command
+    in flight would wait for its timeout.
     """
 
     def __init__(self, loop: Any) -> None:
