@@ -8,7 +8,6 @@ in (address checks, TLS, password or OAuth2 token) is `gateway.imap.session`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import ssl
@@ -162,8 +161,9 @@ class ImapClient:
             lost.cancel()
         if not command.done():
             command.cancel()
-            with contextlib.suppress(BaseException):
-                await command
+            await asyncio.wait({command})  # let it finish cancelling; its outcome is moot
+            if not command.cancelled():
+                command.exception()  # retrieved: asyncio would log it otherwise
             raise SessionEnded
         try:
             response = command.result()
