@@ -25,6 +25,7 @@ from pathlib import Path
 from gateway.admin import Admin
 from gateway.errors import ConfigError
 from gateway.imap.client import ImapClient
+from gateway.imap.oauth import token_source_for
 from gateway.imap.puller import MailboxPuller, PullerDeps
 from gateway.imap.watch import ImapSeams, MailboxRunner, lease_ttl, mailbox_password
 from gateway.ingest.codereq import CodeIssuer
@@ -306,9 +307,15 @@ def mailbox_runner(
         checkpoint=seams.checkpoint,
     )
 
+    # One token source per runner: its cached access token outlives a connection.
+    tokens = None if mailbox.auth == "password" else token_source_for(mailbox)
+
     async def connect() -> ImapClient:
         return await ImapClient.connect(
-            mailbox, mailbox_password(mailbox), resolve=seams.resolve, tls_context=seams.tls_context
+            mailbox,
+            tokens or mailbox_password(mailbox),  # a password is read anew for each session
+            resolve=seams.resolve,
+            tls_context=seams.tls_context,
         )
 
     return MailboxRunner(puller, connect)

@@ -298,11 +298,77 @@ class ImapMailbox(Section):
     mode: Literal["ingest", "scrub"] = "ingest"
     allow_private: bool = False
     poll_interval: Duration = timedelta(seconds=60)
+    auth: Literal["password", "xoauth2", "oauthbearer"] = "password"
+    """How to log in: LOGIN with the password, or AUTHENTICATE with an OAuth2 access token."""
+    token_endpoint: str = ""
+    """OAuth2 token endpoint for the refresh-token grant (https; http only on loopback)."""
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
+    client_secret_file: Path | None = None
+    refresh_token_file: Path | None = None
+    """Holds the refresh token; a rotated one is written back here (0600)."""
+    scope: str = ""
+    token_command: list[str] = []
+    """Instead of the grant: a program (argv, no shell) printing an access token on stdout."""
+    token_timeout: Duration = timedelta(seconds=30)
 
-    @field_validator("password_file", mode="before")
+    @field_validator("password_file", "client_secret_file", "refresh_token_file", mode="before")
     @classmethod
     def _empty_path(cls, value: object) -> object:
         return None if value in ("", None) else value
+
+
+_TOKEN_KEYS = (
+    "token_endpoint",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "refresh_token_file",
+    "scope",
+    "token_command",
+)
+
+
+def mailbox_auth_problem(mailbox: ImapMailbox) -> str:
+    """What is wrong with a mailbox's credentials, as "key: reason"; empty when nothing is.
+
+    Also checked where a mailbox is used (a mailbox built in code skips `load_settings`).
+    """
+    given = [key for key in _TOKEN_KEYS if _is_set(getattr(mailbox, key))]
+    if mailbox.auth == "password":
+        return f"{given[0]}: only used with auth = xoauth2 or oauthbearer" if given else ""
+    if mailbox.password.get_secret_value() or mailbox.password_file:
+        key = "password" if mailbox.password.get_secret_value() else "password_file"
+        return f"{key}: not used with auth = {mailbox.auth} (a token source replaces it)"
+    if mailbox.token_command:
+        grant = [key for key in given if key != "token_command"]
+        return f"{grant[0]}: not used with token_command" if grant else ""
+    for key in ("token_endpoint", "client_id", "refresh_token_file"):
+        if not _is_set(getattr(mailbox, key)):
+            return (
+                f"{key}: auth = {mailbox.auth} needs a token source: token_endpoint, "
+                "client_id and refresh_token_file, or token_command"
+            )
+    if mailbox.client_secret.get_secret_value() and mailbox.client_secret_file:
+        return "client_secret_file: give client_secret or client_secret_file, not both"
+    return _endpoint_problem(mailbox.token_endpoint)
+
+
+def _endpoint_problem(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    host = host[1:].split("]", 1)[0] if host.startswith("[") else host.split(":", 1)[0]
+    if scheme == "https" and host:
+        return ""
+    if scheme == "http" and is_loopback(host):
+        return ""
+    return "token_endpoint: expected an https:// URL (http:// only for a loopback host)"
+
+
+def _is_set(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value())
+    return bool(value)
 
 
 class ImapSection(Section):
@@ -415,16 +481,24 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             "tls_key": rel(settings.smtp.tls_key) if settings.smtp.tls_key else None,
         }
     )
+
+    def rel_or_none(path: Path | None) -> Path | None:
+        return rel(path) if path else None
+
     blobs = settings.blobs.model_copy(
         update={
-            "secret_key_file": rel(settings.blobs.secret_key_file)
-            if settings.blobs.secret_key_file
-            else None,
-            "ca_file": rel(settings.blobs.ca_file) if settings.blobs.ca_file else None,
+            "secret_key_file": rel_or_none(settings.blobs.secret_key_file),
+            "ca_file": rel_or_none(settings.blobs.ca_file),
         }
     )
     mailboxes = [
-        m.model_copy(update={"password_file": rel(m.password_file) if m.password_file else None})
+        m.model_copy(
+            update={
+                "password_file": rel_or_none(m.password_file),
+                "client_secret_file": rel_or_none(m.client_secret_file),
+                "refresh_token_file": rel_or_none(m.refresh_token_file),
+            }
+        )
         for m in settings.imap.mailboxes
     ]
     return settings.model_copy(
@@ -435,7 +509,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             "database": settings.database.model_copy(update={"url": SecretStr(url)}),
             "smtp": smtp,
             "blobs": blobs,
-            "imap": ImapSection(mailboxes=mailboxes),
+            "imap": settings.imap.model_copy(update={"mailboxes": mailboxes}),
         }
     )
 
@@ -456,6 +530,9 @@ def _check_semantics(settings: Settings) -> None:
                 f"invalid configuration: imap.mailboxes[{mailbox.name}].tls: "
                 "'none' is allowed only for a loopback host"
             )
+        problem = mailbox_auth_problem(mailbox)
+        if problem:
+            raise ConfigError(f"invalid configuration: imap.mailboxes[{mailbox.name}].{problem}")
     if bool(settings.smtp.tls_cert) != bool(settings.smtp.tls_key):
         raise ConfigError("invalid configuration: smtp.tls_cert and smtp.tls_key go together")
     if settings.blobs.backend == "s3":

@@ -12,9 +12,16 @@ from gateway.cli.main import main
 from gateway.storage import migrate
 from gateway.storage.db import Database
 from tests.fixtures.dnsserver import dns_server  # noqa: F401
-from tests.fixtures.dovecot import dovecot, dovecot_tls, imap_cert  # noqa: F401
+from tests.fixtures.dovecot import (  # noqa: F401
+    dovecot,
+    dovecot_gmail_like,
+    dovecot_oauth,
+    dovecot_tls,
+    imap_cert,
+)
 from tests.fixtures.gatewayserver import gateway_factory, world  # noqa: F401
 from tests.fixtures.gpgkeys import court_key, second_court_key  # noqa: F401
+from tests.fixtures.oauthserver import oauth_server  # noqa: F401
 from tests.fixtures.postgres import PostgresCluster, postgres_cluster  # noqa: F401
 from tests.fixtures.seaweed import seaweed, seaweed_private  # noqa: F401
 from tests.fixtures.smtpsink import smtp_sink  # noqa: F401

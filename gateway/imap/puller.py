@@ -40,6 +40,9 @@ depends on it:
   crash in between leaves `stored` on a UID the server no longer has; the
   next pass finds it gone and skips it, as a crash between the expunge and
   the commit always could.
+* On Gmail (`X-GM-EXT-1`) the expunge is followed by deleting the originals
+  from "All Mail" too (`gateway.imap.gmail`), before their `stripped` is
+  pending: if that fails they stay `stored`, which the daily check reports.
 * Refused messages next to each other in UID order go to quarantine with one
   UID MOVE, and their `quarantined` states commit together after it.
 * The cursor passes a batch only once each of its messages is stripped,
@@ -62,7 +65,8 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from gateway.errors import CodeLocked, MalformedMessage, MessageRefused, TemporaryFailure
-from gateway.imap.client import FetchedMessage, ImapClient
+from gateway.imap.client import GMAIL, FetchedMessage, ImapClient
+from gateway.imap.gmail import remove_originals
 from gateway.imap.stub import (
     STUB_HEADER,
     build_stub,
@@ -593,9 +597,14 @@ class _FolderPass:
             if not found:  # a crash after APPEND must not leave two stubs
                 message = _message(entry)
                 await self.client.append(
-                    entry.key.folder, verdict.stub, message.flags, message.internal_date
+                    entry.key.folder,
+                    verdict.stub,
+                    message.flags,
+                    message.internal_date,
+                    probe=(STUB_HEADER, stub_marker(entry.digest)),  # the same, resuming
                 )
         await self.client.delete([entry.key.uid for entry, _ in run])
+        await self._remove_from_all_mail([entry for entry, _ in run])
         for entry, verdict in run:
             event = self.puller.strip_event(entry.key, entry.digest, verdict)
             self.pending.append(StateChange(entry.key, STRIPPED, entry.digest, event=event))
@@ -607,6 +616,17 @@ class _FolderPass:
             self.summary.scrubbed += int(verdict.action == "imap.scrubbed")
             self.summary.stripped += int(verdict.action != "imap.scrubbed")
         self.progress.advance(len(run))
+
+    async def _remove_from_all_mail(self, entries: list[_Entry]) -> None:
+        """On Gmail the expunged originals live on in "All Mail": delete them there too.
+
+        Their `stripped` is not pending yet: should this fail, the pass stops
+        with them `stored`, and the next pass finds their UIDs gone.
+        """
+        if not self.client.has(GMAIL):
+            return
+        ids = [str(e.message.gm_msgid) for e in entries if e.message and e.message.gm_msgid]
+        await remove_originals(self.client, self.folder, self.uidvalidity, ids)
 
     def _refused_next(self) -> list[tuple[_Entry, _Quarantine]]:
         """The refused messages right behind the head whose verdict is in: moved with it."""

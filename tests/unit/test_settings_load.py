@@ -91,3 +91,46 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
 )
 def test_parse_duration(text: str | int, seconds: int) -> None:
     assert parse_duration(text).total_seconds() == seconds
+
+
+MAILBOX = "[[imap.mailboxes]]\nname = 'intake'\nhost = 'imap.example.fr'\nusername = 'u'\n"
+GRANT = (
+    "auth = 'xoauth2'\ntoken_endpoint = 'https://login.example/token'\n"
+    "client_id = 'c'\nrefresh_token_file = 'secrets/refresh'\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ("auth = 'xoauth2'\n", "imap.mailboxes[intake].token_endpoint: auth = xoauth2 needs"),
+        ("auth = 'oauthbearer'\nclient_id = 'c'\n", "imap.mailboxes[intake].token_endpoint"),
+        (GRANT.replace("client_id = 'c'\n", ""), "imap.mailboxes[intake].client_id"),
+        (GRANT + "password = 'p'\n", "imap.mailboxes[intake].password: not used"),
+        (GRANT + "token_command = ['x']\n", "imap.mailboxes[intake].token_endpoint: not used"),
+        (GRANT + "client_secret = 's'\nclient_secret_file = 'f'\n", "client_secret_file"),
+        (GRANT.replace("https://login", "http://login"), "token_endpoint: expected an https"),
+        ("client_id = 'c'\n", "imap.mailboxes[intake].client_id: only used with auth"),
+        ("auth = 'cram-md5'\n", "imap.mailboxes.0.auth"),
+    ],
+)
+def test_imap_oauth_settings_errors_name_the_key(tmp_path: Path, extra: str, named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, MAILBOX + extra), {})
+    assert named in info.value.message
+
+
+def test_imap_oauth_settings_paths_resolved_and_loopback_http_allowed(tmp_path: Path) -> None:
+    text = "[imap]\nconcurrency = 3\n" + MAILBOX + GRANT
+    text = text.replace("https://login.example", "http://127.0.0.1:8080")
+    settings = load_settings(write(tmp_path, text + "client_secret_file = 'secrets/c'\n"), {})
+    [mailbox] = settings.imap.mailboxes
+    assert mailbox.refresh_token_file == tmp_path / "conf" / "secrets" / "refresh"
+    assert mailbox.client_secret_file == tmp_path / "conf" / "secrets" / "c"
+    assert settings.imap.concurrency == 3  # once lost when the mailboxes' paths were resolved
+
+
+def test_imap_oauth_token_command_alone_is_a_source(tmp_path: Path) -> None:
+    text = MAILBOX + "auth = 'xoauth2'\ntoken_command = ['/usr/bin/print-token', 'intake']\n"
+    [mailbox] = load_settings(write(tmp_path, text), {}).imap.mailboxes
+    assert mailbox.token_command == ["/usr/bin/print-token", "intake"]
