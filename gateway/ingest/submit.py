@@ -471,7 +471,7 @@ class SubmissionStore:
                 [
                     {"submission_id": submission_id, "idx": d.index,
                      "detected_type": d.detected_type, "size": d.size, "sha256": d.sha256,
-                     "blob": blob.key}
+                     "blob": blob.key, "warnings": list(d.warnings) or None}
                     for d, blob in zip(documents, doc_blobs, strict=True)
                 ],
             )  # fmt: skip
