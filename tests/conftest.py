@@ -14,7 +14,12 @@ from gateway.storage.db import Database
 from tests.fixtures.dnsserver import dns_server  # noqa: F401
 from tests.fixtures.dovecot import dovecot, dovecot_tls, imap_cert  # noqa: F401
 from tests.fixtures.gatewayserver import gateway_factory, world  # noqa: F401
-from tests.fixtures.gpgkeys import court_key, second_court_key  # noqa: F401
+from tests.fixtures.gpgkeys import (  # noqa: F401
+    court_key,
+    gpg_daemon_watch,
+    pytest_sessionfinish,
+    second_court_key,
+)
 from tests.fixtures.postgres import PostgresCluster, postgres_cluster  # noqa: F401
 from tests.fixtures.smtpsink import smtp_sink  # noqa: F401
 from tests.fixtures.tlscert import tls_files  # noqa: F401
