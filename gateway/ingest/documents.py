@@ -217,8 +217,8 @@ def check_pdf_tail(data: bytes) -> None:
     tail = data[end + len(_PDF_EOF) :].lstrip(_PDF_PADDING)
     if tail.rstrip(_PDF_PADDING):
         kind = sniff_media_type(tail)
-        if kind in _HARMLESS_TAIL:
-            kind = next((kind for magic, kind in _TAIL_SIGNATURES if magic in tail), kind)
+        if kind in _HARMLESS_TAIL:  # a payload after some junk: look for its signature
+            kind = next((found for magic, found in _TAIL_SIGNATURES if magic in tail), kind)
         if kind not in _HARMLESS_TAIL:
             raise DocumentRefused(f"data after the end of the PDF is {kind}")
     if _zip_readable_from_end(data):

@@ -83,9 +83,10 @@ def inspect_pdf(data: bytes, *, max_objects: int = DEFAULT_MAX_OBJECTS) -> tuple
     """
     limit_parser()
     try:
-        with pikepdf.open(
-            io.BytesIO(data), conversion_mode="explicit", suppress_warnings=True
-        ) as pdf:
+        with (
+            io.BytesIO(data) as stream,
+            pikepdf.open(stream, conversion_mode="explicit", suppress_warnings=True) as pdf,
+        ):
             return _warnings(pdf, max_objects)
     except _TooComplex:
         raise DocumentRefused(f"the PDF has more than {max_objects} objects") from None
