@@ -1,4 +1,4 @@
-"""Documents policy: media-type sniffing, the allow-list, limits and filename hygiene."""
+"""Documents policy: media-type sniffing, the allow-list, limits, PDF checks, filename hygiene."""
 
 from __future__ import annotations
 
@@ -345,8 +345,10 @@ def check_documents(
 ) -> list[CheckedDocument]:
     """Check (filename, declared type, content) triples in order.
 
-    Raises DocumentRefused, naming the first bad document, in one ASCII line
-    fit for an SMTP reply.
+    A PDF is also parsed (`check_pdf_tail`, `pdfcheck.inspect_pdf`): the
+    active content found is in the document's ``warnings``. Raises
+    DocumentRefused, naming the first bad document, in one ASCII line fit
+    for an SMTP reply.
     """
     if len(docs) > policy.max_documents:
         raise DocumentRefused(f"too many documents: {len(docs)} > {policy.max_documents}")
