@@ -280,6 +280,8 @@ class Services:
             self.committer.close()
         if "db" in self.__dict__:
             self.db.dispose()
+        if "keyring" in self.__dict__:
+            self.keyring.close()  # the gpg-agent that importing a court key started
 
 
 # -- IMAP ---------------------------------------------------------------------------

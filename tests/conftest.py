@@ -20,7 +20,12 @@ from tests.fixtures.dovecot import (  # noqa: F401
     imap_cert,
 )
 from tests.fixtures.gatewayserver import gateway_factory, world  # noqa: F401
-from tests.fixtures.gpgkeys import court_key, second_court_key  # noqa: F401
+from tests.fixtures.gpgkeys import (  # noqa: F401
+    court_key,
+    gpg_daemon_watch,
+    pytest_sessionfinish,
+    second_court_key,
+)
 from tests.fixtures.oauthserver import oauth_server  # noqa: F401
 from tests.fixtures.postgres import PostgresCluster, postgres_cluster  # noqa: F401
 from tests.fixtures.seaweed import seaweed, seaweed_private  # noqa: F401

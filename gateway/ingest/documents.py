@@ -1,4 +1,4 @@
-"""Documents policy: media-type sniffing, the allow-list, limits and filename hygiene."""
+"""Documents policy: media-type sniffing, the allow-list, limits, PDF checks, filename hygiene."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.errors import DocumentRefused
+from gateway.ingest.pdfcheck import DEFAULT_MAX_OBJECTS, inspect_pdf
 
 PDF = "application/pdf"
 PNG = "image/png"
@@ -192,6 +193,52 @@ def _ooxml_type(entries: list[zipfile.ZipInfo]) -> str:
     return ZIP
 
 
+# A PDF ends at its last %%EOF, and what follows may only be padding. Other readers look
+# elsewhere (a ZIP reader from the end of the file, an unpacker or a loader for its magic
+# bytes), so one file can be both a valid PDF and an archive: the sniffer sees only the
+# first bytes. Binary signatures of 4 bytes or more are searched anywhere after %%EOF.
+_PDF_EOF = b"%%EOF"
+_PDF_PADDING = b"\x00\t\n\x0c\r "
+_HARMLESS_TAIL = frozenset({EMPTY, TEXT, UNKNOWN, PDF})
+_TAIL_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    *((magic, kind) for magic, kind in _PREFIXES if len(magic) >= 4 and kind != PDF),
+    *((magic, ZIP) for magic in _ZIP_MAGIC),
+    (b"PE\x00\x00", EXECUTABLE),  # the header a DOS stub's e_lfanew points to
+)
+_CENTRAL_DIRECTORY = b"PK\x01\x02"
+
+
+def check_pdf_tail(data: bytes) -> None:
+    """Refuse a PDF without %%EOF, or one with another file after it or readable from its end."""
+    end = data.rfind(_PDF_EOF)
+    if end < 0:
+        raise DocumentRefused("the PDF is truncated (no %%EOF)")
+    # Leading padding only: a payload's own trailing zeros are part of how it sniffs.
+    tail = data[end + len(_PDF_EOF) :].lstrip(_PDF_PADDING)
+    if tail.rstrip(_PDF_PADDING):
+        kind = sniff_media_type(tail)
+        if kind in _HARMLESS_TAIL:  # a payload after some junk: look for its signature
+            kind = next((found for magic, found in _TAIL_SIGNATURES if magic in tail), kind)
+        if kind not in _HARMLESS_TAIL:
+            raise DocumentRefused(f"data after the end of the PDF is {kind}")
+    if _zip_readable_from_end(data):
+        raise DocumentRefused("a ZIP archive is hidden in the PDF")
+
+
+def _zip_readable_from_end(data: bytes) -> bool:
+    """Whether a ZIP reader would find an archive here, wherever it starts.
+
+    A reader takes the last end-of-central-directory record in the final
+    64 KiB and the central directory just before it; both must be there.
+    """
+    position = data.rfind(_EOCD, max(0, len(data) - 22 - 0xFFFF))
+    if position < 0 or position + 22 > len(data):
+        return False
+    entries, size = (int(field) for field in struct.unpack_from("<HI", data, position + 10))
+    start = position - size
+    return entries > 0 and start >= 0 and data[start : start + 4] == _CENTRAL_DIRECTORY
+
+
 _WINDOWS_RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"}
     | {"CONIN$", "CONOUT$"}
@@ -251,9 +298,11 @@ class DocumentPolicy:
     allowed_types: frozenset[str]
     max_document_bytes: int
     max_documents: int
+    max_pdf_objects: int = DEFAULT_MAX_OBJECTS
+    """A PDF with more objects than this is refused rather than walked."""
 
     def __post_init__(self) -> None:
-        if self.max_document_bytes < 1 or self.max_documents < 1:
+        if self.max_document_bytes < 1 or self.max_documents < 1 or self.max_pdf_objects < 1:
             raise ValueError("document limits must be positive")
 
 
@@ -268,6 +317,8 @@ class CheckedDocument:
     detected_type: str
     size: int
     sha256: str
+    warnings: tuple[str, ...] = ()
+    """Active content found in it (``pdfcheck.WARNINGS``): accepted, but shown to the greffe."""
 
 
 _MAX_QUOTED_NAME = 60
@@ -294,8 +345,10 @@ def check_documents(
 ) -> list[CheckedDocument]:
     """Check (filename, declared type, content) triples in order.
 
-    Raises DocumentRefused, naming the first bad document, in one ASCII line
-    fit for an SMTP reply.
+    A PDF is also parsed (`check_pdf_tail`, `pdfcheck.inspect_pdf`): the
+    active content found is in the document's ``warnings``. Raises
+    DocumentRefused, naming the first bad document, in one ASCII line fit
+    for an SMTP reply.
     """
     if len(docs) > policy.max_documents:
         raise DocumentRefused(f"too many documents: {len(docs)} > {policy.max_documents}")
@@ -307,6 +360,7 @@ def check_documents(
         detected = sniff_media_type(content)
         if detected not in policy.allowed_types:
             raise DocumentRefused(f"{label}: type {detected} is not allowed")
+        warnings = _checked_pdf(content, label, policy) if detected == PDF else ()
         checked.append(
             CheckedDocument(
                 index=index,
@@ -316,6 +370,16 @@ def check_documents(
                 detected_type=detected,
                 size=len(content),
                 sha256=hashlib.sha256(content).hexdigest(),
+                warnings=warnings,
             )
         )
     return checked
+
+
+def _checked_pdf(content: bytes, label: str, policy: DocumentPolicy) -> tuple[str, ...]:
+    """Refuse a PDF that hides another file or that qpdf cannot read; return its warnings."""
+    try:
+        check_pdf_tail(content)
+        return inspect_pdf(content, max_objects=policy.max_pdf_objects)
+    except DocumentRefused as exc:
+        raise DocumentRefused(f"{label}: {exc.message}") from None

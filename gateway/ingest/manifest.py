@@ -78,6 +78,7 @@ def submission_manifest(
                 "detected_type": doc.detected_type,
                 "size": doc.size,
                 "sha256": doc.sha256,
+                "warnings": list(doc.warnings),
             }
             for doc in documents
         ],

@@ -283,7 +283,7 @@ def _document_rows(
     documents: Sequence[CheckedDocument], blobs: Sequence[StoredBlob]
 ) -> list[DocumentRow]:
     return [
-        DocumentRow(d.index, d.detected_type, d.size, d.sha256, blob.key)
+        DocumentRow(d.index, d.detected_type, d.size, d.sha256, blob.key, tuple(d.warnings))
         for d, blob in zip(documents, blobs, strict=True)
     ]
 

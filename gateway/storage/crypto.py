@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import tempfile
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -113,17 +115,34 @@ class ReceiptSigner:
         return f"ReceiptSigner(fingerprint={self._fingerprint!r})"
 
 
+# The daemons gpg starts on demand in a home, by the socket gpgconf names for each
+# (keyboxd exists from GnuPG 2.4 on; gpgconf 2.2 neither lists nor knows it).
+_DAEMON_SOCKETS = (
+    ("agent-socket", "gpg-agent"),
+    ("dirmngr-socket", "dirmngr"),
+    ("keyboxd-socket", "keyboxd"),
+)
+
+
 class GpgKeyring:
     """A GnuPG home driven through python-gnupg: the greffe's side (decrypt) and tests.
 
-    GnuPG starts an agent for secret-key work; ``close()`` (or leaving the
-    ``with`` block) stops it.
+    gpg starts daemons in the home as it needs them (gpg-agent for any key
+    work, dirmngr, keyboxd). ``close()`` (or leaving the ``with`` block) stops
+    those that were not already running when the keyring was opened: a home
+    of our own is left with nothing running, and an agent the greffe was
+    already using in its own home (a smartcard, cached passphrases) survives.
     """
 
     def __init__(self, home: Path, *, gpg_binary: str = "gpg") -> None:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         home.chmod(0o700)  # gpg warns about, and some versions refuse, looser homes
         self._home = home
+        self._sockets = _daemon_sockets(home)
+        # Asked before our first gpg call, which would start them.
+        self._already_running = frozenset(
+            daemon for daemon, socket_path in self._sockets.items() if _listening(socket_path)
+        )
         self._gpg = gnupg.GPG(gpgbinary=gpg_binary, gnupghome=str(home))
 
     @property
@@ -172,12 +191,24 @@ class GpgKeyring:
         signers = {str(result.fingerprint or "").upper(), str(result.pubkey_fingerprint or "")}
         return fingerprint.upper() in {signer.upper() for signer in signers}
 
+    @property
+    def already_running(self) -> frozenset[str]:
+        """The daemons (``gpg-agent``, ``dirmngr``, ``keyboxd``) running before we were opened."""
+        return self._already_running
+
     def close(self) -> None:
-        """Stop this home's gpg-agent (harmless when none runs)."""
-        env = {**os.environ, "GNUPGHOME": str(self._home)}
-        subprocess.run(
-            ["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True, check=False
-        )
+        """Stop the daemons of this home that were not running when it was opened.
+
+        Harmless when none runs, and when called twice.
+        """
+        ours = [daemon for daemon in self._sockets if daemon not in self._already_running]
+        if ours:
+            subprocess.run(
+                ["gpgconf", "--homedir", str(self._home), "--kill", *ours],
+                capture_output=True,
+                check=False,
+                timeout=60,
+            )
 
     def __enter__(self) -> GpgKeyring:
         return self
@@ -189,3 +220,35 @@ class GpgKeyring:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _daemon_sockets(home: Path) -> dict[str, str]:
+    """Each daemon gpg may start for ``home``, with the socket it would listen on."""
+    try:
+        listed = subprocess.run(
+            ["gpgconf", "--homedir", str(home), "--list-dirs"],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        ).stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.TimeoutExpired):
+        listed = ""
+    # Lines are NAME:VALUE with ':' and '%' in values percent-escaped.
+    dirs = dict(line.split(":", 1) for line in listed.splitlines() if ":" in line)
+    sockets = {
+        daemon: urllib.parse.unquote(dirs[key]) for key, daemon in _DAEMON_SOCKETS if key in dirs
+    }
+    return sockets or {"gpg-agent": ""}
+
+
+def _listening(socket_path: str) -> bool:
+    """Whether a daemon accepts connections on ``socket_path`` (a stale socket file: no)."""
+    if not socket_path:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5)
+        try:
+            probe.connect(socket_path)
+        except OSError:
+            return False
+    return True

@@ -214,6 +214,10 @@ class Document(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     blob: Mapped[str] = mapped_column(String(200))
+    warnings: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    """Active content found and accepted (machine words such as `javascript`, never sender
+    text), in clear for the greffe's screens; NULL when none was found (so a query for
+    flagged documents is `warnings IS NOT NULL`)."""
 
 
 class Blob(Base):

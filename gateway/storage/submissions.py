@@ -48,6 +48,8 @@ class DocumentRow:
     size: int
     sha256: str
     blob: str
+    warnings: tuple[str, ...] = ()
+    """Active content found in the document (javascript, launch-action …): machine words."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,7 @@ class SubmissionRepository:
                 [
                     {"submission_id": submission_id, "idx": d.index,
                      "detected_type": d.detected_type, "size": d.size, "sha256": d.sha256,
-                     "blob": d.blob}
+                     "blob": d.blob, "warnings": list(d.warnings) or None}
                     for d in documents
                 ],
             )  # fmt: skip

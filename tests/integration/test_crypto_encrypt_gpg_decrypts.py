@@ -31,7 +31,8 @@ def test_each_court_key_decrypts_byte_identical(
 
     assert plaintext[:64] not in message or size == 0
     for key in (court_key, second_court_key):
-        assert GpgKeyring(key.gnupghome).decrypt(message) == plaintext
+        with GpgKeyring(key.gnupghome) as keyring:
+            assert keyring.decrypt(message) == plaintext
 
 
 def test_output_is_binary_openpgp(encryptor: Encryptor) -> None:
@@ -53,8 +54,8 @@ def test_encrypt_from_worker_threads(encryptor: Encryptor, court_key: CourtKey) 
     with ThreadPoolExecutor(max_workers=4) as pool:
         messages = list(pool.map(encryptor.encrypt, payloads))
 
-    keyring = GpgKeyring(court_key.gnupghome)
-    assert [keyring.decrypt(message) for message in messages] == payloads
+    with GpgKeyring(court_key.gnupghome) as keyring:
+        assert [keyring.decrypt(message) for message in messages] == payloads
 
 
 def test_court_without_keys_refused() -> None:

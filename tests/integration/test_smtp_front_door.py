@@ -8,8 +8,9 @@ from sqlalchemy import func, select
 
 from gateway.storage.models import AuditEvent, Outbox
 from tests.fixtures.gatewayserver import COURT, DOMAIN, GUARDIAN, MEASURE, World
+from tests.fixtures.pdfs import plain_pdf
 
-PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+PDF = plain_pdf()
 
 
 def outbox_rows(world: World) -> int:

@@ -32,6 +32,7 @@ from tests.fixtures.gatewayserver import (
     make_world,
 )
 from tests.fixtures.gpgkeys import CourtKey
+from tests.fixtures.pdfs import plain_pdf
 from tests.fixtures.smtpsink import SmtpSink
 
 
@@ -111,7 +112,7 @@ def test_one_line_per_transaction_logged(world: World, caplog: pytest.LogCapture
 def test_metrics_endpoint_counts_stages(world: World) -> None:
     code = world.request_code()
     raw = world.gw.message(
-        subject=f"[{code}]", attachments=[("a.pdf", "application/pdf", b"%PDF-1.4\n%%EOF\n")]
+        subject=f"[{code}]", attachments=[("a.pdf", "application/pdf", plain_pdf())]
     )
     assert world.gw.send(raw)[0] == 250
     port = world.gw.running.http_port
@@ -272,7 +273,7 @@ def test_disk_below_reserve_452_431(
     )
     code = world.request_code()
     raw = world.gw.message(
-        subject=f"[{code}]", attachments=[("a.pdf", "application/pdf", b"%PDF-1.4\n")]
+        subject=f"[{code}]", attachments=[("a.pdf", "application/pdf", plain_pdf())]
     )
     status, text = world.gw.send(raw)
     assert (status, text[:5]) == (452, "4.3.1")

@@ -22,8 +22,9 @@ from gateway.ingest.manifest import load_schema
 from gateway.storage.crypto import GpgKeyring
 from gateway.storage.models import Blob, Document, Request, Submission
 from tests.fixtures.gatewayserver import COURT, DOMAIN, GUARDIAN, MEASURE, World
+from tests.fixtures.pdfs import plain_pdf
 
-PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n" + b"x" * 5000
+PDF = plain_pdf(filler=5000)  # a real PDF: qpdf must be able to read every accepted one
 
 
 def counts(world: World) -> tuple[int, int, int]:

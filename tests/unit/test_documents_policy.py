@@ -15,12 +15,14 @@ from gateway.ingest.documents import (
     DocumentPolicy,
     check_documents,
 )
+from tests.fixtures.pdfs import plain_pdf
 
-PDF_BYTES = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+PDF_BYTES = plain_pdf()
 EXE_BYTES = b"MZ\x90\x00\x03\x00\x00\x00" + b"\x00" * 56
 POLICY = DocumentPolicy(
     allowed_types=DEFAULT_ALLOWED_TYPES, max_document_bytes=1000, max_documents=30
 )
+assert len(PDF_BYTES) < 1000
 
 
 def test_documents_policy_accepts_and_describes() -> None:
@@ -83,7 +85,7 @@ def test_documents_policy_type_is_sniffed_not_declared() -> None:
 
 
 def test_documents_policy_refuses_too_large() -> None:
-    big = PDF_BYTES + b"0" * (1001 - len(PDF_BYTES))
+    big = PDF_BYTES + b"\n" * (1001 - len(PDF_BYTES))  # line ends may follow %%EOF
     with pytest.raises(DocumentRefused) as caught:
         check_documents(POLICY, [("gros.pdf", None, big)])
     assert caught.value.message == 'document 1 "gros.pdf" is larger than 1000 bytes'
@@ -132,3 +134,5 @@ def test_documents_policy_limits_must_be_positive() -> None:
         DocumentPolicy(DEFAULT_ALLOWED_TYPES, max_document_bytes=0, max_documents=1)
     with pytest.raises(ValueError):
         DocumentPolicy(DEFAULT_ALLOWED_TYPES, max_document_bytes=1, max_documents=0)
+    with pytest.raises(ValueError):
+        DocumentPolicy(DEFAULT_ALLOWED_TYPES, 1, 1, max_pdf_objects=0)
