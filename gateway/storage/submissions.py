@@ -84,7 +84,7 @@ class SubmissionRepository:
         reference = found.scalar()
         return None if reference is None else str(reference)
 
-    def insert(
+    def add(
         self,
         submission: NewSubmission,
         blobs: Sequence[StoredBlob],
