@@ -60,10 +60,13 @@ from gateway.storage.db import Database
 from gateway.storage.groupcommit import GroupCommitter
 from gateway.storage.imap import ImapState
 from gateway.storage.leases import DbLease
+from gateway.storage.notify import OutboxListener, listen_url
 from gateway.storage.payload import PayloadWriter
 
 log = logging.getLogger("gateway.serve")
 SWITCH_INTERVAL = 0.001
+OUTBOX_POLL = 5.0
+"""How often the outbox looks for due rows when nothing woke it (retries come due)."""
 
 
 def utc_now() -> datetime:
@@ -260,7 +263,8 @@ class Services:
             min_data_rate=smtp.min_data_rate,
         )
 
-    def outbox_worker(self) -> OutboxWorker:
+    @functools.cached_property
+    def outbox(self) -> OutboxWorker:
         return OutboxWorker(
             self.db,
             self.settings.relay,
@@ -380,9 +384,8 @@ def build_gateway(
     parts: list[RunningPart] = []
     on_accepted: Callable[[Outcome], None] = _nobody
     if deliver:
-        outbox = services.outbox_worker()
-        parts.append(LoopingPart("outbox", outbox.run))
-        on_accepted = _waker(outbox)
+        parts.extend(build_outbox_parts(services))
+        on_accepted = _waker(services.outbox)
     parts.append(LoopingPart("sweeper", Sweeper(services.db, services.clock).run))
     for mailbox in settings.imap.mailboxes:
         parts.append(LoopingPart(f"imap:{mailbox.name}", mailbox_runner(services, mailbox).watch))
@@ -411,6 +414,25 @@ def build_gateway(
     ]
     parts.extend(listeners)
     return Gateway(parts, listeners, http)
+
+
+def build_outbox_parts(
+    services: Services, interval: float = OUTBOX_POLL
+) -> list[RunningPart]:
+    """The outbox worker, and on PostgreSQL the LISTEN connection that wakes it.
+
+    On PostgreSQL every node's worker wakes on the NOTIFY sent by the
+    transaction that queued a mail (`storage/notify.py`), whichever node or
+    process queued it; the poll interval is only the fallback.
+    """
+    outbox = services.outbox
+    if services.db.is_sqlite:
+        return [LoopingPart("outbox", functools.partial(outbox.run, interval=interval))]
+    listener = OutboxListener(listen_url(services.db.engine), outbox.wake)
+    return [
+        LoopingPart("outbox-listener", listener.run),
+        LoopingPart("outbox", functools.partial(outbox.run, interval=max(interval, OUTBOX_POLL))),
+    ]
 
 
 def build_supervisor_http(settings: Settings) -> MetricsServer:
@@ -490,9 +512,11 @@ async def run_outbox(services: Services, interval: float) -> None:
     await asyncio.to_thread(services.upgrade_database)
     await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
     stop = _stop_on_signals()
-    outbox = services.outbox_worker()
+    supervisor = Supervisor(build_outbox_parts(services, interval))
     log.info("outbox process delivering")
     try:
-        await outbox.run(stop, interval=interval)
+        await supervisor.start()
+        await stop.wait()
     finally:
+        await supervisor.stop(services.settings.smtp.shutdown_grace.total_seconds())
         services.close()

@@ -9,6 +9,7 @@ from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from gateway.storage.models import Outbox, OutboxAttempt, table_of
+from gateway.storage.notify import notify_outbox
 
 PENDING = "pending"
 SENT = "sent"
@@ -57,6 +58,7 @@ def enqueue(
         )
         .scalar_one()
     )
+    notify_outbox(session)
     return int(row_id)
 
 
