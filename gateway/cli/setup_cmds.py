@@ -67,7 +67,7 @@ def serve(ctx: CliContext, workers: int, outbox_process: bool) -> None:
     from gateway.runtime import run_workers
 
     settings = ctx.settings
-    setup_logging(settings.logging.level, settings.logging.json_lines)
+    setup_logging(settings.logging.level, settings.logging.format)
     if workers == 1 and not outbox_process:
         asyncio.run(run_gateway(ctx.services))
     else:
