@@ -14,7 +14,7 @@ from gateway.storage.notify import notify_outbox
 PENDING = "pending"
 SENT = "sent"
 FAILED = "failed"
-KINDS = frozenset({"code", "receipt", "state", "rejection", "registration"})
+KINDS = frozenset({"code", "receipt", "state", "rejection", "registration", "check_report"})
 OUTBOX = table_of(Outbox)
 INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id)
 
