@@ -24,6 +24,9 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+# dkimpy's debug lines print a signature's tags, and its z= tag may copy header fields (the
+# Subject): never below INFO, whatever logging.level says.
+_HEADER_COPIES = "gateway.ingest.senderauth.dkimpy"
 # Attributes every LogRecord has; anything else was passed in `extra=` and is a field.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 CORRELATION_FIELD = "correlation_id"
@@ -102,3 +105,4 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     root.setLevel(level)
     for noisy in ("mail.log", "aiosmtpd", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.getLogger(_HEADER_COPIES).setLevel(max(logging.INFO, root.level))
