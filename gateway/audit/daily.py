@@ -30,6 +30,8 @@ SetMetrics = Callable[[float, int], None]
 
 
 class DailyCheck:
+    """The check `serve` runs daily, with the operator's address and where its result goes."""
+
     def __init__(
         self,
         db: Database,
