@@ -77,7 +77,7 @@ from gateway.imap.stub import (
     stub_marker,
 )
 from gateway.ingest.mime import ParsedMessage, parse_message
-from gateway.ingest.pipeline import Inbound, Pipeline
+from gateway.ingest.pipeline import Inbound, Pipeline, refusal_audit_data
 from gateway.ingest.recipients import Recipient, RecipientPolicy, Role
 from gateway.logs import correlation
 from gateway.model import Channel, Clock
@@ -387,7 +387,7 @@ class MailboxPuller:
             **_where(key),
             "raw_sha256": digest,
             "quarantine": self.mailbox.quarantine,
-            **_reason(refusal),
+            **refusal_audit_data(refusal),
         }
         return self._event("imap.quarantined", [], data)
 
@@ -737,10 +737,6 @@ def message_correlation_id(key: MessageKey) -> str:
     """One IMAP message's correlation id: the same on every pass that sees it (12 hex digits)."""
     where = f"{key.mailbox}\0{key.folder}\0{key.uidvalidity}\0{key.uid}"
     return "imap-" + hashlib.sha256(where.encode()).hexdigest()[:12]
-
-
-def _reason(refusal: MessageRefused) -> dict[str, str]:
-    return {"reason": type(refusal).__name__, "detail": refusal.message}
 
 
 def _where(key: MessageKey) -> dict[str, Any]:

@@ -72,6 +72,25 @@ async def test_imap_refused_message_moved_to_quarantine_unchanged(
     assert states(world.gw.services) == ["quarantined"]
 
 
+async def test_imap_quarantine_audit_never_keeps_the_senders_filename(
+    world: World, dovecot: Dovecot
+) -> None:
+    """SPEC §5: no filename in clear in the database, an audit line of a refusal included."""
+    code = world.request_code()
+    raw = world.gw.message(
+        to=f"depot+{code.replace('-', '')}@greffe.example",
+        attachments=[("dossier-secret-Dupont.exe", "application/octet-stream", b"MZ" + b"\0" * 64)],
+    )
+    dovecot.append(raw)
+
+    summary = await runner(world.gw.services, dovecot).pull_once()
+
+    assert summary.quarantined == 1
+    [event] = audit_events(world.gw.services, "imap.quarantined")
+    assert event.data["reason"] == "DocumentRefused"
+    assert "Dupont" not in repr(event.data)
+
+
 async def test_imap_crash_between_store_and_strip_strips_without_storing_again(
     world: World, dovecot: Dovecot
 ) -> None:
