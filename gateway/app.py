@@ -45,8 +45,9 @@ from gateway.otp.service import CodePolicy, CodeService
 from gateway.otp.sweeper import Sweeper
 from gateway.otp.verify import CodeVerifier
 from gateway.outbox.compose import MailComposer
+from gateway.outbox.maildir import MaildirTransport
 from gateway.outbox.templates import Templates
-from gateway.outbox.worker import Composed, OutboxWorker
+from gateway.outbox.worker import Composed, OutboxWorker, Transport
 from gateway.settings import ImapMailbox, Settings, parse_hostport
 from gateway.smtp.handler import GatewayHandler
 from gateway.smtp.limits import ClientTracker, SmtpLimits
@@ -260,6 +261,12 @@ class Services:
             min_data_rate=smtp.min_data_rate,
         )
 
+    def outbox_transport(self) -> Transport | None:
+        """Where outgoing mail goes: a local maildir in capture mode, else (None) the relay."""
+        if self.settings.relay.mode == "capture":
+            return MaildirTransport(self.settings.mail_dir)
+        return None
+
     def outbox_worker(self) -> OutboxWorker:
         return OutboxWorker(
             self.db,
@@ -267,6 +274,7 @@ class Services:
             self.clock,
             compose=self.compose_mail,
             count=self.metrics.count_delivery,
+            transport=self.outbox_transport(),
         )
 
     def upgrade_database(self) -> None:
@@ -448,6 +456,7 @@ async def run_gateway(
     if not settings.auth.require_dkim:
         log.warning("auth.require_dkim is FALSE: senders are NOT authenticated by DKIM")
     if deliver:
+        warn_if_captured(settings)
         await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
     await asyncio.to_thread(lambda: services.pipeline)  # built off the event loop
     gateway = build_gateway(services, reuse_port=reuse_port, serve_http=serve_http, deliver=deliver)
@@ -471,6 +480,16 @@ async def run_gateway(
     log.info("stopped")
 
 
+def warn_if_captured(settings: Settings) -> None:
+    """Say loudly, once at start, that outgoing mail is kept here instead of being relayed."""
+    if settings.relay.mode == "capture":
+        log.warning(
+            "relay.mode is CAPTURE: outgoing mail (codes, receipts) is NOT sent; it is kept "
+            "in the maildir %s (set relay.mode = \"smtp\" and a relay to send it)",
+            settings.mail_dir,
+        )
+
+
 def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -489,6 +508,7 @@ async def run_outbox(services: Services, interval: float) -> None:
     """
     await asyncio.to_thread(services.upgrade_database)
     await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
+    warn_if_captured(services.settings)
     stop = _stop_on_signals()
     outbox = services.outbox_worker()
     log.info("outbox process delivering")

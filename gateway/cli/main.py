@@ -16,6 +16,7 @@ from gateway.cli import (
     greffe_cmds,
     imap_cmds,
     keys_cmds,
+    outbox_cmds,
     receipts_cmds,
     setup_cmds,
 )
@@ -50,6 +51,7 @@ for group in (
     doctor_cmds,
     keys_cmds,
     receipts_cmds,
+    outbox_cmds,
 ):
     group.register(cli)
 
