@@ -109,7 +109,17 @@ class Services:
 
     @functools.cached_property
     def admin(self) -> Admin:
-        return Admin(self.db, self.clock, import_key=self.keyring.import_public)
+        # The keyring is opened on the first key imported, not before: a command that
+        # only lists leaves no GnuPG home behind.
+        def import_key(armored: str) -> str:
+            return self.keyring.import_public(armored)
+
+        return Admin(self.db, self.clock, import_key=import_key)
+
+    def require_schema(self) -> None:
+        """Refuse, creating nothing, a database that `gateway init` never made (no schema)."""
+        if not migrate.has_schema(self.settings.database.url.get_secret_value()):
+            raise ConfigError("database not initialised: run `gateway init`")
 
     @functools.cached_property
     def signer(self) -> ReceiptSigner:

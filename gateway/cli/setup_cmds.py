@@ -39,7 +39,7 @@ def db() -> None:
 @pass_cli
 def db_upgrade(ctx: CliContext) -> None:
     """Apply the database migrations (serve does it too)."""
-    ctx.services.upgrade_database()
+    ctx.migrating_services.upgrade_database()
     click.echo("database schema is up to date")
 
 
@@ -68,10 +68,11 @@ def serve(ctx: CliContext, workers: int, outbox_process: bool) -> None:
 
     settings = ctx.settings
     setup_logging(settings.logging.level, settings.logging.json_lines)
+    services = ctx.migrating_services
     if workers == 1 and not outbox_process:
-        asyncio.run(run_gateway(ctx.services))
+        asyncio.run(run_gateway(services))
     else:
-        run_workers(ctx.services, workers, outbox_process=outbox_process)
+        run_workers(services, workers, outbox_process=outbox_process)
 
 
 @click.group()
@@ -83,7 +84,7 @@ def audit() -> None:
 @pass_cli
 def audit_verify(ctx: CliContext) -> None:
     """Walk the audit chain; exit 1 naming the first broken event."""
-    with ctx.services.db.transaction() as session:
+    with ctx.services.db.reading() as session:
         report = verify_chain(AuditRepository(session))
     if not report.ok:
         raise click.ClickException(
