@@ -12,6 +12,7 @@ import click
 from gateway.cli import (
     admin_cmds,
     codes_cmds,
+    demo_cmds,
     doctor_cmds,
     greffe_cmds,
     imap_cmds,
@@ -52,6 +53,7 @@ for group in (
     keys_cmds,
     receipts_cmds,
     outbox_cmds,
+    demo_cmds,
 ):
     group.register(cli)
 
