@@ -34,6 +34,10 @@ GUARDIAN = f"tuteur@{GUARDIAN_DOMAIN}"
 SELECTOR = "demo"
 SIGNED_HEADERS = (b"from", b"to", b"subject", b"date", b"message-id")
 PDF_NAME = "compte-de-gestion-2025.pdf"
+# A Unix socket's path holds at most 107 bytes; gpg-agent puts its sockets in the home
+# unless /run/user/<uid>/gnupg exists.
+_SOCKET_PATH_MAX = 107
+_LONGEST_SOCKET = "S.gpg-agent.browser"
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,13 @@ def make_court_key(gnupghome: Path) -> CourtKeyPair:
     )
     result = gpg.gen_key(spec)
     if not result.fingerprint:
-        raise KeyRefused("gpg could not make the court's key pair")
+        hint = ""
+        if len(str(gnupghome / _LONGEST_SOCKET)) > _SOCKET_PATH_MAX:
+            hint = (
+                f" ({gnupghome} is too long a path for gpg-agent's socket: "
+                "set TMPDIR to a shorter folder)"
+            )
+        raise KeyRefused(f"gpg could not make the court's key pair{hint}")
     fingerprint = str(result.fingerprint).upper()
     return CourtKeyPair(gnupghome, fingerprint, str(gpg.export_keys(fingerprint)))
 

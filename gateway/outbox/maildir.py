@@ -78,7 +78,7 @@ def captured_files(root: Path, outbox_id: int | None = None) -> list[Path]:
     for folder in ("new", "cur"):
         try:
             names = os.listdir(root / folder)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # nothing captured there yet
             continue
         for name in names:
             match = _ID_IN_NAME.search(name)

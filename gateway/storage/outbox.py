@@ -124,12 +124,12 @@ def entries(session: Session, status: str | None = None) -> list[OutboxEntry]:
     query = _ENTRIES.order_by(Outbox.id)
     if status is not None:
         query = query.where(Outbox.status == status)
-    return [_entry(row, last) for row, last in session.execute(query).tuples()]
+    return [_entry(row, last) for row, last in session.execute(query).all()]
 
 
 def entry(session: Session, outbox_id: int) -> OutboxEntry | None:
     """One row with its last attempt, or None."""
-    found = session.execute(_ENTRIES.where(Outbox.id == outbox_id)).tuples().one_or_none()
+    found = session.execute(_ENTRIES.where(Outbox.id == outbox_id)).one_or_none()
     return _entry(*found) if found else None
 
 
