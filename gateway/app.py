@@ -3,7 +3,8 @@
 `Services` builds each service once, lazily, with its collaborators.  The
 `build_*` functions turn services into running parts (`gateway.lifecycle`):
 the SMTP listeners (one per `ListenerSpec`), an IMAP watcher per mailbox,
-the outbox worker, the sweeper and the HTTP server.  `run_gateway` builds
+the outbox worker, the sweeper, the daily retention purge and check (once
+per cluster, `gateway.jobs`) and the HTTP server.  `run_gateway` builds
 them, starts them in order, waits for SIGTERM/SIGINT and stops them in
 reverse order.  Nothing is set on an object after it is built, and no
 adapter receives this module's `Services`.
@@ -23,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.admin import Admin
+from gateway.audit.daily import DailyCheck
+from gateway.backup import Backup
 from gateway.errors import ConfigError
 from gateway.imap.client import ImapClient
 from gateway.imap.oauth import token_source_for
@@ -37,6 +40,7 @@ from gateway.ingest.recipients import RecipientPolicy, Role
 from gateway.ingest.senderauth import SenderAuthenticator
 from gateway.ingest.status import StatusReporter
 from gateway.ingest.submit import SubmissionStore
+from gateway.jobs import ClusterJob, Schedule
 from gateway.lifecycle import LoopingPart, RunningPart, Supervisor
 from gateway.metrics import Metrics, MetricsServer, multiprocess_registry
 from gateway.model import Channel, Clock
@@ -48,6 +52,7 @@ from gateway.outbox.compose import MailComposer
 from gateway.outbox.maildir import MaildirTransport
 from gateway.outbox.templates import Templates
 from gateway.outbox.worker import Composed, OutboxWorker, Transport
+from gateway.retention import Retention
 from gateway.settings import ImapMailbox, Settings, parse_hostport
 from gateway.smtp.handler import GatewayHandler
 from gateway.smtp.limits import ClientTracker, SmtpLimits
@@ -60,11 +65,14 @@ from gateway.storage.crypto import GpgKeyring, ReceiptSigner
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import GroupCommitter
 from gateway.storage.imap import ImapState
-from gateway.storage.leases import DbLease
+from gateway.storage.leases import DbLease, new_holder_id
+from gateway.storage.notify import OutboxListener, listen_url
 from gateway.storage.payload import PayloadWriter
 
 log = logging.getLogger("gateway.serve")
 SWITCH_INTERVAL = 0.001
+OUTBOX_POLL = 5.0
+"""How often the outbox looks for due rows when nothing woke it (retries come due)."""
 
 
 def utc_now() -> datetime:
@@ -87,9 +95,13 @@ def read_secret(path: Path) -> bytes:
 class Services:
     """Everything a command or the server needs, each built once from the settings."""
 
-    def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock = utc_now, schedule: Schedule | None = None
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.schedule = schedule or Schedule()
+        """When the cluster jobs (retention purge, daily check) run: a seam for tests."""
 
     @functools.cached_property
     def metrics(self) -> Metrics:
@@ -277,7 +289,8 @@ class Services:
             return MaildirTransport(self.settings.mail_dir)
         return None
 
-    def outbox_worker(self) -> OutboxWorker:
+    @functools.cached_property
+    def outbox(self) -> OutboxWorker:
         return OutboxWorker(
             self.db,
             self.settings.relay,
@@ -286,6 +299,23 @@ class Services:
             count=self.metrics.count_delivery,
             transport=self.outbox_transport(),
         )
+
+    @functools.cached_property
+    def retention(self) -> Retention:
+        return Retention(self.db, self.blobs, self.clock, self.settings.retention.days)
+
+    @functools.cached_property
+    def daily_check(self) -> DailyCheck:
+        return DailyCheck(
+            self.db,
+            self.blobs,
+            self.clock,
+            operator_address=self.settings.gateway.operator_address,
+            set_metrics=self.metrics.set_check,
+        )
+
+    def backup(self) -> Backup:
+        return Backup(self.db, self.blobs, self.settings.keys_dir, self.clock)
 
     def upgrade_database(self) -> None:
         migrate.upgrade(self.db)
@@ -339,6 +369,30 @@ def mailbox_runner(
         )
 
     return MailboxRunner(puller, connect)
+
+
+# -- cluster jobs -------------------------------------------------------------------
+def cluster_jobs(services: Services) -> list[RunningPart]:
+    """The daily purge and check: every node runs the loops, one node a day runs each job."""
+    schedule, db, clock = services.schedule, services.db, services.clock
+
+    def lease(name: str) -> DbLease:
+        return DbLease(db, name, new_holder_id(), schedule.period, clock)
+
+    retention = ClusterJob(
+        "retention",
+        lease("retention"),
+        functools.partial(services.retention.purge, "serve:retention"),
+        poll=schedule.poll,
+    )
+    check = ClusterJob(
+        "check",
+        lease("check"),
+        services.daily_check.run,
+        poll=schedule.poll,
+        every_poll=services.daily_check.refresh,
+    )
+    return [LoopingPart(job.name, job.run) for job in (retention, check)]
 
 
 # -- serve ----------------------------------------------------------------------------
@@ -398,10 +452,10 @@ def build_gateway(
     parts: list[RunningPart] = []
     on_accepted: Callable[[Outcome], None] = _nobody
     if deliver:
-        outbox = services.outbox_worker()
-        parts.append(LoopingPart("outbox", outbox.run))
-        on_accepted = _waker(outbox)
+        parts.extend(build_outbox_parts(services))
+        on_accepted = _waker(services.outbox)
     parts.append(LoopingPart("sweeper", Sweeper(services.db, services.clock).run))
+    parts.extend(cluster_jobs(services))
     for mailbox in settings.imap.mailboxes:
         parts.append(LoopingPart(f"imap:{mailbox.name}", mailbox_runner(services, mailbox).watch))
     http = None
@@ -429,6 +483,25 @@ def build_gateway(
     ]
     parts.extend(listeners)
     return Gateway(parts, listeners, http)
+
+
+def build_outbox_parts(
+    services: Services, interval: float = OUTBOX_POLL
+) -> list[RunningPart]:
+    """The outbox worker, and on PostgreSQL the LISTEN connection that wakes it.
+
+    On PostgreSQL every node's worker wakes on the NOTIFY sent by the
+    transaction that queued a mail (`storage/notify.py`), whichever node or
+    process queued it; the poll interval is only the fallback.
+    """
+    outbox = services.outbox
+    if services.db.is_sqlite:
+        return [LoopingPart("outbox", functools.partial(outbox.run, interval=interval))]
+    listener = OutboxListener(listen_url(services.db.engine), outbox.wake)
+    return [
+        LoopingPart("outbox-listener", listener.run),
+        LoopingPart("outbox", functools.partial(outbox.run, interval=max(interval, OUTBOX_POLL))),
+    ]
 
 
 def build_supervisor_http(settings: Settings) -> MetricsServer:
@@ -520,9 +593,11 @@ async def run_outbox(services: Services, interval: float) -> None:
     await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
     warn_if_captured(services.settings)
     stop = _stop_on_signals()
-    outbox = services.outbox_worker()
+    supervisor = Supervisor(build_outbox_parts(services, interval))
     log.info("outbox process delivering")
     try:
-        await outbox.run(stop, interval=interval)
+        await supervisor.start()
+        await stop.wait()
     finally:
+        await supervisor.stop(services.settings.smtp.shutdown_grace.total_seconds())
         services.close()

@@ -14,7 +14,7 @@ from gateway.errors import NotFound
 from gateway.outbox.maildir import captured_files
 from gateway.storage.audit import AuditRepository, append_event
 from gateway.storage.blobstore import BlobStorage
-from gateway.storage.db import Database
+from gateway.storage.db import Database, Session
 from gateway.storage.imap import unstripped_before
 from gateway.storage.requests import RequestRepository
 from gateway.storage.submissions import BlobRepository
@@ -39,10 +39,15 @@ class Findings:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "problem_count": len(self.problems),
             "problems": self.problems[:1000],
             "counts": self.counts,
             "notes": self.notes,
         }
+
+
+Notify = Callable[[Session, Findings], None]
+"""Called in the transaction that records the report (`serve` queues the operator's mail)."""
 
 
 def run_check(
@@ -51,6 +56,7 @@ def run_check(
     now: datetime,
     progress: Progress | None = None,
     *,
+    notify: Notify | None = None,
     capture_dir: Path | None = None,
 ) -> Findings:
     """Run every check, record the report and an audit event; never raises for findings.
@@ -80,6 +86,8 @@ def run_check(
             actor="check",
             data={"ok": findings.ok, "problems": len(findings.problems)},
         )
+        if notify is not None:
+            notify(session, findings)
     return findings
 
 
@@ -88,10 +96,14 @@ def _check_blobs(
 ) -> None:
     with db.reading() as session:
         recorded = BlobRepository(session).hashes()
+        purging = BlobRepository(session).purging()  # present or not: a purge is removing them
     findings.counts["blobs_recorded"] = len(recorded)
+    findings.counts["blobs_purging"] = len(purging)
     on_disk = set()
     for key in blobs.iter_keys():
         on_disk.add(key)
+        if key in purging:
+            continue
         if key not in recorded and _age(blobs, key, now) > ORPHAN_GRACE:
             findings.problems.append(f"orphan blob {key}: no database row (interrupted write?)")
     findings.counts["blobs_on_disk"] = len(on_disk)

@@ -33,7 +33,7 @@ def demo(keep: bool) -> None:
     sabotage = os.environ.get(SABOTAGE_ENV) or None
     if sabotage is not None and sabotage not in SABOTAGES:
         raise ConfigError(f"{SABOTAGE_ENV}: expected one of {', '.join(sorted(SABOTAGES))}")
-    setup_logging("WARNING", False)
+    setup_logging("WARNING", "text")
     folder = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     click.echo(f"gateway demo: a court, a guardian and the gateway, all on loopback, in {folder}")
     try:

@@ -17,6 +17,7 @@ from gateway.cli import (
     greffe_cmds,
     imap_cmds,
     keys_cmds,
+    ops_cmds,
     outbox_cmds,
     receipts_cmds,
     setup_cmds,
@@ -52,6 +53,7 @@ for group in (
     doctor_cmds,
     keys_cmds,
     receipts_cmds,
+    ops_cmds,
     outbox_cmds,
     demo_cmds,
 ):

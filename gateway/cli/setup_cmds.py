@@ -75,7 +75,7 @@ def serve(ctx: CliContext, workers: int, outbox_process: bool) -> None:
     from gateway.runtime import run_workers
 
     settings = ctx.settings
-    setup_logging(settings.logging.level, settings.logging.json_lines)
+    setup_logging(settings.logging.level, settings.logging.format)
     services = ctx.migrating_services
     if workers == 1 and not outbox_process:
         asyncio.run(run_gateway(services, on_ready=lambda running: print_banner(ctx, running)))

@@ -14,11 +14,12 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.storage.models import Outbox, OutboxAttempt, table_of
+from gateway.storage.notify import notify_outbox
 
 PENDING = "pending"
 SENT = "sent"
 FAILED = "failed"
-KINDS = frozenset({"code", "receipt", "state", "rejection", "registration"})
+KINDS = frozenset({"code", "receipt", "state", "rejection", "registration", "check_report"})
 OUTBOX = table_of(Outbox)
 INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id)
 
@@ -62,6 +63,7 @@ def enqueue(
         )
         .scalar_one()
     )
+    notify_outbox(session)
     return int(row_id)
 
 

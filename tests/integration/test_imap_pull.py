@@ -22,6 +22,7 @@ from tests.fixtures.dovecot import (
     submissions,
 )
 from tests.fixtures.gatewayserver import World
+from tests.fixtures.pdfs import plain_pdf
 
 pytestmark = pytest.mark.dovecot
 
@@ -147,7 +148,7 @@ async def test_imap_scrub_strips_documents_already_held(world: World, dovecot: D
     assert code_status == 250, text
     other = world.gw.message(
         to="depot@greffe.example",
-        attachments=[("autre.pdf", "application/pdf", b"%PDF-1.4\nautre\n%%EOF\n")],
+        attachments=[("autre.pdf", "application/pdf", plain_pdf(filler=10))],
     )
     not_ours = world.gw.message(
         to="ami@exemple.fr", attachments=[("compte 2024.pdf", "application/pdf", PDF)]
