@@ -49,8 +49,9 @@ from gateway.otp.service import CodePolicy, CodeService
 from gateway.otp.sweeper import Sweeper
 from gateway.otp.verify import CodeVerifier
 from gateway.outbox.compose import MailComposer
+from gateway.outbox.maildir import MaildirTransport
 from gateway.outbox.templates import Templates
-from gateway.outbox.worker import Composed, OutboxWorker
+from gateway.outbox.worker import Composed, OutboxWorker, Transport
 from gateway.retention import Retention
 from gateway.settings import ImapMailbox, Settings, parse_hostport
 from gateway.smtp.handler import GatewayHandler
@@ -120,7 +121,17 @@ class Services:
 
     @functools.cached_property
     def admin(self) -> Admin:
-        return Admin(self.db, self.clock, import_key=self.keyring.import_public)
+        # The keyring is opened on the first key imported, not before: a command that
+        # only lists leaves no GnuPG home behind.
+        def import_key(armored: str) -> str:
+            return self.keyring.import_public(armored)
+
+        return Admin(self.db, self.clock, import_key=import_key)
+
+    def require_schema(self) -> None:
+        """Refuse, creating nothing, a database that `gateway init` never made (no schema)."""
+        if not migrate.has_schema(self.settings.database.url.get_secret_value()):
+            raise ConfigError("database not initialised: run `gateway init`")
 
     @functools.cached_property
     def signer(self) -> ReceiptSigner:
@@ -272,6 +283,12 @@ class Services:
             min_data_rate=smtp.min_data_rate,
         )
 
+    def outbox_transport(self) -> Transport | None:
+        """Where outgoing mail goes: a local maildir in capture mode, else (None) the relay."""
+        if self.settings.relay.mode == "capture":
+            return MaildirTransport(self.settings.mail_dir)
+        return None
+
     @functools.cached_property
     def outbox(self) -> OutboxWorker:
         return OutboxWorker(
@@ -280,6 +297,7 @@ class Services:
             self.clock,
             compose=self.compose_mail,
             count=self.metrics.count_delivery,
+            transport=self.outbox_transport(),
         )
 
     @functools.cached_property
@@ -521,6 +539,7 @@ async def run_gateway(
     if not settings.auth.require_dkim:
         log.warning("auth.require_dkim is FALSE: senders are NOT authenticated by DKIM")
     if deliver:
+        warn_if_captured(settings)
         await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
     await asyncio.to_thread(lambda: services.pipeline)  # built off the event loop
     gateway = build_gateway(services, reuse_port=reuse_port, serve_http=serve_http, deliver=deliver)
@@ -544,6 +563,16 @@ async def run_gateway(
     log.info("stopped")
 
 
+def warn_if_captured(settings: Settings) -> None:
+    """Say loudly, once at start, that outgoing mail is kept here instead of being relayed."""
+    if settings.relay.mode == "capture":
+        log.warning(
+            "relay.mode is CAPTURE: outgoing mail (codes, receipts) is NOT sent; it is kept "
+            "in the maildir %s (set relay.mode = \"smtp\" and a relay to send it)",
+            settings.mail_dir,
+        )
+
+
 def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -562,6 +591,7 @@ async def run_outbox(services: Services, interval: float) -> None:
     """
     await asyncio.to_thread(services.upgrade_database)
     await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
+    warn_if_captured(services.settings)
     stop = _stop_on_signals()
     supervisor = Supervisor(build_outbox_parts(services, interval))
     log.info("outbox process delivering")

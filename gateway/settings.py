@@ -410,6 +410,11 @@ class Settings(Section):
         return self.data_dir / "blobs"
 
     @property
+    def mail_dir(self) -> Path:
+        """The maildir that keeps outgoing mail when relay.mode is "capture"."""
+        return self.data_dir / "mail"
+
+    @property
     def keys_dir(self) -> Path:
         return self.data_dir / "keys"
 

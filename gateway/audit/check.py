@@ -6,10 +6,12 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from gateway.audit.chain import verify_chain
 from gateway.errors import NotFound
+from gateway.outbox.maildir import captured_files
 from gateway.storage.audit import AuditRepository, append_event
 from gateway.storage.blobstore import BlobStorage
 from gateway.storage.db import Database, Session
@@ -27,6 +29,8 @@ STUCK_AFTER = timedelta(hours=1)
 class Findings:
     problems: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """Worth saying but not a fault (outgoing mail captured instead of sent)."""
 
     @property
     def ok(self) -> bool:
@@ -38,6 +42,7 @@ class Findings:
             "problem_count": len(self.problems),
             "problems": self.problems[:1000],
             "counts": self.counts,
+            "notes": self.notes,
         }
 
 
@@ -52,9 +57,19 @@ def run_check(
     progress: Progress | None = None,
     *,
     notify: Notify | None = None,
+    capture_dir: Path | None = None,
 ) -> Findings:
-    """Run every check, record the report and an audit event; never raises for findings."""
+    """Run every check, record the report and an audit event; never raises for findings.
+
+    `capture_dir` is the maildir that keeps outgoing mail when relay.mode is
+    "capture": the report then says that nothing is being sent.
+    """
     findings = Findings()
+    if capture_dir is not None:
+        findings.notes.append(
+            f"relay.mode is capture: outgoing mail is NOT sent, it is kept in {capture_dir}"
+        )
+        findings.counts["mail_captured"] = len(captured_files(capture_dir))
     _check_blobs(db, blobs, now, findings, progress)
     with db.reading() as session:
         chain = verify_chain(AuditRepository(session))

@@ -12,11 +12,13 @@ import click
 from gateway.cli import (
     admin_cmds,
     codes_cmds,
+    demo_cmds,
     doctor_cmds,
     greffe_cmds,
     imap_cmds,
     keys_cmds,
     ops_cmds,
+    outbox_cmds,
     receipts_cmds,
     setup_cmds,
 )
@@ -52,6 +54,8 @@ for group in (
     keys_cmds,
     receipts_cmds,
     ops_cmds,
+    outbox_cmds,
+    demo_cmds,
 ):
     group.register(cli)
 

@@ -107,6 +107,7 @@ def served(
         "GATEWAY__SMTP__LISTEN": f"127.0.0.1:{port}",
         "GATEWAY__HTTP__LISTEN": "127.0.0.1:0",
         "GATEWAY__DNS__NAMESERVERS": json.dumps([dns_server.address]),
+        "GATEWAY__RELAY__MODE": "smtp",  # `init` writes "capture"; this test reads the sink
         "GATEWAY__RELAY__PORT": str(smtp_sink.port),
         "GATEWAY__LOGGING__FORMAT": "json",
         "GATEWAY__LOGGING__LEVEL": "DEBUG",
