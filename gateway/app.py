@@ -312,6 +312,7 @@ class Services:
             self.clock,
             operator_address=self.settings.gateway.operator_address,
             set_metrics=self.metrics.set_check,
+            capture_dir=self.settings.mail_dir if self.settings.relay.mode == "capture" else None,
         )
 
     def backup(self) -> Backup:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from gateway.audit.check import Findings, run_check
 from gateway.model import Clock
@@ -40,8 +41,11 @@ class DailyCheck:
         *,
         operator_address: str,
         set_metrics: SetMetrics,
+        capture_dir: Path | None = None,
     ) -> None:
         self.db = db
+        self.capture_dir = capture_dir
+        """Where captured mail goes (`relay.mode = "capture"`): the check reports it."""
         self.blobs = blobs
         self.clock = clock
         self.operator_address = operator_address.strip()
@@ -49,7 +53,9 @@ class DailyCheck:
 
     def run(self) -> Findings:
         """One check (blocking): the report, its audit event, the operator's mail if needed."""
-        findings = run_check(self.db, self.blobs, self.clock(), notify=self._notify)
+        findings = run_check(
+            self.db, self.blobs, self.clock(), notify=self._notify, capture_dir=self.capture_dir
+        )
         if findings.ok:
             log.info("daily check passed", extra={"counts": findings.counts})
         else:
