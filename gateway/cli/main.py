@@ -12,6 +12,7 @@ import click
 from gateway.cli import (
     admin_cmds,
     codes_cmds,
+    credentials_cmds,
     doctor_cmds,
     greffe_cmds,
     imap_cmds,
@@ -50,6 +51,7 @@ for group in (
     doctor_cmds,
     keys_cmds,
     receipts_cmds,
+    credentials_cmds,
 ):
     group.register(cli)
 
