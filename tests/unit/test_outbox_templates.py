@@ -45,6 +45,10 @@ VALUES = {
     "state": {"reference": "TJ-PARIS-2026-000001", "status": "ouverte", "submissions": "    -"},
     "rejection": {"reference": "TJ-PARIS-2026-000001", "reason": "pièce illisible"},
     "registration": {"court": "TJ-PARIS", "measure": "12/345"},
+    "credential_expiry": {
+        "credential_id": "7", "software": "Tutelle Pro", "address": "tuteur@exemple.fr",
+        "issued_at": "02/12/2026 à 09:00:00 UTC", "expires_at": "02/12/2028 à 09:00:00 UTC",
+    },
 }
 
 
