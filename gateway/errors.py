@@ -19,6 +19,9 @@ exit codes) in one table each.
     │   └── AlreadyStored            the same message committed meanwhile (a retry racing)
     ├── KeyRefused                   an OpenPGP key that cannot serve
     ├── ReceiptInvalid               a receipt that does not verify (receipts verify)
+    ├── AuthRefused                  SMTP AUTH refused on the submission port
+    │   ├── CredentialInvalid        wrong, expired or revoked credential (535 5.7.8)
+    │   └── AuthLocked               too many failed AUTHs from this address or client (454)
     ├── MessageRefused               permanent refusal of a message (5xx)
     │   ├── UnknownRecipient
     │   ├── MessageTooLarge
@@ -34,6 +37,7 @@ exit codes) in one table each.
     │   │   │   ├── WeakKey              RSA key under 1024 bits (RFC 8301)
     │   │   │   └── HeaderNotSigned      a header of auth.signed_headers not covered
     │   │   ├── SenderNotRegistered
+    │   │   ├── SenderNotAuthenticated   MAIL FROM / From: not the AUTH login
     │   │   └── MultipleFrom
     │   ├── CodeError                the numéro de saisie
     │   │   ├── CodeMissing
@@ -45,6 +49,7 @@ exit codes) in one table each.
     │   ├── RequestClosed
     │   ├── BadCommand               a codes@/etat@ subject that is not understood
     │   └── DocumentRefused
+    │       └── FilingRefused        a depot.json that does not meet gateway.filing/1
     └── TemporaryFailure             try again later (4xx)
         ├── StorageUnavailable       database, blob store or encryption
         ├── DnsTemporaryFailure      resolver timed out
@@ -119,6 +124,26 @@ class ReceiptInvalid(GatewayError):
     """The receipt does not verify."""
 
 
+class AuthRefused(GatewayError):
+    """SMTP AUTH was refused."""
+
+
+class CredentialInvalid(AuthRefused):
+    """Authentication credentials invalid.
+
+    `delay` is how long to wait before saying so: it grows with the failures
+    counted against the address and the client.
+    """
+
+    def __init__(self, message: str = "", *, delay: float = 0.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class AuthLocked(AuthRefused):
+    """Too many failed authentications; try again later."""
+
+
 class MessageRefused(GatewayError):
     """A message is permanently refused."""
 
@@ -179,6 +204,10 @@ class SenderNotRegistered(SenderAuthError):
     """Sender is not a registered address."""
 
 
+class SenderNotAuthenticated(SenderAuthError):
+    """The sender is not the authenticated address."""
+
+
 class MultipleFrom(SenderAuthError):
     """From: must hold exactly one address."""
 
@@ -221,6 +250,10 @@ class BadCommand(MessageRefused):
 
 class DocumentRefused(MessageRefused):
     """A document was refused."""
+
+
+class FilingRefused(DocumentRefused):
+    """The filing's data (depot.json) does not meet its schema."""
 
 
 class TemporaryFailure(GatewayError):

@@ -12,6 +12,7 @@ import click
 from gateway.cli import (
     admin_cmds,
     codes_cmds,
+    credentials_cmds,
     demo_cmds,
     doctor_cmds,
     greffe_cmds,
@@ -56,6 +57,7 @@ for group in (
     ops_cmds,
     outbox_cmds,
     demo_cmds,
+    credentials_cmds,
 ):
     group.register(cli)
 

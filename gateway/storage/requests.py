@@ -83,6 +83,22 @@ class RequestRepository:
         self.session.flush()
         return request
 
+    def open_sealed(
+        self,
+        registration: Registration,
+        court_code: str,
+        kind: RequestKind,
+        channel: Channel,
+        now: datetime,
+    ) -> Request:
+        """A request opened and sealed at once, its one submission counted (teletransmission)."""
+        request = self.open(registration, court_code, kind, channel, now)
+        request.status = RequestStatus.SEALED.value
+        request.sealed_at = now
+        request.submission_count = 1
+        self.session.flush()
+        return request
+
     def _next_number(self, court_id: int, year: int) -> int:
         # The counter row is locked for the rest of the transaction (FOR UPDATE on
         # PostgreSQL; SQLite transactions already hold the write lock).

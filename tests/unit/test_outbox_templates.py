@@ -49,6 +49,10 @@ VALUES = {
         "problem_count": "2", "checked_at": "25/11/2026 à 03:00:00 UTC",
         "problems": "    - blob 2026/11/25/x.raw.pgp is missing\n    - audit chain broken",
     },
+    "credential_expiry": {
+        "credential_id": "7", "software": "Tutelle Pro", "address": "tuteur@exemple.fr",
+        "issued_at": "02/12/2026 à 09:00:00 UTC", "expires_at": "02/12/2028 à 09:00:00 UTC",
+    },
 }
 
 
