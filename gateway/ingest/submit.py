@@ -257,6 +257,7 @@ class SubmissionStore:
         lines = [DocumentLine(d.filename, d.size, d.sha256) for d in pending.documents]
         values = {
             "court": filing.court,
+            "court_name": pending.admitted.verified.court.name,
             "measure": filing.measure,
             "request_reference": filing.request_reference,
             "submission_reference": filing.submission_reference,
