@@ -52,6 +52,7 @@ from gateway.outbox.compose import MailComposer
 from gateway.outbox.templates import Templates
 from gateway.outbox.worker import Composed, OutboxWorker
 from gateway.retention import Retention
+from gateway.review import ReviewDesk
 from gateway.settings import ImapMailbox, Settings, parse_hostport
 from gateway.smtp.handler import GatewayHandler
 from gateway.smtp.limits import ClientTracker, SmtpLimits
@@ -121,6 +122,11 @@ class Services:
     @functools.cached_property
     def admin(self) -> Admin:
         return Admin(self.db, self.clock, import_key=self.keyring.import_public)
+
+    @functools.cached_property
+    def review(self) -> ReviewDesk:
+        """The greffe's acknowledge / accept / reject, with the guardian's notices."""
+        return ReviewDesk(self.db, self.clock)
 
     @functools.cached_property
     def signer(self) -> ReceiptSigner:
