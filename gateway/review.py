@@ -164,12 +164,7 @@ class ReviewDesk:
             lock_head(session)
             target = _load(session, reference, courts)
             request, previous = target.request, target.request.status
-            if previous not in step.sources:
-                raise _wrong_status(step, request.reference, previous)
-            if request.submission_count == 0:
-                raise Conflict(
-                    f"request {request.reference} has no submission: nothing to {step.verb}"
-                )
+            _check_applies(step, request)
             resolved = _resolve_notes(notes or {}, target)
             now = self.clock()
             if previous == OPEN:
@@ -231,6 +226,13 @@ def _load(session: Session, reference: str, courts: Collection[str] | None) -> _
         _Filed(sub, submissions.documents(sub.id)) for sub in submissions.of_request(request.id)
     ]
     return _Target(request, court, registration, filed)
+
+
+def _check_applies(step: _Step, request: Request) -> None:
+    if request.status not in step.sources:
+        raise _wrong_status(step, request.reference, request.status)
+    if request.submission_count == 0:
+        raise Conflict(f"request {request.reference} has no submission: nothing to {step.verb}")
 
 
 def _wrong_status(step: _Step, reference: str, current: str) -> WrongStatus:
