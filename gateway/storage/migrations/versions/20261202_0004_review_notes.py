@@ -1,7 +1,7 @@
 """Requests keep the greffe's notes on single documents when it rejects them (`status_notes`).
 
 Revision ID: 20261202_0004
-Revises: 20261201_0003
+Revises: 20261202_0006
 Create Date: 2026-12-02
 """
 
@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "20261202_0004"
-down_revision = "20261201_0003"
+# Briefed on 0003; chained after 0006 (request holds), which main already has on 0003.
+down_revision = "20261202_0006"
 branch_labels = None
 depends_on = None
 
