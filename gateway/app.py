@@ -58,6 +58,7 @@ from gateway.outbox.maildir import MaildirTransport
 from gateway.outbox.templates import Templates
 from gateway.outbox.worker import Composed, OutboxWorker, Transport
 from gateway.retention import Retention
+from gateway.review import ReviewDesk
 from gateway.settings import ImapMailbox, Settings, parse_hostport
 from gateway.smtp.auth import CredentialAuthenticator
 from gateway.smtp.handler import GatewayHandler
@@ -138,6 +139,11 @@ class Services:
         """Refuse, creating nothing, a database that `gateway init` never made (no schema)."""
         if not migrate.has_schema(self.settings.database.url.get_secret_value()):
             raise ConfigError("database not initialised: run `gateway init`")
+
+    @functools.cached_property
+    def review(self) -> ReviewDesk:
+        """The greffe's acknowledge / accept / reject, with the guardian's notices."""
+        return ReviewDesk(self.db, self.clock)
 
     @functools.cached_property
     def signer(self) -> ReceiptSigner:

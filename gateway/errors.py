@@ -16,7 +16,8 @@ exit codes) in one table each.
     │   └── ImportRefused            a CSV import with a line-by-line report
     ├── NotFound                     unknown court, registration, request …
     ├── Conflict                     duplicate court, registration …
-    │   └── AlreadyStored            the same message committed meanwhile (a retry racing)
+    │   ├── AlreadyStored            the same message committed meanwhile (a retry racing)
+    │   └── WrongStatus              a review action on a request in another status
     ├── KeyRefused                   an OpenPGP key that cannot serve
     ├── ReceiptInvalid               a receipt that does not verify (receipts verify)
     ├── AuthRefused                  SMTP AUTH refused on the submission port
@@ -114,6 +115,18 @@ class Conflict(GatewayError):
 
 class AlreadyStored(Conflict):
     """The same message was committed meanwhile (a client's retry racing the first copy)."""
+
+
+class WrongStatus(Conflict):
+    """The request is not in a status this review action applies to.
+
+    The message names the request's current status; `status` holds it too
+    (empty when the raiser did not say), for an adapter that shows it apart.
+    """
+
+    def __init__(self, message: str = "", *, status: str = "") -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class KeyRefused(GatewayError):

@@ -14,7 +14,7 @@ from gateway.outbox.templates import KIND_LABELS
 from gateway.storage.audit import append_event, lock_head
 from gateway.storage.courts import CourtRepository
 from gateway.storage.db import Database, Session
-from gateway.storage.models import Registration
+from gateway.storage.models import Court, Registration
 from gateway.storage.outbox import enqueue
 from gateway.storage.registrations import RegistrationRepository
 
@@ -77,7 +77,8 @@ class CodeIssuer:
             ):
                 reason = "too many code requests today"
             else:
-                self._issue(session, registration, court, kind, actor, now)
+                assert court_row is not None  # a registration implies its court
+                self._issue(session, registration, court_row, kind, actor, now)
                 return None
             append_event(
                 session,
@@ -93,11 +94,12 @@ class CodeIssuer:
         self,
         session: Session,
         registration: Registration,
-        court: str,
+        court_row: Court,
         kind: RequestKind,
         actor: str,
         now: datetime,
     ) -> None:
+        court = court_row.code
         issued = self.codes.issue(session, registration, court, kind, now)
         enqueue(
             session,
@@ -105,6 +107,7 @@ class CodeIssuer:
             recipient=registration.address,
             values={
                 "court": court,
+                "court_name": court_row.name,
                 "measure": registration.measure,
                 "kind": KIND_LABELS.get(kind.value, kind.value),
                 "reference": issued.request.reference,

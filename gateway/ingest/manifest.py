@@ -31,6 +31,8 @@ class Filing:
     kind: str
     sender_address: str
     registration_id: int
+    court_name: str = ""
+    """The court's name, for mail sent in the name of its greffe (not in the manifest)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,6 +174,7 @@ class SubmissionStore:
             kind=verified.request.kind,
             sender_address=pending.registration.address,
             registration_id=pending.registration.id,
+            court_name=verified.court.name,
         )
         manifest = submission_manifest(filing, self._arrival(ctx, verified), pending.documents)
         written = pending.written  # the manifest joins it: discarded too if the batch fails
@@ -307,6 +308,7 @@ def queue_receipt(
     lines = [DocumentLine(d.filename, d.size, d.sha256) for d in documents]
     values = {
         "court": filing.court,
+        "court_name": filing.court_name,
         "measure": filing.measure,
         "request_reference": filing.request_reference,
         "submission_reference": filing.submission_reference,

@@ -60,6 +60,7 @@ class _Filed:
     registration: Registration
     encryptor: Encryptor
     software: str
+    court_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +159,7 @@ class TeletransmissionStore:
                     f"{ctx.verdict.from_address.key} is not registered for {court} {measure}"
                 )
             encryptor = self.payload.encryptors.for_court(session, court_row.id)
-        return _Filed(court, measure, kind, registration, encryptor, software)
+        return _Filed(court, measure, kind, registration, encryptor, software, court_row.name)
 
     def _commit(self, session: Session, batch: Batch, pending: _Pending) -> Outcome:
         """The request, opened and sealed, and its one submission: one savepoint of the batch."""
@@ -175,6 +176,7 @@ class TeletransmissionStore:
             kind=filed.kind.value,
             sender_address=filed.registration.address,
             registration_id=filed.registration.id,
+            court_name=filed.court_name,
         )
         manifest = submission_manifest(
             filing, self._arrival(pending), pending.documents, pending.filing_data

@@ -148,6 +148,10 @@ class Request(Base):
     channel: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(16), default="open")
     status_reason: Mapped[str | None] = mapped_column(Text)
+    """The greffe's reason, written by the clerk when rejecting (mailed to the guardian)."""
+    status_notes: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    """The clerk's notes on single documents when rejecting, keyed "<submission>/<document>"
+    (`{"2/1": "page 3 illisible"}`); NULL when none were given."""
     submission_count: Mapped[int] = mapped_column(Integer, default=0)
     opened_at: Mapped[datetime]
     sealed_at: Mapped[datetime | None]
@@ -244,7 +248,8 @@ class Outbox(Base):
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
-    """code | receipt | state | rejection | registration | check_report"""
+    """code | receipt | state | acknowledgement | rejection | registration |
+    registration_revoked | check_report"""
     recipient: Mapped[str] = mapped_column(String(320))
     message: Mapped[bytes | None]
     """The signed message, cleared once delivered."""

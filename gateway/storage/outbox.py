@@ -20,7 +20,17 @@ PENDING = "pending"
 SENT = "sent"
 FAILED = "failed"
 KINDS = frozenset(
-    {"code", "receipt", "state", "rejection", "registration", "check_report", "credential_expiry"}
+    {
+        "code",
+        "receipt",
+        "state",
+        "acknowledgement",
+        "rejection",
+        "registration",
+        "registration_revoked",
+        "check_report",
+        "credential_expiry",
+    }
 )
 OUTBOX = table_of(Outbox)
 INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id)
