@@ -3,7 +3,7 @@
 `Services` builds each service once, lazily, with its collaborators.  The
 `build_*` functions turn services into running parts (`gateway.lifecycle`):
 the SMTP listeners (one per `ListenerSpec`), an IMAP watcher per mailbox,
-the outbox worker, the sweeper and the HTTP server.  `run_gateway` builds
+the outbox worker, the sweeper, the blob sweep and the HTTP server.  `run_gateway` builds
 them, starts them in order, waits for SIGTERM/SIGINT and stops them in
 reverse order.  Nothing is set on an object after it is built, and no
 adapter receives this module's `Services`.
@@ -19,7 +19,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gateway.admin import Admin
@@ -55,11 +55,13 @@ from gateway.storage import migrate
 from gateway.storage.audit import lock_head
 from gateway.storage.blobbackend import open_blob_store
 from gateway.storage.blobstore import BlobStorage
+from gateway.storage.blobsweep import LEASE_NAME as BLOB_SWEEP_LEASE
+from gateway.storage.blobsweep import SWEEP_INTERVAL, BlobSweeper
 from gateway.storage.crypto import GpgKeyring, ReceiptSigner
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import GroupCommitter
 from gateway.storage.imap import ImapState
-from gateway.storage.leases import DbLease
+from gateway.storage.leases import DbLease, new_holder_id
 from gateway.storage.notify import OutboxListener, listen_url
 from gateway.storage.payload import PayloadWriter
 
@@ -327,6 +329,18 @@ def mailbox_runner(
     return MailboxRunner(puller, connect)
 
 
+def blob_sweeper(services: Services) -> BlobSweeper:
+    """The sweep of interrupted writes' blobs, run by one node of the cluster at a time."""
+    lease = DbLease(
+        services.db,
+        BLOB_SWEEP_LEASE,
+        new_holder_id(),
+        timedelta(seconds=2 * SWEEP_INTERVAL),  # held between sweeps; taken over if we die
+        services.clock,
+    )
+    return BlobSweeper(services.db, services.blobs, services.clock, lease)
+
+
 # -- serve ----------------------------------------------------------------------------
 def listener_specs(settings: Settings, *, reuse_port: bool = False) -> list[ListenerSpec]:
     """The SMTP listeners `serve` runs: the inbound (MX) port, with STARTTLS given a certificate."""
@@ -387,6 +401,7 @@ def build_gateway(
         parts.extend(build_outbox_parts(services))
         on_accepted = _waker(services.outbox)
     parts.append(LoopingPart("sweeper", Sweeper(services.db, services.clock).run))
+    parts.append(LoopingPart("blob-sweep", blob_sweeper(services).run))
     for mailbox in settings.imap.mailboxes:
         parts.append(LoopingPart(f"imap:{mailbox.name}", mailbox_runner(services, mailbox).watch))
     http = None

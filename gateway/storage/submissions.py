@@ -209,6 +209,14 @@ class BlobRepository:
         """key -> SHA-256 of every recorded blob."""
         return {row.key: row.sha256 for row in self.session.scalars(select(Blob))}
 
+    def recorded(self, keys: Sequence[str]) -> set[str]:
+        """Which of `keys` have a row (asked in chunks, so a long listing is many small queries)."""
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            found.update(self.session.scalars(select(Blob.key).where(Blob.key.in_(chunk))))
+        return found
+
 
 def _submission_values(submission: NewSubmission) -> dict[str, Any]:
     return {
