@@ -271,6 +271,7 @@ class Services:
             self.db,
             self.settings.relay,
             self.clock,
+            lease=self.settings.relay.lease,
             compose=self.compose_mail,
             count=self.metrics.count_delivery,
         )
