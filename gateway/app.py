@@ -3,8 +3,9 @@
 `Services` builds each service once, lazily, with its collaborators.  The
 `build_*` functions turn services into running parts (`gateway.lifecycle`):
 the SMTP listeners (one per `ListenerSpec`), an IMAP watcher per mailbox,
-the outbox worker, the sweeper, the daily retention purge and check (once
-per cluster, `gateway.jobs`) and the HTTP server.  `run_gateway` builds
+the outbox worker, the sweeper, the blob sweep, the daily retention purge
+and check (once per cluster, `gateway.jobs`) and the HTTP server.
+`run_gateway` builds
 them, starts them in order, waits for SIGTERM/SIGINT and stops them in
 reverse order.  Nothing is set on an object after it is built, and no
 adapter receives this module's `Services`.
@@ -68,6 +69,8 @@ from gateway.storage import migrate
 from gateway.storage.audit import lock_head
 from gateway.storage.blobbackend import open_blob_store
 from gateway.storage.blobstore import BlobStorage
+from gateway.storage.blobsweep import LEASE_NAME as BLOB_SWEEP_LEASE
+from gateway.storage.blobsweep import SWEEP_INTERVAL, BlobSweeper
 from gateway.storage.crypto import GpgKeyring, ReceiptSigner
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import GroupCommitter
@@ -381,6 +384,7 @@ class Services:
             self.db,
             self.settings.relay,
             self.clock,
+            lease=self.settings.relay.lease,
             compose=self.compose_mail,
             count=self.metrics.count_delivery,
             transport=self.outbox_transport(),
@@ -480,6 +484,18 @@ def cluster_jobs(services: Services) -> list[RunningPart]:
         every_poll=services.daily_check.refresh,
     )
     return [LoopingPart(job.name, job.run) for job in (retention, check)]
+
+
+def blob_sweeper(services: Services) -> BlobSweeper:
+    """The sweep of interrupted writes' blobs, run by one node of the cluster at a time."""
+    lease = DbLease(
+        services.db,
+        BLOB_SWEEP_LEASE,
+        new_holder_id(),
+        timedelta(seconds=2 * SWEEP_INTERVAL),  # held between sweeps; taken over if we die
+        services.clock,
+    )
+    return BlobSweeper(services.db, services.blobs, services.clock, lease)
 
 
 # -- serve ----------------------------------------------------------------------------
@@ -582,6 +598,7 @@ def build_gateway(
         parts.extend(build_outbox_parts(services))
         on_accepted = _waker(services.outbox)
     parts.append(LoopingPart("sweeper", Sweeper(services.db, services.clock).run))
+    parts.append(LoopingPart("blob-sweep", blob_sweeper(services).run))
     parts.extend(cluster_jobs(services))
     parts.append(LoopingPart("credential-notices", services.expiry_notifier().run))
     for mailbox in settings.imap.mailboxes:

@@ -55,6 +55,7 @@ exit codes) in one table each.
         ├── StorageUnavailable       database, blob store or encryption
         ├── DnsTemporaryFailure      resolver timed out
         ├── DiskFull                 below the configured reserve
+        ├── CourtKeyExpired          a court key can no longer receive data
         ├── ImapUnavailable          an IMAP server unreachable or refusing
         └── Throttled                too many messages from this client
 """
@@ -283,6 +284,10 @@ class DnsTemporaryFailure(TemporaryFailure):
 
 class DiskFull(TemporaryFailure):
     """Insufficient storage."""
+
+
+class CourtKeyExpired(TemporaryFailure):
+    """The court's encryption key has expired; try again later."""
 
 
 class ImapUnavailable(TemporaryFailure):

@@ -141,6 +141,8 @@ class RelaySection(Section):
     timeout: float = Field(default=30.0, gt=0)
     give_up_after: Duration = timedelta(days=3)
     max_backoff: Duration = timedelta(hours=1)
+    lease: Duration = timedelta(minutes=10)
+    """How long a worker holds the outbox rows it claimed (a dead node's rows wait this long)."""
 
 
 class DnsSection(Section):
