@@ -258,6 +258,8 @@ class Services:
             max_commands=smtp.max_commands,
             idle_timeout=smtp.idle_timeout.total_seconds(),
             min_data_rate=smtp.min_data_rate,
+            max_session_time=smtp.max_session_time.total_seconds(),
+            data_rate_grace=smtp.data_rate_grace.total_seconds(),
         )
 
     def outbox_worker(self) -> OutboxWorker:
@@ -325,7 +327,10 @@ def mailbox_runner(
 
 # -- serve ----------------------------------------------------------------------------
 def listener_specs(settings: Settings, *, reuse_port: bool = False) -> list[ListenerSpec]:
-    """The SMTP listeners `serve` runs: the inbound (MX) port, with STARTTLS given a certificate."""
+    """The SMTP listeners `serve` runs: the inbound (MX) port, with STARTTLS given a certificate.
+
+    The inbound port never offers AUTH (`auth` left None): nothing authenticates there.
+    """
     smtp = settings.smtp
     tls = None
     if smtp.tls_cert and smtp.tls_key:

@@ -101,8 +101,13 @@ class SmtpSection(Section):
     max_messages_per_client: int = Field(default=100, ge=1)
     client_window: Duration = timedelta(minutes=10)
     max_commands: int = Field(default=200, ge=10)
+    """Commands in one session, whatever their verb (then 421 4.7.0)."""
+    max_session_time: Duration = timedelta(minutes=10)
+    """A session's whole lifetime, greeting to close (then 421 4.7.0)."""
     idle_timeout: Duration = timedelta(seconds=300)
     min_data_rate: int = Field(default=20_000, ge=1)
+    """Bytes a second DATA must average once `data_rate_grace` is over (then 421 4.4.2)."""
+    data_rate_grace: Duration = timedelta(seconds=10)
     shutdown_grace: Duration = timedelta(seconds=30)
 
     @field_validator("listen", "submission_listen")

@@ -11,6 +11,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from gateway.errors import GatewayError, MessageRefused, UnknownRecipient
+from gateway.escaping import escape
 from gateway.ingest.pipeline import Action, Inbound, Outcome, Pipeline
 from gateway.ingest.recipients import Recipient, RecipientPolicy
 from gateway.model import Channel, Clock
@@ -57,6 +58,24 @@ class GatewayHandler:
         self.in_flight = 0
         self.accepting = True
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """aiosmtpd's EHLO lines, without AUTH on a listener that offers none (the inbound port).
+
+        aiosmtpd offers AUTH as soon as TLS is up, whether or not anything
+        could authenticate; `GatewaySMTP.offers_auth` says whether this one can.
+        """
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        if getattr(server, "offers_auth", False):
+            return responses
+        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -100,11 +119,13 @@ class GatewayHandler:
             reply = await self._ingest(server, session, envelope, recipient, raw)
         finally:
             self.in_flight -= 1
+        tls = tls_info(server, session)
         log.info(
             "smtp transaction",
             extra={
                 "peer": peer_ip(session),
-                "tls": tls_info(server, session),
+                "tls_version": tls["version"] if tls else None,
+                "tls_cipher": tls["cipher"] if tls else None,
                 "mail_from_domain": _domain(envelope.mail_from or ""),
                 "rcpt_role": recipient.role.value,
                 "recipients": len(envelope.rcpt_tos),
@@ -147,7 +168,7 @@ class GatewayHandler:
         # aiosmtpd's default answers 500 with the exception text (paths!): never that.
         if isinstance(error, TLSSetupException):
             # The client's TLS is too old or broken: its problem, not an internal fault.
-            log.info("smtp tls handshake failed", extra={"reason": str(error.__cause__)[:200]})
+            log.info("smtp tls handshake failed", extra={"reason": escape(str(error.__cause__))})
             return replies.R421_TLS_FAILED
         ref = uuid.uuid4().hex[:12]
         log.error("smtp session error", exc_info=error, extra={"correlation_id": ref})
@@ -160,7 +181,8 @@ def peer_ip(session: Session) -> str:
 
 
 def _domain(address: str) -> str:
-    return address.rpartition("@")[2].strip("<>").lower()[:255]
+    """The domain of a client's address, for a log line: escaped, never as typed."""
+    return escape(address.rpartition("@")[2].strip("<>").lower(), 255)
 
 
 def tls_info(server: SMTP, session: Session) -> dict[str, str] | None:

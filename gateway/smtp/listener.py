@@ -8,6 +8,8 @@ import logging
 import ssl
 from dataclasses import dataclass
 
+from aiosmtpd.smtp import AuthenticatorType
+
 from gateway.smtp.handler import GatewayHandler
 from gateway.smtp.limits import ClientTracker, SmtpLimits
 from gateway.smtp.protocol import GatewaySMTP
@@ -45,6 +47,9 @@ class ListenerSpec:
     tls: TlsMode = TlsMode.NONE
     tls_context: ssl.SSLContext | None = None
     require_tls: bool = False
+    auth: AuthenticatorType | None = None
+    """Checks AUTH credentials (aiosmtpd's `authenticator`); None: AUTH is neither offered
+    in EHLO nor listed by HELP, and answered 503 (the inbound port)."""
     reuse_port: bool = False
     """Several `serve --workers` processes share the port (SO_REUSEPORT)."""
 
@@ -89,8 +94,9 @@ class SmtpListener:
             hostname=spec.hostname,
             tls_context=starttls,
             require_starttls=spec.require_tls and starttls is not None,
+            authenticator=spec.auth,
             timeout=limits.idle_timeout,
-            command_call_limit=limits.max_commands,
+            bounds=limits.session_bounds,  # every command counts, not each verb apart
             enable_SMTPUTF8=True,
             decode_data=False,
         )

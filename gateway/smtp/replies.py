@@ -20,6 +20,13 @@ R421_SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 R552_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 R500_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 R421_TLS_FAILED = "421 4.7.0 TLS handshake failed (TLS 1.2 or newer is required)"
+R421_TOO_MANY_COMMANDS = "421 4.7.0 Too many commands in one session, closing connection"
+R421_SESSION_TIME = "421 4.7.0 Session time limit reached, closing connection"
+R421_IDLE = "421 4.4.2 Idle for too long, closing connection"
+R421_TOO_SLOW = "421 4.4.2 Message data arriving too slowly, closing connection"
+R554_EARLY_DATA = "554 5.5.0 Data sent before the 354 reply (no PIPELINING here), closing"
+R503_TLS_ACTIVE = "503 5.5.1 TLS already active"
+R503_NO_AUTH = "503 5.5.1 Authentication not available on this port"
 
 # Order matters: the first class that matches wins, so subclasses come first.
 _TABLE: list[tuple[type[errors.GatewayError], str]] = [
