@@ -330,6 +330,7 @@ def listener_specs(settings: Settings, *, reuse_port: bool = False) -> list[List
     """The SMTP listeners `serve` runs: the inbound (MX) port, with STARTTLS given a certificate.
 
     The inbound port never offers AUTH (`auth` left None): nothing authenticates there.
+    The certificate is the configured one, else the self-signed one `gateway init` made.
     """
     smtp = settings.smtp
     tls = None
