@@ -86,6 +86,16 @@ class GatewaySection(Section):
     domain: str = "greffe.example"
     data_dir: Path = Path("var")
     name: str = "Passerelle du greffe"
+    operator_address: str = ""
+    """Where postmaster@ mail is forwarded; empty: postmaster@ is refused (550 5.1.1)."""
+
+    @field_validator("operator_address")
+    @classmethod
+    def _operator(cls, value: str) -> str:
+        text = value.strip()
+        if text and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", text):
+            raise ValueError(f"expected an address like ops@example.org, got {value!r}")
+        return text
 
 
 class DatabaseSection(Section):
@@ -566,6 +576,12 @@ def _check_semantics(settings: Settings) -> None:
             raise ConfigError(f"invalid configuration: imap.mailboxes[{mailbox.name}].{problem}")
     if bool(settings.smtp.tls_cert) != bool(settings.smtp.tls_key):
         raise ConfigError("invalid configuration: smtp.tls_cert and smtp.tls_key go together")
+    operator = settings.gateway.operator_address
+    if operator.rpartition("@")[2].lower().rstrip(".") == settings.gateway.domain.lower():
+        raise ConfigError(
+            "invalid configuration: gateway.operator_address: must be outside gateway.domain "
+            "(postmaster@ mail forwarded there would come back to the gateway)"
+        )
     if settings.blobs.backend == "s3":
         _check_s3(settings.blobs)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.audit.chain import verify_chain
 from gateway.errors import NotFound
+from gateway.settings import Settings
 from gateway.storage.audit import AuditRepository, append_event
 from gateway.storage.blobstore import BlobStorage
 from gateway.storage.db import Database
@@ -27,20 +28,51 @@ STUCK_AFTER = timedelta(hours=1)
 class Findings:
     problems: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """Said in the report, but the check still passes (a choice of the configuration)."""
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "problems": self.problems[:1000], "counts": self.counts}
+        return {
+            "ok": self.ok,
+            "problems": self.problems[:1000],
+            "counts": self.counts,
+            "warnings": self.warnings,
+        }
+
+
+def configuration_warnings(settings: Settings) -> list[str]:
+    """What the configuration leaves refused or in clear that the operator should know."""
+    warnings = []
+    if not settings.gateway.operator_address:
+        warnings.append(
+            f"postmaster@{settings.gateway.domain} is refused: set gateway.operator_address "
+            "(RFC 5321 4.5.1 requires a postmaster)"
+        )
+    if settings.smtp.tls_cert is None:
+        warnings.append(
+            "STARTTLS is not offered on the inbound port: no certificate "
+            "(run `gateway init`, or set smtp.tls_cert and smtp.tls_key)"
+        )
+    return warnings
 
 
 def run_check(
-    db: Database, blobs: BlobStorage, now: datetime, progress: Progress | None = None
+    db: Database,
+    blobs: BlobStorage,
+    now: datetime,
+    progress: Progress | None = None,
+    *,
+    warnings: Sequence[str] = (),
 ) -> Findings:
-    """Run every check, record the report and an audit event; never raises for findings."""
-    findings = Findings()
+    """Run every check, record the report and an audit event; never raises for findings.
+
+    `warnings` (from `configuration_warnings`) go into the report as they are.
+    """
+    findings = Findings(warnings=list(warnings))
     _check_blobs(db, blobs, now, findings, progress)
     with db.reading() as session:
         chain = verify_chain(AuditRepository(session))

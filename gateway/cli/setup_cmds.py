@@ -98,12 +98,19 @@ def check(ctx: CliContext) -> None:
     """Daily consistency check: blobs vs rows, audit chain, stuck requests; exit 1 on a fault."""
     import sys
 
-    from gateway.audit.check import run_check
+    from gateway.audit.check import configuration_warnings, run_check
 
     services = ctx.services
-    findings = run_check(services.db, services.blobs, services.clock())
+    findings = run_check(
+        services.db,
+        services.blobs,
+        services.clock(),
+        warnings=configuration_warnings(services.settings),
+    )
     for problem in findings.problems:
         click.echo(f"problem: {problem}", err=True)
+    for warning in findings.warnings:
+        click.echo(f"warning: {warning}", err=True)
     for name, count in sorted(findings.counts.items()):
         click.echo(f"{name}: {count}")
     if not findings.ok:

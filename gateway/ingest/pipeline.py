@@ -76,6 +76,8 @@ class Action(enum.StrEnum):
     SUBMITTED = "submitted"
     STATE_SENT = "state_sent"
     SEALED = "sealed"
+    FORWARDED = "forwarded"
+    """postmaster@: queued for the operator (`ingest/postmaster.py`, not this pipeline)."""
 
 
 @dataclass(frozen=True, slots=True)

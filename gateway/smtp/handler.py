@@ -13,7 +13,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from gateway.errors import GatewayError, MessageRefused, UnknownRecipient
 from gateway.escaping import escape
 from gateway.ingest.pipeline import Action, Inbound, Outcome, Pipeline
-from gateway.ingest.recipients import Recipient, RecipientPolicy
+from gateway.ingest.postmaster import PostmasterDesk
+from gateway.ingest.recipients import Recipient, RecipientPolicy, Role
 from gateway.model import Channel, Clock
 from gateway.smtp import replies
 from gateway.smtp.limits import ClientTracker
@@ -34,6 +35,7 @@ class GatewayHandler:
 
     `on_accepted` is told of every accepted message (the outbox wakes up to
     send its receipt); `count_message` of every DATA's outcome (metrics).
+    `postmaster` takes postmaster@ mail, which skips the pipeline's checks.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class GatewayHandler:
         channel: Channel = Channel.SMTP,
         on_accepted: Callable[[Outcome], None] = _ignore_outcome,
         count_message: Callable[[str], None] = _ignore_count,
+        postmaster: PostmasterDesk | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.policy = policy
@@ -55,6 +58,7 @@ class GatewayHandler:
         self.channel = channel
         self.on_accepted = on_accepted
         self.count_message = count_message
+        self.postmaster = postmaster
         self.in_flight = 0
         self.accepting = True
 
@@ -149,7 +153,10 @@ class GatewayHandler:
             tls=tls_info(server, session),
         )
         try:
-            outcome = await self.pipeline.ingest(inbound)
+            if recipient.role is Role.POSTMASTER and self.postmaster is not None:
+                outcome = await self.postmaster.forward(inbound)
+            else:
+                outcome = await self.pipeline.ingest(inbound)
         except GatewayError as exc:
             self.count_message("refused" if isinstance(exc, MessageRefused) else "tempfail")
             return replies.reply_for(exc)

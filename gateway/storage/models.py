@@ -237,7 +237,7 @@ class Outbox(Base):
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
-    """code | receipt | state | rejection | registration"""
+    """code | receipt | state | rejection | registration | postmaster"""
     recipient: Mapped[str] = mapped_column(String(320))
     message: Mapped[bytes | None]
     """The signed message, cleared once delivered."""

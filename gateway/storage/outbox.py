@@ -13,7 +13,7 @@ from gateway.storage.models import Outbox, OutboxAttempt, table_of
 PENDING = "pending"
 SENT = "sent"
 FAILED = "failed"
-KINDS = frozenset({"code", "receipt", "state", "rejection", "registration"})
+KINDS = frozenset({"code", "receipt", "state", "rejection", "registration", "postmaster"})
 OUTBOX = table_of(Outbox)
 INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -77,3 +78,23 @@ def test_session_bounds_defaults_and_overrides(tmp_path: Path) -> None:
     defaults = load_settings(home(tmp_path / "d"), {})
     assert defaults.smtp.max_session_time == timedelta(minutes=10)
     assert defaults.smtp.data_rate_grace == timedelta(seconds=10)
+    assert defaults.gateway.operator_address == ""
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("not an address", "gateway.operator_address"),
+        ("ops@", "gateway.operator_address"),
+        ("postmaster@greffe.example", "must be outside gateway.domain"),
+        ("ops@GREFFE.example.", "must be outside gateway.domain"),
+    ],
+)
+def test_operator_address_refused(tmp_path: Path, address: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(home(tmp_path), {"GATEWAY__GATEWAY__OPERATOR_ADDRESS": address})
+
+
+def test_operator_address_accepted(tmp_path: Path) -> None:
+    env = {"GATEWAY__GATEWAY__OPERATOR_ADDRESS": " ops@exploitant.example "}
+    assert load_settings(home(tmp_path), env).gateway.operator_address == "ops@exploitant.example"
