@@ -84,7 +84,11 @@ def make_tls_certificate(settings: Settings, report: InitReport) -> bool:
         raise ConfigError(f"{cert} has no key {key}: remove it and run `gateway init` again")
     if not key.exists():
         write_new_file(key, generate_key(), 0o600)
-    hostname = (settings.smtp.hostname or settings.gateway.domain).encode("idna").decode("ascii")
+    name = settings.smtp.hostname or settings.gateway.domain
+    try:
+        hostname = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ConfigError(f"smtp.hostname: {name!r} is not a host name") from None
     write_new_file(cert, self_signed_certificate(key.read_bytes(), hostname), 0o644)
     report.created.append(f"TLS certificate {cert} (self-signed for {hostname})")
     return True

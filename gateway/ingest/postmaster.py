@@ -20,7 +20,13 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
-from gateway.errors import BareLineEnding, MessageRefused, MessageTooLarge, Throttled
+from gateway.errors import (
+    BareLineEnding,
+    MessageRefused,
+    MessageTooLarge,
+    TemporaryFailure,
+    Throttled,
+)
 from gateway.escaping import escape
 from gateway.ingest.pipeline import Action, Inbound, Outcome, has_bare_line_ending
 from gateway.model import Clock
@@ -94,7 +100,11 @@ class PostmasterDesk:
     def _queue(self, inbound: Inbound) -> int:
         raw = inbound.raw
         sha256 = hashlib.sha256(raw).hexdigest()
-        mail = self.wrap(KIND, self.operator_address, raw, **self._values(inbound, sha256))
+        try:
+            mail = self.wrap(KIND, self.operator_address, raw, **self._values(inbound, sha256))
+        except Exception:  # a broken template override, the DKIM key: ours, not the sender's
+            log.exception("postmaster: the notice to the operator could not be composed")
+            raise TemporaryFailure("temporary internal error, try again later") from None
         now = self.clock()
         with self.db.transaction() as session:
             outbox_id = enqueue(

@@ -500,3 +500,16 @@ def test_postmaster_refused_without_operator_address_and_check_says_so(
     assert exit_info.value.code == 0  # a warning, not a fault
     err = capsys.readouterr().err
     assert f"warning: postmaster@{DOMAIN} is refused: set gateway.operator_address" in err
+
+
+def test_postmaster_notice_that_cannot_be_composed_451_nothing_queued(
+    postmaster_world: World,
+) -> None:
+    """A broken template override is our fault: 451 4.3.0 without details, nothing queued."""
+    world = postmaster_world
+    templates = world.gw.services.settings.templates_dir
+    templates.mkdir(exist_ok=True)
+    (templates / "postmaster.txt").write_text("no subject line\n", encoding="utf-8")
+    code, text = world.gw.send(_bounce(), rcpt=f"postmaster@{DOMAIN}", mail_from="")
+    assert (code, text) == (451, "4.3.0 temporary internal error, try again later")
+    assert_nothing_stored(world.gw)
