@@ -41,6 +41,7 @@ from gateway.ingest.dns import TxtResolver
 from gateway.ingest.documents import DocumentPolicy
 from gateway.ingest.mime import MimeLimits
 from gateway.ingest.pipeline import Outcome, Pipeline, RoleHandler
+from gateway.ingest.postmaster import PostmasterDesk
 from gateway.ingest.recipients import RecipientPolicy, Role
 from gateway.ingest.senderauth import SenderAuthenticator
 from gateway.ingest.status import StatusReporter
@@ -211,14 +212,22 @@ class Services:
     @functools.cached_property
     def recipients(self) -> RecipientPolicy:
         addresses = self.settings.addresses
-        return RecipientPolicy(
-            self.settings.gateway.domain,
-            {
-                Role.CODES: addresses.codes,
-                Role.SUBMIT: addresses.submit,
-                Role.STATUS: addresses.status,
-            },
-        )
+        local_parts = {
+            Role.CODES: addresses.codes,
+            Role.SUBMIT: addresses.submit,
+            Role.STATUS: addresses.status,
+        }
+        if self.settings.gateway.operator_address:  # else nobody to forward postmaster@ to
+            local_parts[Role.POSTMASTER] = "postmaster"
+        return RecipientPolicy(self.settings.gateway.domain, local_parts)
+
+    @functools.cached_property
+    def postmaster(self) -> PostmasterDesk | None:
+        """postmaster@'s desk, when `gateway.operator_address` is set (RFC 5321 4.5.1)."""
+        operator = self.settings.gateway.operator_address
+        if not operator:
+            return None
+        return PostmasterDesk(self.db, self.composer.compose_forward, operator, self.clock)
 
     @functools.cached_property
     def authenticator(self) -> SenderAuthenticator:
@@ -370,6 +379,8 @@ class Services:
             max_commands=smtp.max_commands,
             idle_timeout=smtp.idle_timeout.total_seconds(),
             min_data_rate=smtp.min_data_rate,
+            max_session_time=smtp.max_session_time.total_seconds(),
+            data_rate_grace=smtp.data_rate_grace.total_seconds(),
         )
 
     def outbox_transport(self) -> Transport | None:
@@ -510,6 +521,8 @@ def listener_specs(
     The inbound (MX) port, with STARTTLS given a certificate; and, given the
     `authenticator`, the submission port on `smtp.submission_listen`: AUTH
     after STARTTLS (or implicit TLS), which needs the certificate too.
+    The inbound port never offers AUTH (its spec has no authenticator). The
+    certificate is the configured one, else the self-signed one `gateway init` made.
     """
     smtp = settings.smtp
     tls = None
@@ -655,6 +668,7 @@ def _smtp_handler(
         channel=Channel.TELETRANSMISSION if submission else Channel.SMTP,
         on_accepted=on_accepted,
         count_message=services.metrics.count_message,
+        postmaster=None if submission else services.postmaster,
     )
 
 
@@ -692,10 +706,13 @@ async def run_gateway(
     await asyncio.to_thread(services.upgrade_database)
     if not settings.auth.require_dkim:
         log.warning("auth.require_dkim is FALSE: senders are NOT authenticated by DKIM")
+    if not settings.gateway.operator_address:
+        log.warning("gateway.operator_address is not set: postmaster@ is refused (RFC 5321 4.5.1)")
     if deliver:
         warn_if_captured(settings)
         await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
     await asyncio.to_thread(lambda: services.pipeline)  # built off the event loop
+    await asyncio.to_thread(lambda: services.postmaster)  # its composer's keys fail now
     gateway = build_gateway(services, reuse_port=reuse_port, serve_http=serve_http, deliver=deliver)
     supervisor = Supervisor(gateway.parts)
     stop = _stop_on_signals()

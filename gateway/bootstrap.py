@@ -1,4 +1,4 @@
-"""`gateway init`: create whatever is missing — config, data directory, secret, keys."""
+"""`gateway init`: create whatever is missing — config, data directory, secret, keys, TLS."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.errors import ConfigError
 from gateway.settings import Settings, load_settings
+from gateway.smtp.selfsigned import generate_key, self_signed_certificate
 from gateway.storage.keys import generate_dkim_key, generate_signing_key
 
 
@@ -36,7 +37,7 @@ def write_new_file(path: Path, data: bytes, mode: int) -> None:
 def initialise(
     config_path: Path, environ: dict[str, str] | None = None
 ) -> tuple[Settings, InitReport]:
-    """Create the config (never overwritten), directories, server secret and keys."""
+    """Create the config (never overwritten), directories, server secret, keys, TLS pair."""
     report = InitReport()
     if not config_path.exists():
         config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,8 +65,33 @@ def initialise(
         settings.dkim_pub_file.unlink(missing_ok=True)
         write_new_file(settings.dkim_pub_file, public_b64.encode(), 0o644)
         report.created.append(f"DKIM key {settings.dkim_key_file}")
+    if make_tls_certificate(settings, report):
+        settings = load_settings(config_path, environ)  # the defaults now find the new pair
     report.dkim_record = dkim_record(settings)
     return settings, report
+
+
+def make_tls_certificate(settings: Settings, report: InitReport) -> bool:
+    """The self-signed STARTTLS pair in the keys directory, if missing; True if it was made.
+
+    Never overwritten.  A key left without its certificate (an interrupted
+    init) gets one; a certificate without its key is the operator's to sort.
+    """
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if cert.exists() and key.exists():
+        return False
+    if cert.exists():
+        raise ConfigError(f"{cert} has no key {key}: remove it and run `gateway init` again")
+    if not key.exists():
+        write_new_file(key, generate_key(), 0o600)
+    name = settings.smtp.hostname or settings.gateway.domain
+    try:
+        hostname = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ConfigError(f"smtp.hostname: {name!r} is not a host name") from None
+    write_new_file(cert, self_signed_certificate(key.read_bytes(), hostname), 0o644)
+    report.created.append(f"TLS certificate {cert} (self-signed for {hostname})")
+    return True
 
 
 def dkim_record(settings: Settings) -> str:

@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +27,9 @@ from gateway.errors import ConfigError
 DEFAULT_CONFIG = Path("config/gateway.toml")
 ENV_CONFIG = "GATEWAY_CONFIG"
 ENV_PREFIX = "GATEWAY__"
+TLS_CERT_NAME = "smtp-tls-cert.pem"
+TLS_KEY_NAME = "smtp-tls-key.pem"
+"""The self-signed pair `gateway init` makes in the keys directory (STARTTLS by default)."""
 
 _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -84,7 +88,16 @@ class GatewaySection(Section):
     data_dir: Path = Path("var")
     name: str = "Passerelle du greffe"
     operator_address: str = ""
-    """postmaster@ forwards here; the daily check's reports go here (empty: nobody)."""
+    """Where postmaster@ mail is forwarded and the daily check's reports go; empty:
+    postmaster@ is refused (550 5.1.1) and nobody is mailed."""
+
+    @field_validator("operator_address")
+    @classmethod
+    def _operator(cls, value: str) -> str:
+        text = value.strip()
+        if text and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", text):
+            raise ValueError(f"expected an address like ops@example.org, got {value!r}")
+        return text
 
 
 class DatabaseSection(Section):
@@ -104,8 +117,13 @@ class SmtpSection(Section):
     max_messages_per_client: int = Field(default=100, ge=1)
     client_window: Duration = timedelta(minutes=10)
     max_commands: int = Field(default=200, ge=10)
+    """Commands in one session, whatever their verb (then 421 4.7.0)."""
+    max_session_time: Duration = timedelta(minutes=10)
+    """A session's whole lifetime, greeting to close (then 421 4.7.0)."""
     idle_timeout: Duration = timedelta(seconds=300)
     min_data_rate: int = Field(default=20_000, ge=1)
+    """Bytes a second DATA must average once `data_rate_grace` is over (then 421 4.4.2)."""
+    data_rate_grace: Duration = timedelta(seconds=10)
     shutdown_grace: Duration = timedelta(seconds=30)
 
     @field_validator("listen", "submission_listen")
@@ -452,6 +470,15 @@ class Settings(Section):
         return self.keys_dir / "dkim-public.txt"
 
     @property
+    def tls_cert_file(self) -> Path:
+        """The self-signed STARTTLS certificate `gateway init` makes (used unless configured)."""
+        return self.keys_dir / TLS_CERT_NAME
+
+    @property
+    def tls_key_file(self) -> Path:
+        return self.keys_dir / TLS_KEY_NAME
+
+    @property
     def dkim_selector(self) -> str:
         return "greffe"
 
@@ -495,12 +522,9 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
         url = prefix + str(rel(Path(url[len(prefix) :])))
-    smtp = settings.smtp.model_copy(
-        update={
-            "tls_cert": rel(settings.smtp.tls_cert) if settings.smtp.tls_cert else None,
-            "tls_key": rel(settings.smtp.tls_key) if settings.smtp.tls_key else None,
-        }
-    )
+    data_dir = rel(settings.gateway.data_dir)
+    tls_cert, tls_key = _tls_files(settings.smtp, rel, data_dir / "keys")
+    smtp = settings.smtp.model_copy(update={"tls_cert": tls_cert, "tls_key": tls_key})
 
     def rel_or_none(path: Path | None) -> Path | None:
         return rel(path) if path else None
@@ -523,15 +547,31 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     ]
     return settings.model_copy(
         update={
-            "gateway": settings.gateway.model_copy(
-                update={"data_dir": rel(settings.gateway.data_dir)}
-            ),
+            "gateway": settings.gateway.model_copy(update={"data_dir": data_dir}),
             "database": settings.database.model_copy(update={"url": SecretStr(url)}),
             "smtp": smtp,
             "blobs": blobs,
             "imap": settings.imap.model_copy(update={"mailboxes": mailboxes}),
         }
     )
+
+
+def _tls_files(
+    smtp: SmtpSection, rel: Callable[[Path], Path], keys_dir: Path
+) -> tuple[Path | None, Path | None]:
+    """The inbound STARTTLS certificate and key.
+
+    Configured ones win; `tls_cert = ""` (or `tls_key = ""`) means none; with
+    neither key in the file, the pair `gateway init` generated in the keys
+    directory, if it is there.
+    """
+    if {"tls_cert", "tls_key"} & smtp.model_fields_set:
+        return (
+            rel(smtp.tls_cert) if smtp.tls_cert else None,
+            rel(smtp.tls_key) if smtp.tls_key else None,
+        )
+    cert, key = keys_dir / TLS_CERT_NAME, keys_dir / TLS_KEY_NAME
+    return (cert, key) if cert.is_file() and key.is_file() else (None, None)
 
 
 def _describe(error: ValidationError) -> str:
@@ -555,6 +595,12 @@ def _check_semantics(settings: Settings) -> None:
             raise ConfigError(f"invalid configuration: imap.mailboxes[{mailbox.name}].{problem}")
     if bool(settings.smtp.tls_cert) != bool(settings.smtp.tls_key):
         raise ConfigError("invalid configuration: smtp.tls_cert and smtp.tls_key go together")
+    operator = settings.gateway.operator_address
+    if operator.rpartition("@")[2].lower().rstrip(".") == settings.gateway.domain.lower():
+        raise ConfigError(
+            "invalid configuration: gateway.operator_address: must be outside gateway.domain "
+            "(postmaster@ mail forwarded there would come back to the gateway)"
+        )
     if settings.blobs.backend == "s3":
         _check_s3(settings.blobs)
 

@@ -3,9 +3,13 @@
 `GatewaySMTP` reads DATA itself (in large pieces) and so replaces
 aiosmtpd's `smtp_DATA`; doing that needs the session's stream, its
 timeout timer, the handler hook dispatch and the post-DATA reset, which
-aiosmtpd keeps private.  When aiosmtpd changes, re-read `SMTP.smtp_DATA`,
-`_handle_client`, `_reset_timeout`, `_call_handler_hook` and
-`_set_post_data_state` in aiosmtpd/smtp.py against these functions.
+aiosmtpd keeps private.  It also bounds a session as a whole, which needs a
+call before every command and the inactivity timer's expiry: `HookedSMTP`
+turns those two private places into public methods.  When aiosmtpd changes,
+re-read `SMTP.__init__` (`_smtp_methods`), `smtp_DATA`, `_handle_client`,
+`_reset_timeout`, `_timeout_cb`, `_call_handler_hook`, `_set_post_data_state`,
+`smtp_STARTTLS` (`_tls_protocol`) and the logger name in aiosmtpd/smtp.py
+against this module.
 The submission port (`gateway.smtp.auth`) relies on the replies and the
 warning named below; re-read `smtp_EHLO`, `smtp_AUTH` and `SMTP.__init__`.
 """
@@ -14,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
+
+from gateway.escaping import escape
 
 LIBRARY = "aiosmtpd"
 WRITTEN_AGAINST = "1.4.6"
@@ -46,6 +53,46 @@ def implicit_tls_auth() -> Iterator[None]:
         yield
 
 
+LOGGER_NAME = "mail.log"
+"""aiosmtpd's logger: it logs the client's verb and addresses as they came."""
+
+Command = Callable[[str | None], Awaitable[None]]
+
+
+class HookedSMTP(SMTP):
+    """aiosmtpd's SMTP with a public hook before each command and on inactivity.
+
+    `command_allowed(verb)` is awaited before every recognised command runs
+    (after aiosmtpd's own checks); a false answer skips the command.
+    `inactivity_timeout()` replaces aiosmtpd's silent close when the timer
+    (idle, or DATA's) runs out.  Unrecognised verbs stay aiosmtpd's (five,
+    then 502 and close).
+    """
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._smtp_methods = {
+            verb: self._guarded(verb, method) for verb, method in self._smtp_methods.items()
+        }
+
+    def _guarded(self, verb: str, method: Command) -> Command:
+        @functools.wraps(method)  # keeps the @syntax attributes HELP reads
+        async def guarded(arg: str | None) -> None:
+            if await self.command_allowed(verb):
+                await method(arg)
+
+        return guarded
+
+    async def command_allowed(self, verb: str) -> bool:
+        return True
+
+    def _timeout_cb(self) -> None:
+        self.inactivity_timeout()
+
+    def inactivity_timeout(self) -> None:
+        super()._timeout_cb()  # type: ignore[no-untyped-call]  # unannotated upstream
+
+
 def reader(protocol: SMTP) -> asyncio.StreamReader:
     """The session's stream reader (set by aiosmtpd when the client connects)."""
     stream: asyncio.StreamReader = protocol._reader
@@ -61,6 +108,11 @@ def writer(protocol: SMTP) -> asyncio.StreamWriter:
 def reset_timeout(protocol: SMTP, seconds: float) -> None:
     """Restart the session's inactivity timer with `seconds` (aiosmtpd closes on expiry)."""
     protocol._reset_timeout(seconds)
+
+
+def tls_started(protocol: SMTP) -> bool:
+    """STARTTLS has already run in this session (aiosmtpd would layer a second TLS)."""
+    return protocol._tls_protocol is not None
 
 
 def handles_data_itself(protocol: SMTP) -> bool:
@@ -93,3 +145,28 @@ def quiet_login_data_warning() -> None:
     logger = logging.getLogger("mail.log")
     if not any(isinstance(f, _LoginDataDeprecation) for f in logger.filters):
         logger.addFilter(_LoginDataDeprecation())
+
+
+class _EscapeClientText(logging.Filter):
+    """Escapes the arguments of aiosmtpd's log records: verbs, addresses, lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                escape(arg) if isinstance(arg, str | bytes) else arg for arg in record.args
+            )
+        return True
+
+
+_ESCAPE_FILTER = _EscapeClientText()
+
+
+def escape_library_log() -> None:
+    """Make aiosmtpd's own log lines safe: it logs what clients sent as they sent it.
+
+    It logs an unrecognised verb with `%s` ("unrecognised: <ESC>[2J…") and
+    MAIL/RCPT addresses the same way.  Idempotent.
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    if _ESCAPE_FILTER not in logger.filters:
+        logger.addFilter(_ESCAPE_FILTER)

@@ -1,4 +1,4 @@
-"""asyncio.StreamReader's private read limit, raised for a while to read DATA in large pieces."""
+"""asyncio.StreamReader's private limit and buffer: DATA in large pieces, bytes sent too early."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 LIBRARY = "python"
 WRITTEN_AGAINST = "3.11"
-"""StreamReader keeps its limit in `_limit` from 3.7 to 3.13 at least; the tests check 3.11+."""
+"""StreamReader keeps its limit in `_limit` and its bytes in `_buffer` from 3.7 to 3.13 at least."""
 KNOWN_VERSIONS = frozenset({"3.11", "3.12", "3.13"})
 
 
@@ -30,3 +30,15 @@ def raised_limit(reader: asyncio.StreamReader, at_least: int) -> Iterator[None]:
         yield
     finally:
         reader._limit = saved  # type: ignore[attr-defined]
+
+
+def buffered_bytes(reader: asyncio.StreamReader) -> int:
+    """How many bytes the client sent that nobody has read yet."""
+    buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
+    return len(buffer)
+
+
+def discard_buffered(reader: asyncio.StreamReader) -> None:
+    """Forget what the client sent and nobody read: a session we close must not act on it."""
+    buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
+    buffer.clear()

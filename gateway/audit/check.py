@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,6 +12,7 @@ from typing import Any
 from gateway.audit.chain import verify_chain
 from gateway.errors import KeyRefused, NotFound
 from gateway.outbox.maildir import captured_files
+from gateway.settings import Settings
 from gateway.storage.audit import AuditRepository, append_event
 from gateway.storage.blobstore import BlobStorage
 from gateway.storage.courts import CourtRepository
@@ -31,8 +32,9 @@ STUCK_AFTER = timedelta(hours=1)
 class Findings:
     problems: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    """Worth saying but not a fault (outgoing mail captured instead of sent)."""
+    warnings: list[str] = field(default_factory=list)
+    """Said in the report, but the check still passes: a choice of the configuration
+    (postmaster@ refused, no STARTTLS, outgoing mail captured instead of sent)."""
 
     @property
     def ok(self) -> bool:
@@ -44,12 +46,28 @@ class Findings:
             "problem_count": len(self.problems),
             "problems": self.problems[:1000],
             "counts": self.counts,
-            "notes": self.notes,
+            "warnings": self.warnings,
         }
 
 
 Notify = Callable[[Session, Findings], None]
 """Called in the transaction that records the report (`serve` queues the operator's mail)."""
+
+
+def configuration_warnings(settings: Settings) -> list[str]:
+    """What the configuration leaves refused or in clear that the operator should know."""
+    warnings = []
+    if not settings.gateway.operator_address:
+        warnings.append(
+            f"postmaster@{settings.gateway.domain} is refused: set gateway.operator_address "
+            "(RFC 5321 4.5.1 requires a postmaster)"
+        )
+    if settings.smtp.tls_cert is None:
+        warnings.append(
+            "STARTTLS is not offered on the inbound port: no certificate "
+            "(run `gateway init`, or set smtp.tls_cert and smtp.tls_key)"
+        )
+    return warnings
 
 
 def run_check(
@@ -60,15 +78,17 @@ def run_check(
     *,
     notify: Notify | None = None,
     capture_dir: Path | None = None,
+    warnings: Sequence[str] = (),
 ) -> Findings:
     """Run every check, record the report and an audit event; never raises for findings.
 
+    `warnings` (from `configuration_warnings`) go into the report as they are.
     `capture_dir` is the maildir that keeps outgoing mail when relay.mode is
     "capture": the report then says that nothing is being sent.
     """
-    findings = Findings()
+    findings = Findings(warnings=list(warnings))
     if capture_dir is not None:
-        findings.notes.append(
+        findings.warnings.append(
             f"relay.mode is capture: outgoing mail is NOT sent, it is kept in {capture_dir}"
         )
         findings.counts["mail_captured"] = len(captured_files(capture_dir))

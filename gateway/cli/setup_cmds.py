@@ -149,16 +149,22 @@ def audit_verify(ctx: CliContext) -> None:
 @pass_cli
 def check(ctx: CliContext) -> None:
     """Daily consistency check: blobs vs rows, audit chain, stuck requests; exit 1 on a fault."""
-    from gateway.audit.check import run_check
+    from gateway.audit.check import configuration_warnings, run_check
 
     services = ctx.services
     settings = ctx.settings
     capture_dir = settings.mail_dir if settings.relay.mode == "capture" else None
-    findings = run_check(services.db, services.blobs, services.clock(), capture_dir=capture_dir)
-    for note in findings.notes:
-        click.echo(f"warning: {note}", err=True)
+    findings = run_check(
+        services.db,
+        services.blobs,
+        services.clock(),
+        capture_dir=capture_dir,
+        warnings=configuration_warnings(settings),
+    )
     for problem in findings.problems:
         click.echo(f"problem: {problem}", err=True)
+    for warning in findings.warnings:
+        click.echo(f"warning: {warning}", err=True)
     for name, count in sorted(findings.counts.items()):
         click.echo(f"{name}: {count}")
     if not findings.ok:

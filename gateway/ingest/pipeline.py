@@ -30,6 +30,7 @@ from gateway.errors import (
     MessageTooLarge,
     SenderNotAuthenticated,
     SenderNotRegistered,
+    UnknownRecipient,
 )
 from gateway.ingest.mime import MimeLimits, ParsedMessage, parse_message
 from gateway.ingest.recipients import Recipient, Role
@@ -77,6 +78,8 @@ class Action(enum.StrEnum):
     SUBMITTED = "submitted"
     STATE_SENT = "state_sent"
     SEALED = "sealed"
+    FORWARDED = "forwarded"
+    """postmaster@: queued for the operator (`ingest/postmaster.py`, not this pipeline)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +182,9 @@ class Pipeline:
         return gate
 
     async def _ingest(self, inbound: Inbound) -> Outcome:
+        if inbound.recipient.role not in self.handlers:
+            # postmaster@ has its own desk on SMTP (ingest/postmaster.py), none here (IMAP).
+            raise UnknownRecipient("no such user here")
         if len(inbound.raw) > self.max_message_bytes:
             raise MessageTooLarge("message exceeds fixed maximum message size")
         if has_bare_line_ending(inbound.raw):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email.policy
 import email.utils
 from collections.abc import Callable, Mapping
@@ -108,6 +109,24 @@ def _set_text(part: MIMEPart, body: str) -> None:
     part.set_content(body, subtype="plain", charset="utf-8", cte="quoted-printable")
 
 
+def _attachment(message: bytes) -> bytes:
+    """A received message as a MIME part, its bytes untouched when it is 7-bit."""
+    if message.isascii():
+        # Its own last line break stays its own: the one before the delimiter is ours.
+        body = message if message.endswith(b"\r\n") else message + b"\r\n"
+        return (
+            b"Content-Type: message/rfc822\r\n"
+            b'Content-Disposition: attachment; filename="message.eml"\r\n'
+            b"Content-Transfer-Encoding: 7bit\r\n\r\n" + body
+        )
+    encoded = base64.encodebytes(message).replace(b"\n", b"\r\n")
+    return (
+        b'Content-Type: application/octet-stream; name="message.eml"\r\n'
+        b'Content-Disposition: attachment; filename="message.eml"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + encoded
+    )
+
+
 class MailComposer:
     """Turns a template and its values into the signed bytes the outbox will deliver.
 
@@ -177,6 +196,37 @@ class MailComposer:
         else:
             _set_text(headers, body)
             message = headers.as_bytes()
+        return self._dkim_sign(message) + message
+
+    def compose_forward(self, kind: str, to: str, attached: bytes, /, **values: str) -> bytes:
+        """Template `kind` as a notice from the gateway, with `attached` joined unchanged.
+
+        `attached` is a message as someone else sent it (postmaster@): it is
+        neither parsed nor re-encoded, so nothing its sender wrote becomes a
+        header of what we send.  A 7-bit message goes as `message/rfc822`
+        (RFC 2046 allows no other encoding there); one with 8-bit bytes as an
+        `application/octet-stream` file in base64, so no relay must carry 8-bit.
+        """
+        recipient = str(Mailbox.parse(one_line(to)))
+        subject, body = self._templates.render(kind, **{**self._defaults, **values})
+        headers = self._headers(recipient, one_line(subject), None)  # from the gateway itself
+        notice = MIMEPart(policy=POLICY)
+        _set_text(notice, body)
+        boundary = f"=_forward_{self._new_id()}"
+        while boundary.encode("ascii") in attached:  # never a delimiter inside the message
+            boundary = f"=_forward_{self._new_id()}"
+        headers["Content-Type"] = f'multipart/mixed; boundary="{boundary}"'
+        head = b"".join(POLICY.fold_binary(name, value) for name, value in headers.items())
+        delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
+        message = b"".join(
+            [
+                head,
+                b"\r\nThis is a multi-part message in MIME format.",
+                delimiter + notice.as_bytes(policy=POLICY),
+                delimiter + _attachment(attached),
+                f"\r\n--{boundary}--\r\n".encode("ascii"),
+            ]
+        )
         return self._dkim_sign(message) + message
 
     def _with_facts(self, text: MIMEPart, values: dict[str, str], recipient: str) -> MIMEPart:

@@ -10,8 +10,10 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from gateway.errors import GatewayError, MessageRefused, UnknownRecipient
+from gateway.escaping import escape
 from gateway.ingest.pipeline import Action, Inbound, Outcome, Pipeline
-from gateway.ingest.recipients import Recipient, RecipientPolicy
+from gateway.ingest.postmaster import PostmasterDesk
+from gateway.ingest.recipients import Recipient, RecipientPolicy, Role
 from gateway.logs import correlation, current_correlation_id
 from gateway.model import Channel, Clock
 from gateway.smtp import replies
@@ -34,6 +36,7 @@ class GatewayHandler:
 
     `on_accepted` is told of every accepted message (the outbox wakes up to
     send its receipt); `count_message` of every DATA's outcome (metrics).
+    `postmaster` takes postmaster@ mail, which skips the pipeline's checks.
     """
 
     def __init__(
@@ -46,6 +49,7 @@ class GatewayHandler:
         channel: Channel = Channel.SMTP,
         on_accepted: Callable[[Outcome], None] = _ignore_outcome,
         count_message: Callable[[str], None] = _ignore_count,
+        postmaster: PostmasterDesk | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.policy = policy
@@ -55,8 +59,27 @@ class GatewayHandler:
         self.channel = channel
         self.on_accepted = on_accepted
         self.count_message = count_message
+        self.postmaster = postmaster
         self.in_flight = 0
         self.accepting = True
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        """aiosmtpd's EHLO lines, without AUTH on a listener that offers none (the inbound port).
+
+        aiosmtpd offers AUTH as soon as TLS is up, whether or not anything
+        could authenticate; `GatewaySMTP.offers_auth` says whether this one can.
+        """
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        if getattr(server, "offers_auth", False):
+            return responses
+        return [line for line in responses if not line[4:].upper().startswith("AUTH")]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -106,11 +129,13 @@ class GatewayHandler:
             finally:
                 self.in_flight -= 1
             self.count_message(outcome)
+            tls = tls_info(server, session)
             log.info(
                 "smtp transaction",
                 extra={
                     "peer": peer_ip(session),
-                    "tls": tls_info(server, session),
+                    "tls_version": tls["version"] if tls else None,
+                    "tls_cipher": tls["cipher"] if tls else None,
                     "mail_from_domain": _domain(envelope.mail_from or ""),
                     "rcpt_role": recipient.role.value,
                     "recipients": len(envelope.rcpt_tos),
@@ -140,7 +165,10 @@ class GatewayHandler:
             credential_address_key=identity.address_key if identity else None,
         )
         try:
-            outcome = await self.pipeline.ingest(inbound)
+            if recipient.role is Role.POSTMASTER and self.postmaster is not None:
+                outcome = await self.postmaster.forward(inbound)
+            else:
+                outcome = await self.pipeline.ingest(inbound)
         except GatewayError as exc:
             return replies.reply_for(exc), (
                 "refused" if isinstance(exc, MessageRefused) else "tempfail"
@@ -159,7 +187,7 @@ class GatewayHandler:
         # aiosmtpd's default answers 500 with the exception text (paths!): never that.
         if isinstance(error, TLSSetupException):
             # The client's TLS is too old or broken: its problem, not an internal fault.
-            log.info("smtp tls handshake failed", extra={"reason": str(error.__cause__)[:200]})
+            log.info("smtp tls handshake failed", extra={"reason": escape(str(error.__cause__))})
             return replies.R421_TLS_FAILED
         with correlation() as ref:
             log.error("smtp session error", exc_info=error)
@@ -172,7 +200,8 @@ def peer_ip(session: Session) -> str:
 
 
 def _domain(address: str) -> str:
-    return address.rpartition("@")[2].strip("<>").lower()[:255]
+    """The domain of a client's address, for a log line: escaped, never as typed."""
+    return escape(address.rpartition("@")[2].strip("<>").lower(), 255)
 
 
 def tls_info(server: SMTP, session: Session) -> dict[str, str] | None:

@@ -1,10 +1,34 @@
-"""SMTP limits, and the client tracker the gateway's listeners share (421 and 450 limits)."""
+"""SMTP limits, a session's bounds, and the client tracker the listeners share (421 and 450)."""
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
+
+DATA_RATE_GRACE = 10.0
+"""Seconds of DATA before `min_data_rate` applies: the first round trips, TCP's slow start."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionBounds:
+    """What one session may take as a whole; None is no bound (aiosmtpd's own behaviour).
+
+    `max_commands` counts every command of the session, whatever its verb;
+    `max_session_time` is from the greeting to the close; DATA must bring
+    `min_data_rate` bytes a second on average once `data_rate_grace` is over.
+    """
+
+    max_commands: int | None = None
+    max_session_time: float | None = None
+    min_data_rate: int | None = None
+    data_rate_grace: float = DATA_RATE_GRACE
+
+    def data_deadline(self, started: float, received: int) -> float | None:
+        """When DATA begun at `started` is too slow, unless more than `received` bytes came."""
+        if not self.min_data_rate:
+            return None
+        return started + self.data_rate_grace + received / self.min_data_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,11 +42,26 @@ class SmtpLimits:
     max_commands: int
     idle_timeout: float
     min_data_rate: int
+    max_session_time: float = 600.0
+    data_rate_grace: float = DATA_RATE_GRACE
 
     @property
     def data_timeout(self) -> float:
-        """DATA is one command for aiosmtpd's timer: the largest message at the minimum rate."""
+        """DATA is one command for aiosmtpd's timer: the largest message at the minimum rate.
+
+        The rate itself is enforced as DATA goes (`SessionBounds.data_deadline`);
+        this timer is only the outer bound.
+        """
         return self.idle_timeout + self.max_message_bytes / self.min_data_rate
+
+    @property
+    def session_bounds(self) -> SessionBounds:
+        return SessionBounds(
+            max_commands=self.max_commands,
+            max_session_time=self.max_session_time,
+            min_data_rate=self.min_data_rate,
+            data_rate_grace=self.data_rate_grace,
+        )
 
 
 class ClientTracker:

@@ -50,7 +50,8 @@ class ListenerSpec:
     reuse_port: bool = False
     """Several `serve --workers` processes share the port (SO_REUSEPORT)."""
     authenticator: CredentialAuthenticator | None = None
-    """SMTP AUTH (the submission port): only a listener with one offers AUTH, after TLS."""
+    """SMTP AUTH (the submission port): only a listener with one offers AUTH, after TLS;
+    without one AUTH is neither in EHLO nor in HELP, and answered 502 (the inbound port)."""
 
     def __post_init__(self) -> None:
         if (self.tls is TlsMode.NONE) != (self.tls_context is None):
@@ -96,7 +97,7 @@ class SmtpListener:
             "hostname": spec.hostname,
             "tls_context": starttls,
             "timeout": limits.idle_timeout,
-            "command_call_limit": limits.max_commands,
+            "bounds": limits.session_bounds,  # every command counts, not each verb apart
             "enable_SMTPUTF8": True,
             "decode_data": False,
         }

@@ -26,6 +26,12 @@ R235_AUTH_OK = "235 2.7.0 Authentication successful"
 R454_AUTH_TEMPORARY = "454 4.7.0 Temporary authentication failure, try again later"
 R501_AUTH_BASE64 = "501 5.5.2 Cannot decode base64"
 R501_AUTH_SPLIT = "501 5.5.2 Cannot split the PLAIN response"
+R421_TOO_MANY_COMMANDS = "421 4.7.0 Too many commands in one session, closing connection"
+R421_SESSION_TIME = "421 4.7.0 Session time limit reached, closing connection"
+R421_IDLE = "421 4.4.2 Idle for too long, closing connection"
+R421_TOO_SLOW = "421 4.4.2 Message data arriving too slowly, closing connection"
+R554_EARLY_DATA = "554 5.5.0 Data sent before the 354 reply (no PIPELINING here), closing"
+R503_TLS_ACTIVE = "503 5.5.1 TLS already active"
 
 # Order matters: the first class that matches wins, so subclasses come first.
 _TABLE: list[tuple[type[errors.GatewayError], str]] = [

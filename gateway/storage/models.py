@@ -249,7 +249,7 @@ class Outbox(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     """code | receipt | state | acknowledgement | rejection | registration |
-    registration_revoked | check_report"""
+    registration_revoked | check_report | credential_expiry | postmaster"""
     recipient: Mapped[str] = mapped_column(String(320))
     message: Mapped[bytes | None]
     """The signed message, cleared once delivered."""

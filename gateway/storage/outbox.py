@@ -30,6 +30,7 @@ KINDS = frozenset(
         "registration_revoked",
         "check_report",
         "credential_expiry",
+        "postmaster",
     }
 )
 OUTBOX = table_of(Outbox)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import SenderNotRegistered
+from gateway.errors import SenderNotRegistered, UnknownRecipient
 from gateway.ingest.mime import MimeLimits
 from gateway.ingest.pipeline import Inbound, Pipeline
 from gateway.ingest.recipients import Recipient, Role
@@ -84,3 +84,34 @@ def test_large_messages_checked_one_at_a_time(
     asyncio.run(ingest_three())
     assert auth.most == expected_overlap
     db.dispose()
+
+
+def test_role_without_handler_refused_before_any_check(tmp_path: Path) -> None:
+    """postmaster@ mail pulled over IMAP: no handler there, so 550 5.1.1, not a KeyError."""
+    db = Database.from_url(f"sqlite:///{tmp_path / 'g.db'}")
+    migrate.upgrade(db)
+    auth = SlowAuthenticator()
+    pipeline = Pipeline(
+        db=db,
+        authenticator=auth,  # type: ignore[arg-type]
+        limits=MimeLimits(),
+        max_message_bytes=10_000_000,
+        id_domain="g.example",
+        clock=lambda: datetime.now(UTC),
+        handlers={Role.SUBMIT: lambda ctx: None},  # type: ignore[dict-item]
+    )
+    inbound = Inbound(
+        message(1000),
+        "t@exemple.fr",
+        Recipient(Role.POSTMASTER, ""),
+        Channel.IMAP,
+        "imap:intake",
+        datetime.now(UTC),
+    )
+    try:
+        with pytest.raises(UnknownRecipient):
+            asyncio.run(pipeline.ingest(inbound))
+    finally:
+        pipeline.close()
+        db.dispose()
+    assert auth.most == 0  # refused before DKIM

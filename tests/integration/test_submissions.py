@@ -6,6 +6,7 @@ import email
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 from datetime import timedelta
@@ -187,10 +188,24 @@ def test_malformed_mime_refused(world: World) -> None:
     assert status == 554 and reply.startswith("5.6.0") and "boundary" in reply
 
 
-def _smtp_dialogue(port: int, payload: bytes) -> list[bytes]:
+def _reply(sock: socket.socket) -> bytes:
+    """One whole reply, its last line `NNN text`."""
+    reply = b""
+    while not re.search(rb"(^|\r\n)\d{3} [^\r\n]*\r\n$", reply):
+        chunk = sock.recv(65536)
+        assert chunk, reply
+        reply += chunk
+    return reply
+
+
+def _smtp_dialogue(port: int, payload: bytes, commands: tuple[bytes, ...] = ()) -> list[bytes]:
+    """Send each of `commands` and wait for its reply, then `payload` in one go."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        received = _reply(sock) if commands else b""
+        for command in commands:  # PIPELINING is not offered: bytes sent early close the session
+            sock.sendall(command + b"\r\n")
+            received += _reply(sock)
         sock.sendall(payload)  # no half-close: EOF would abort the transaction in flight
-        received = b""
         while b"\r\n221" not in received and (chunk := sock.recv(65536)):
             received += chunk
     return received.split(b"\r\n")
@@ -204,17 +219,14 @@ def test_smuggling_bare_lf_does_not_end_data(world: World, smuggle: bytes) -> No
         b"MAIL FROM:<evil@exemple.fr>\r\nRCPT TO:<depot@" + DOMAIN.encode() + b">\r\nDATA\r\n"
         b"Subject: smuggled\r\n\r\nhi\r\n.\r\n"
     )
-    payload = (
-        b"EHLO client.test\r\nMAIL FROM:<" + GUARDIAN.encode() + b">\r\n"
-        b"RCPT TO:<depot@"
-        + DOMAIN.encode()
-        + b">\r\nDATA\r\n"
-        + raw.rstrip(b"\r\n")
-        + smuggle
-        + hidden
-        + b"QUIT\r\n"
+    commands = (
+        b"EHLO client.test",
+        b"MAIL FROM:<" + GUARDIAN.encode() + b">",
+        b"RCPT TO:<depot@" + DOMAIN.encode() + b">",
+        b"DATA",
     )
-    lines = [line for line in _smtp_dialogue(world.gw.port, payload) if line]
+    payload = raw.rstrip(b"\r\n") + smuggle + hidden + b"QUIT\r\n"
+    lines = [line for line in _smtp_dialogue(world.gw.port, payload, commands) if line]
     data_replies = [line for line in lines if line[:3] in (b"250", b"554", b"550", b"451")]
     # One message, one verdict: the smuggled MAIL/RCPT/DATA were never commands.
     assert not any(line.startswith(b"250 2.0.0 Accepted") for line in lines)
