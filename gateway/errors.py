@@ -13,10 +13,14 @@ exit codes) in one table each.
     │   ├── InvalidMeasure
     │   ├── InvalidAddress
     │   ├── InvalidKind
-    │   └── ImportRefused            a CSV import with a line-by-line report
+    │   ├── ImportRefused            a CSV import with a line-by-line report
+    │   └── BodyTooLarge             an HTTP request body over http.max_body_bytes
     ├── NotFound                     unknown court, registration, request …
     ├── Conflict                     duplicate court, registration …
-    │   └── AlreadyStored            the same message committed meanwhile (a retry racing)
+    │   ├── AlreadyStored            the same message committed meanwhile (a retry racing)
+    │   └── WrongStatus              a request not in a status the greffe's action applies to
+    ├── Unauthenticated              no API key, or one that is unknown, revoked or wrong
+    ├── NotPermitted                 an API key whose role may not do this
     ├── KeyRefused                   an OpenPGP key that cannot serve
     ├── ReceiptInvalid               a receipt that does not verify (receipts verify)
     ├── MessageRefused               permanent refusal of a message (5xx)
@@ -103,12 +107,28 @@ class NotFound(GatewayError):
     """The named object does not exist."""
 
 
+class BodyTooLarge(InputError):
+    """The request body is larger than the gateway accepts."""
+
+
 class Conflict(GatewayError):
     """The object already exists."""
 
 
 class AlreadyStored(Conflict):
     """The same message was committed meanwhile (a client's retry racing the first copy)."""
+
+
+class WrongStatus(Conflict):
+    """The request is not in a status this action applies to (the message names its status)."""
+
+
+class Unauthenticated(GatewayError):
+    """API key missing, unknown or revoked."""
+
+
+class NotPermitted(GatewayError):
+    """This API key's role may not do this."""
 
 
 class KeyRefused(GatewayError):

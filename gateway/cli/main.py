@@ -11,6 +11,7 @@ import click
 
 from gateway.cli import (
     admin_cmds,
+    apikeys_cmds,
     codes_cmds,
     doctor_cmds,
     greffe_cmds,
@@ -50,6 +51,7 @@ for group in (
     doctor_cmds,
     keys_cmds,
     receipts_cmds,
+    apikeys_cmds,
 ):
     group.register(cli)
 
