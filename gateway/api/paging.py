@@ -17,7 +17,7 @@ Cursor = Annotated[
     str | None,
     Query(
         max_length=64,
-        pattern=r"^[A-Za-z0-9_-]+$",
+        pattern=r"^[A-Za-z0-9_-]*$",
         description="`next_cursor` of the previous page; omit it for the first page.",
     ),
 ]

@@ -159,7 +159,13 @@ def _describe(error: Mapping[str, Any]) -> dict[str, str]:
     location = [str(part) for part in error.get("loc", ())]
     where = location[0] if location else "request"
     field = ".".join(location[1:]) or where
-    message = "unknown field" if error.get("type") == "extra_forbidden" else str(error.get("msg"))
+    kind = error.get("type")
+    if kind == "extra_forbidden":
+        message = "unknown field"
+    elif location == ["body"] and kind in ("dict_type", "model_attributes_type"):
+        message = "expected a JSON object (Content-Type: application/json)"
+    else:
+        message = str(error.get("msg"))
     return {"in": where, "field": field, "problem": message}
 
 

@@ -52,6 +52,8 @@ class ApiServer:
         self._thread: threading.Thread | None = None
 
     async def start(self) -> None:
+        # uvicorn's start/stop lines carry terminal colour codes as extras: keep its warnings only.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
         sock = _bind(self.host, self.requested_port)
         try:
             server = uvicorn.Server(self._config())
