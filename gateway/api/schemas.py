@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.model import RequestKind
+
+TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+"""Free text: any character but the control ones (PostgreSQL refuses NUL in text)."""
+Note = Annotated[str, Field(min_length=1, max_length=2000, pattern=TEXT)]
 
 
 class Body(BaseModel):
@@ -70,7 +74,7 @@ class Ready(Out):
 # -- courts ---------------------------------------------------------------------------
 class CourtIn(Body):
     code: str = Field(max_length=64, description="2-16 of A-Z, 0-9 and '-' (upper-cased)")
-    name: str = Field(max_length=400)
+    name: str = Field(max_length=400, pattern=TEXT)
 
 
 class CourtKeyOut(Out):
@@ -186,8 +190,10 @@ class RequestStatusView(Out):
 
 
 class RejectIn(Body):
-    reason: str = Field(min_length=1, max_length=2000, description="Mailed to the guardian.")
-    notes: dict[int, str] | None = Field(
+    reason: str = Field(
+        min_length=1, max_length=2000, pattern=TEXT, description="Mailed to the guardian."
+    )
+    notes: dict[int, Note] | None = Field(
         default=None, description="Per-document notes, by document index."
     )
 

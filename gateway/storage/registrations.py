@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from gateway.storage.models import Court, Registration
+from gateway.storage.models import MAX_ID, Court, Registration
 
 # Built once: every message looks its sender's registrations up.
 ACTIVE_FOR_ADDRESS = select(Registration).where(
@@ -62,7 +62,7 @@ class RegistrationRepository:
         query = (
             select(Registration, Court.code)
             .join(Court, Court.id == Registration.court_id)
-            .where(Registration.id > after_id)
+            .where(Registration.id > min(after_id, MAX_ID))
             .order_by(Registration.id)
             .limit(limit)
         )

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from gateway.model import Channel, RequestKind, RequestStatus
 from gateway.storage.models import (
+    MAX_ID,
     Code,
     Court,
     Registration,
@@ -158,7 +159,7 @@ class RequestRepository:
             select(Request, Court.code, Registration.measure)
             .join(Court, Court.id == Request.court_id)
             .join(Registration, Registration.id == Request.registration_id)
-            .where(Request.id > after_id)
+            .where(Request.id > min(after_id, MAX_ID))
             .order_by(Request.id)
             .limit(limit)
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import httpx
@@ -45,7 +46,8 @@ def test_registrations_add_revoke_and_page(admin: httpx.Client) -> None:
         body = {"court": COURT, "measure": f"22/{number}", "address": f"t{number}@exemple.fr"}
         assert admin.post("/api/v1/registrations", json=body).status_code == 201
     again = admin.post(
-        "/api/v1/registrations", json={"court": COURT, "measure": "22/0", "address": "T0@exemple.fr"}
+        "/api/v1/registrations",
+        json={"court": COURT, "measure": "22/0", "address": "T0@exemple.fr"},
     )
     assert again.status_code == 409  # local parts compare case-insensitively
     bad = admin.post("/api/v1/registrations", json={"court": COURT, "measure": "x", "address": "@"})
@@ -163,7 +165,7 @@ def test_audit_lists_in_order_and_verify_names_a_tampered_event(
         if cursor is None:
             break
     assert [event["seq"] for event in events] == list(range(1, len(events) + 1))
-    assert all(b["prev_sha256"] == a["sha256"] for a, b in zip(events, events[1:], strict=False))
+    assert all(b["prev_sha256"] == a["sha256"] for a, b in itertools.pairwise(events))
     assert admin.get("/api/v1/audit/verify").json() == {
         "ok": True, "events": len(events), "broken_seq": None, "reason": ""
     }  # fmt: skip

@@ -32,7 +32,9 @@ class TwoCourts:
 def two_courts(world: World) -> Iterator[TwoCourts]:
     with api(world, new_key(world, "admin")) as admin:
         for code in ("TJ75", "TJ13"):
-            assert admin.post("/api/v1/courts", json={"code": code, "name": code}).status_code == 201
+            assert (
+                admin.post("/api/v1/courts", json={"code": code, "name": code}).status_code == 201
+            )
             armored = world.court_key.armored_public
             answer = admin.post(f"/api/v1/courts/{code}/keys", json={"armored": armored})
             assert answer.status_code == 201, answer.text

@@ -61,12 +61,16 @@ def test_readyz_names_the_failing_check(
 def test_bad_input_is_a_4xx_problem_naming_it(world: World) -> None:
     with api(world, new_key(world, "admin")) as admin:
         malformed = admin.post(
-            "/api/v1/courts", content=b'{"code": "TJ-X", ', headers={"content-type": "application/json"}
+            "/api/v1/courts",
+            content=b'{"code": "TJ-X", ',
+            headers={"content-type": "application/json"},
         )
         assert malformed.status_code == 400 and malformed.json()["type"].endswith(":malformed-json")
         unknown = admin.post("/api/v1/courts", json={"code": "TJ-X", "name": "X", "extra": 1})
         assert unknown.status_code == 422
-        assert unknown.json()["errors"] == [{"in": "body", "field": "extra", "problem": "unknown field"}]
+        assert unknown.json()["errors"] == [
+            {"in": "body", "field": "extra", "problem": "unknown field"}
+        ]
         not_object = admin.post("/api/v1/courts", json=["TJ-X"])
         assert not_object.status_code == 422
         no_route = admin.get("/api/v1/nothing-here")
@@ -192,7 +196,9 @@ def test_workers_parent_serves_the_api_with_aggregated_metrics(
         assert created.status_code == 201, created.text
         # Empty until a worker counts something (test_smtp_session sends mail through it).
         metrics = httpx.get(f"{url}/metrics")
-        assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+        assert metrics.status_code == 200 and metrics.headers["content-type"].startswith(
+            "text/plain"
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:

@@ -19,7 +19,9 @@ router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=documented(
 def list_events(
     deps: Deps,
     who: AdminKey,
-    action: Annotated[str | None, Query(max_length=64, description="e.g. code.issued")] = None,
+    action: Annotated[
+        str | None, Query(pattern=r"^[a-z0-9_.]{1,64}$", description="e.g. code.issued")
+    ] = None,
     cursor: Cursor = None,
     limit: Limit = DEFAULT_LIMIT,
 ) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def add_registration(body: RegistrationIn, deps: Deps, who: AdminKey) -> dict[st
 
 @router.post("/{registration_id}/revoke", response_model=Registration)
 def revoke_registration(
-    deps: Deps, who: AdminKey, registration_id: Annotated[int, Path(ge=1, le=2**62)]
+    deps: Deps, who: AdminKey, registration_id: Annotated[int, Path(ge=1, le=2**31 - 1)]
 ) -> dict[str, Any]:
     return deps.admin.revoke_registration_id(registration_id, who.actor)
 

@@ -6,6 +6,7 @@ A greffe key sees its own courts only: any other court's request answers
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -16,6 +17,7 @@ from gateway.api.context import Deps
 from gateway.api.paging import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor
 from gateway.api.problems import API_STATUSES, documented
 from gateway.api.schemas import RejectIn, RequestDetail, RequestPage, RequestStatusView
+from gateway.errors import InputError
 from gateway.model import RequestKind, RequestStatus, court_code
 from gateway.review import RequestView
 from gateway.storage.requests import RequestFilter
@@ -23,7 +25,9 @@ from gateway.storage.requests import RequestFilter
 router = APIRouter(
     prefix="/api/v1/requests", tags=["requests"], responses=documented(*API_STATUSES)
 )
-Reference = Annotated[str, Path(max_length=40, description="e.g. TJ-LYON-2026-000001")]
+Reference = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9-]{1,40}$", description="e.g. TJ-LYON-2026-000001")
+]
 
 
 @router.get("", response_model=RequestPage)
@@ -44,7 +48,7 @@ def list_requests(
         court=court_code(court) if court else None,
         status=status.value if status else None,
         kind=kind.value if kind else None,
-        since=since,
+        since=_utc(since) if since else None,
     )
     page = deps.records.requests(wanted, decode_cursor(cursor), limit)
     return {"items": page.items, "next_cursor": encode_cursor(page.after)}
@@ -83,6 +87,13 @@ def reject(reference: Reference, body: RejectIn, deps: Deps, who: AnyKey) -> dic
     """received -> rejected, with a reason (mailed to the guardian) and per-document notes."""
     view = deps.review.reject(reference, who.actor, body.reason, notes=body.notes, courts=who.scope)
     return _view(view)
+
+
+def _utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):  # year 9999 with a negative offset, say
+        raise InputError("since: out of range") from None
 
 
 def _view(view: RequestView) -> dict[str, Any]:

@@ -20,7 +20,9 @@ router = APIRouter(
     tags=["submissions"],
     responses=documented(*API_STATUSES),
 )
-Reference = Annotated[str, Path(max_length=40, description="The request's reference")]
+Reference = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9-]{1,40}$", description="The request's reference")
+]
 Number = Annotated[int, Path(ge=1, le=1_000_000, description="The submission's number")]
 
 
