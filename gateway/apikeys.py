@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -257,7 +257,3 @@ def _key_dict(row: ApiKey) -> dict[str, Any]:
         "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
     }
 
-
-def scope_allows(scope: Collection[str] | None, court: str) -> bool:
-    """Whether a principal's scope (None: every court) includes `court`."""
-    return scope is None or court in scope

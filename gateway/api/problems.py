@@ -40,6 +40,7 @@ class ProblemType:
 
 
 INTERNAL = ProblemType(503, "internal", "Temporary internal error")
+NOT_READY = ProblemType(503, "not-ready", "Not ready")
 MALFORMED_JSON = ProblemType(400, "malformed-json", "Malformed JSON body")
 INVALID_REQUEST = ProblemType(422, "invalid-request", "Request does not validate")
 

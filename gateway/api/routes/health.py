@@ -6,12 +6,11 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.context import Deps
-from gateway.api.problems import ProblemType, documented, problem
+from gateway.api.problems import NOT_READY, documented, problem
 from gateway.api.schemas import Health, Ready
 from gateway.readiness import run_checks
 
 router = APIRouter(tags=["health"])
-NOT_READY = ProblemType(503, "not-ready", "Not ready")
 
 
 @router.get("/healthz", response_model=Health)
