@@ -63,6 +63,7 @@ class GatewayInstance:
             "GATEWAY__SMTP__SUBMISSION_LISTEN": f"127.0.0.1:{free_port()}",
             "GATEWAY__HTTP__LISTEN": f"127.0.0.1:{self.http_port}",
             "GATEWAY__DNS__NAMESERVERS": f'["{self.dns.address}"]',
+            "GATEWAY__RELAY__MODE": "smtp",  # `init` writes "capture"; the bench relays to its sink
             "GATEWAY__RELAY__HOST": "127.0.0.1",
             "GATEWAY__RELAY__PORT": str(self.sink.port),
             "GATEWAY__LOGGING__LEVEL": "WARNING",

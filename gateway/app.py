@@ -3,7 +3,8 @@
 `Services` builds each service once, lazily, with its collaborators.  The
 `build_*` functions turn services into running parts (`gateway.lifecycle`):
 the SMTP listeners (one per `ListenerSpec`), an IMAP watcher per mailbox,
-the outbox worker, the sweeper and the HTTP server.  `run_gateway` builds
+the outbox worker, the sweeper, the daily retention purge and check (once
+per cluster, `gateway.jobs`) and the HTTP server.  `run_gateway` builds
 them, starts them in order, waits for SIGTERM/SIGINT and stops them in
 reverse order.  Nothing is set on an object after it is built, and no
 adapter receives this module's `Services`.
@@ -29,6 +30,8 @@ from gateway.api.app import create_app
 from gateway.api.context import ApiDeps
 from gateway.api.server import ApiServer, TlsFiles
 from gateway.apikeys import ApiKeyHasher, ApiKeys, AuthThrottlePolicy
+from gateway.audit.daily import DailyCheck
+from gateway.backup import Backup
 from gateway.errors import ConfigError, GatewayError
 from gateway.imap.client import ImapClient
 from gateway.imap.oauth import token_source_for
@@ -43,6 +46,7 @@ from gateway.ingest.recipients import RecipientPolicy, Role
 from gateway.ingest.senderauth import SenderAuthenticator
 from gateway.ingest.status import StatusReporter
 from gateway.ingest.submit import SubmissionStore
+from gateway.jobs import ClusterJob, Schedule
 from gateway.lifecycle import LoopingPart, RunningPart, Supervisor
 from gateway.metrics import Metrics, multiprocess_registry
 from gateway.model import Channel, Clock
@@ -51,8 +55,9 @@ from gateway.otp.service import CodePolicy, CodeService
 from gateway.otp.sweeper import Sweeper
 from gateway.otp.verify import CodeVerifier
 from gateway.outbox.compose import MailComposer, sender_address
+from gateway.outbox.maildir import MaildirTransport
 from gateway.outbox.templates import Templates
-from gateway.outbox.worker import Composed, OutboxWorker
+from gateway.outbox.worker import Composed, OutboxWorker, Transport
 from gateway.readiness import (
     ReadinessCheck,
     blob_store_writable,
@@ -61,6 +66,7 @@ from gateway.readiness import (
     keys_loaded,
 )
 from gateway.records import Records
+from gateway.retention import Retention
 from gateway.review import ReviewDesk
 from gateway.settings import ImapMailbox, Settings, parse_hostport
 from gateway.smtp.handler import GatewayHandler
@@ -74,12 +80,15 @@ from gateway.storage.crypto import GpgKeyring, ReceiptSigner
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import GroupCommitter
 from gateway.storage.imap import ImapState
-from gateway.storage.leases import DbLease
+from gateway.storage.leases import DbLease, new_holder_id
+from gateway.storage.notify import OutboxListener, listen_url
 from gateway.storage.payload import PayloadWriter
 from gateway.wkd import WkdDirectory
 
 log = logging.getLogger("gateway.serve")
 SWITCH_INTERVAL = 0.001
+OUTBOX_POLL = 5.0
+"""How often the outbox looks for due rows when nothing woke it (retries come due)."""
 
 
 def utc_now() -> datetime:
@@ -102,9 +111,13 @@ def read_secret(path: Path) -> bytes:
 class Services:
     """Everything a command or the server needs, each built once from the settings."""
 
-    def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock = utc_now, schedule: Schedule | None = None
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.schedule = schedule or Schedule()
+        """When the cluster jobs (retention purge, daily check) run: a seam for tests."""
 
     @functools.cached_property
     def metrics(self) -> Metrics:
@@ -124,7 +137,17 @@ class Services:
 
     @functools.cached_property
     def admin(self) -> Admin:
-        return Admin(self.db, self.clock, import_key=self.keyring.import_public)
+        # The keyring is opened on the first key imported, not before: a command that
+        # only lists leaves no GnuPG home behind.
+        def import_key(armored: str) -> str:
+            return self.keyring.import_public(armored)
+
+        return Admin(self.db, self.clock, import_key=import_key)
+
+    def require_schema(self) -> None:
+        """Refuse, creating nothing, a database that `gateway init` never made (no schema)."""
+        if not migrate.has_schema(self.settings.database.url.get_secret_value()):
+            raise ConfigError("database not initialised: run `gateway init`")
 
     @functools.cached_property
     def signer(self) -> ReceiptSigner:
@@ -276,14 +299,40 @@ class Services:
             min_data_rate=smtp.min_data_rate,
         )
 
-    def outbox_worker(self) -> OutboxWorker:
+    def outbox_transport(self) -> Transport | None:
+        """Where outgoing mail goes: a local maildir in capture mode, else (None) the relay."""
+        if self.settings.relay.mode == "capture":
+            return MaildirTransport(self.settings.mail_dir)
+        return None
+
+    @functools.cached_property
+    def outbox(self) -> OutboxWorker:
         return OutboxWorker(
             self.db,
             self.settings.relay,
             self.clock,
             compose=self.compose_mail,
             count=self.metrics.count_delivery,
+            transport=self.outbox_transport(),
         )
+
+    @functools.cached_property
+    def retention(self) -> Retention:
+        return Retention(self.db, self.blobs, self.clock, self.settings.retention.days)
+
+    @functools.cached_property
+    def daily_check(self) -> DailyCheck:
+        return DailyCheck(
+            self.db,
+            self.blobs,
+            self.clock,
+            operator_address=self.settings.gateway.operator_address,
+            set_metrics=self.metrics.set_check,
+            capture_dir=self.settings.mail_dir if self.settings.relay.mode == "capture" else None,
+        )
+
+    def backup(self) -> Backup:
+        return Backup(self.db, self.blobs, self.settings.keys_dir, self.clock)
 
     @functools.cached_property
     def api_keys(self) -> ApiKeys:
@@ -381,6 +430,30 @@ def mailbox_runner(
     return MailboxRunner(puller, connect)
 
 
+# -- cluster jobs -------------------------------------------------------------------
+def cluster_jobs(services: Services) -> list[RunningPart]:
+    """The daily purge and check: every node runs the loops, one node a day runs each job."""
+    schedule, db, clock = services.schedule, services.db, services.clock
+
+    def lease(name: str) -> DbLease:
+        return DbLease(db, name, new_holder_id(), schedule.period, clock)
+
+    retention = ClusterJob(
+        "retention",
+        lease("retention"),
+        functools.partial(services.retention.purge, "serve:retention"),
+        poll=schedule.poll,
+    )
+    check = ClusterJob(
+        "check",
+        lease("check"),
+        services.daily_check.run,
+        poll=schedule.poll,
+        every_poll=services.daily_check.refresh,
+    )
+    return [LoopingPart(job.name, job.run) for job in (retention, check)]
+
+
 # -- serve ----------------------------------------------------------------------------
 def listener_specs(settings: Settings, *, reuse_port: bool = False) -> list[ListenerSpec]:
     """The SMTP listeners `serve` runs: the inbound (MX) port, with STARTTLS given a certificate."""
@@ -438,10 +511,10 @@ def build_gateway(
     parts: list[RunningPart] = []
     on_accepted: Callable[[Outcome], None] = _nobody
     if deliver:
-        outbox = services.outbox_worker()
-        parts.append(LoopingPart("outbox", outbox.run))
-        on_accepted = _waker(outbox)
+        parts.extend(build_outbox_parts(services))
+        on_accepted = _waker(services.outbox)
     parts.append(LoopingPart("sweeper", Sweeper(services.db, services.clock).run))
+    parts.extend(cluster_jobs(services))
     for mailbox in settings.imap.mailboxes:
         parts.append(LoopingPart(f"imap:{mailbox.name}", mailbox_runner(services, mailbox).watch))
     http = None
@@ -468,6 +541,25 @@ def build_gateway(
     ]
     parts.extend(listeners)
     return Gateway(parts, listeners, http)
+
+
+def build_outbox_parts(
+    services: Services, interval: float = OUTBOX_POLL
+) -> list[RunningPart]:
+    """The outbox worker, and on PostgreSQL the LISTEN connection that wakes it.
+
+    On PostgreSQL every node's worker wakes on the NOTIFY sent by the
+    transaction that queued a mail (`storage/notify.py`), whichever node or
+    process queued it; the poll interval is only the fallback.
+    """
+    outbox = services.outbox
+    if services.db.is_sqlite:
+        return [LoopingPart("outbox", functools.partial(outbox.run, interval=interval))]
+    listener = OutboxListener(listen_url(services.db.engine), outbox.wake)
+    return [
+        LoopingPart("outbox-listener", listener.run),
+        LoopingPart("outbox", functools.partial(outbox.run, interval=max(interval, OUTBOX_POLL))),
+    ]
 
 
 def build_http(services: Services, registry: CollectorRegistry) -> ApiServer:
@@ -530,6 +622,7 @@ async def run_gateway(
     if not settings.auth.require_dkim:
         log.warning("auth.require_dkim is FALSE: senders are NOT authenticated by DKIM")
     if deliver:
+        warn_if_captured(settings)
         await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
     await asyncio.to_thread(lambda: services.pipeline)  # built off the event loop
     gateway = build_gateway(services, reuse_port=reuse_port, serve_http=serve_http, deliver=deliver)
@@ -553,6 +646,16 @@ async def run_gateway(
     log.info("stopped")
 
 
+def warn_if_captured(settings: Settings) -> None:
+    """Say loudly, once at start, that outgoing mail is kept here instead of being relayed."""
+    if settings.relay.mode == "capture":
+        log.warning(
+            "relay.mode is CAPTURE: outgoing mail (codes, receipts) is NOT sent; it is kept "
+            "in the maildir %s (set relay.mode = \"smtp\" and a relay to send it)",
+            settings.mail_dir,
+        )
+
+
 def _stop_on_signals() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -571,10 +674,13 @@ async def run_outbox(services: Services, interval: float) -> None:
     """
     await asyncio.to_thread(services.upgrade_database)
     await asyncio.to_thread(lambda: services.composer)  # a bad DKIM or signing key fails now
+    warn_if_captured(services.settings)
     stop = _stop_on_signals()
-    outbox = services.outbox_worker()
+    supervisor = Supervisor(build_outbox_parts(services, interval))
     log.info("outbox process delivering")
     try:
-        await outbox.run(stop, interval=interval)
+        await supervisor.start()
+        await stop.wait()
     finally:
+        await supervisor.stop(services.settings.smtp.shutdown_grace.total_seconds())
         services.close()

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 Observe = Callable[[str, float], None]
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -56,6 +56,25 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        # Every process reads the same figures from the database, so any of them (the
+        # largest, under --workers) is the cluster's answer.
+        self.check_last_success = Gauge(
+            "gateway_check_last_success_timestamp",
+            "When the latest consistency check completed (Unix time; 0: never)",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.check_problems = Gauge(
+            "gateway_check_problems",
+            "Problems the latest consistency check found",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+
+    def set_check(self, completed_at: float, problems: int) -> None:
+        """The latest check's result (from its recorded report, whichever node ran it)."""
+        self.check_last_success.set(completed_at)
+        self.check_problems.set(problems)
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_seconds.labels(stage=stage).observe(seconds)

@@ -30,7 +30,7 @@ def _settings_for_child(config_path: str) -> Settings:
     from gateway.settings import load_settings
 
     settings = load_settings(Path(config_path))
-    setup_logging(settings.logging.level, settings.logging.json_lines)
+    setup_logging(settings.logging.level, settings.logging.format)
     return settings
 
 

@@ -82,6 +82,8 @@ class GatewaySection(Section):
     domain: str = "greffe.example"
     data_dir: Path = Path("var")
     name: str = "Passerelle du greffe"
+    operator_address: str = ""
+    """postmaster@ forwards here; the daily check's reports go here (empty: nobody)."""
 
 
 class DatabaseSection(Section):
@@ -231,9 +233,8 @@ class HttpSection(Section):
 
 class LoggingSection(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    json_lines: bool = Field(default=False, alias="json")
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    format: Literal["text", "json"] = "text"
+    """text: one readable line per event; json: one JSON object per line."""
 
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -303,7 +304,8 @@ class BlobsSection(Section):
 
 
 class RetentionSection(Section):
-    requests: Duration = timedelta(days=3650)
+    days: int = Field(default=0, ge=0)
+    """Requests whose final status is older than this many days are purged; 0 = keep forever."""
 
 
 class ImapMailbox(Section):
@@ -427,6 +429,11 @@ class Settings(Section):
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def mail_dir(self) -> Path:
+        """The maildir that keeps outgoing mail when relay.mode is "capture"."""
+        return self.data_dir / "mail"
 
     @property
     def keys_dir(self) -> Path:

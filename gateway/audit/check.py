@@ -6,13 +6,15 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from gateway.audit.chain import verify_chain
 from gateway.errors import NotFound
+from gateway.outbox.maildir import captured_files
 from gateway.storage.audit import AuditRepository, append_event
 from gateway.storage.blobstore import BlobStorage
-from gateway.storage.db import Database
+from gateway.storage.db import Database, Session
 from gateway.storage.imap import unstripped_before
 from gateway.storage.requests import RequestRepository
 from gateway.storage.submissions import BlobRepository
@@ -27,20 +29,47 @@ STUCK_AFTER = timedelta(hours=1)
 class Findings:
     problems: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    """Worth saying but not a fault (outgoing mail captured instead of sent)."""
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "problems": self.problems[:1000], "counts": self.counts}
+        return {
+            "ok": self.ok,
+            "problem_count": len(self.problems),
+            "problems": self.problems[:1000],
+            "counts": self.counts,
+            "notes": self.notes,
+        }
+
+
+Notify = Callable[[Session, Findings], None]
+"""Called in the transaction that records the report (`serve` queues the operator's mail)."""
 
 
 def run_check(
-    db: Database, blobs: BlobStorage, now: datetime, progress: Progress | None = None
+    db: Database,
+    blobs: BlobStorage,
+    now: datetime,
+    progress: Progress | None = None,
+    *,
+    notify: Notify | None = None,
+    capture_dir: Path | None = None,
 ) -> Findings:
-    """Run every check, record the report and an audit event; never raises for findings."""
+    """Run every check, record the report and an audit event; never raises for findings.
+
+    `capture_dir` is the maildir that keeps outgoing mail when relay.mode is
+    "capture": the report then says that nothing is being sent.
+    """
     findings = Findings()
+    if capture_dir is not None:
+        findings.notes.append(
+            f"relay.mode is capture: outgoing mail is NOT sent, it is kept in {capture_dir}"
+        )
+        findings.counts["mail_captured"] = len(captured_files(capture_dir))
     _check_blobs(db, blobs, now, findings, progress)
     with db.reading() as session:
         chain = verify_chain(AuditRepository(session))
@@ -57,6 +86,8 @@ def run_check(
             actor="check",
             data={"ok": findings.ok, "problems": len(findings.problems)},
         )
+        if notify is not None:
+            notify(session, findings)
     return findings
 
 
@@ -65,10 +96,14 @@ def _check_blobs(
 ) -> None:
     with db.reading() as session:
         recorded = BlobRepository(session).hashes()
+        purging = BlobRepository(session).purging()  # present or not: a purge is removing them
     findings.counts["blobs_recorded"] = len(recorded)
+    findings.counts["blobs_purging"] = len(purging)
     on_disk = set()
     for key in blobs.iter_keys():
         on_disk.add(key)
+        if key in purging:
+            continue
         if key not in recorded and _age(blobs, key, now) > ORPHAN_GRACE:
             findings.problems.append(f"orphan blob {key}: no database row (interrupted write?)")
     findings.counts["blobs_on_disk"] = len(on_disk)

@@ -34,6 +34,20 @@ class CliContext:
 
     @property
     def services(self) -> Services:
+        """The services of a command that uses the database `gateway init` made.
+
+        A database without the schema is refused ("database not initialised")
+        before anything is opened, so the command creates nothing.
+        """
+        if self._services is None:
+            services = Services(self.settings)
+            services.require_schema()
+            self._services = services
+        return self._services
+
+    @property
+    def migrating_services(self) -> Services:
+        """The services of a command that makes or upgrades the schema (serve, db upgrade)."""
         if self._services is None:
             self._services = Services(self.settings)
         return self._services

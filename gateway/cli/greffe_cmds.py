@@ -27,7 +27,26 @@ def requests() -> None:
 def requests_list(ctx: CliContext, court: str | None, status: str | None, as_json: bool) -> None:
     """List requests."""
     rows = list_requests(ctx.services.db, court, status)
-    print_rows(rows, ["reference", "court", "measure", "kind", "status", "submissions"], as_json)
+    columns = ["reference", "court", "measure", "kind", "status", "submissions", "held"]
+    print_rows(rows, columns, as_json)
+
+
+@requests.command("hold")
+@click.argument("reference")
+@pass_cli
+def requests_hold(ctx: CliContext, reference: str) -> None:
+    """Keep a request from the retention purge, whatever its age."""
+    changed = ctx.services.retention.set_held(reference, True, ctx.actor)
+    click.echo(f"{reference.upper()} {'held' if changed else 'was already held'}")
+
+
+@requests.command("unhold")
+@click.argument("reference")
+@pass_cli
+def requests_unhold(ctx: CliContext, reference: str) -> None:
+    """Let the retention purge delete a request again once it is old enough."""
+    changed = ctx.services.retention.set_held(reference, False, ctx.actor)
+    click.echo(f"{reference.upper()} {'released' if changed else 'was not held'}")
 
 
 @click.group()

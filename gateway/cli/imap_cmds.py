@@ -51,7 +51,7 @@ def imap_pull(ctx: CliContext, once: bool, names: tuple[str, ...]) -> None:
     mailboxes = [m for m in ctx.settings.imap.mailboxes if not names or m.name in names]
     if not mailboxes:
         raise ConfigError("no [[imap.mailboxes]] configured" + (" by that name" if names else ""))
-    services = ctx.services
+    services = ctx.migrating_services
     services.upgrade_database()
     failures: list[str] = []
     for mailbox in mailboxes:

@@ -13,10 +13,13 @@ from gateway.cli import (
     admin_cmds,
     apikeys_cmds,
     codes_cmds,
+    demo_cmds,
     doctor_cmds,
     greffe_cmds,
     imap_cmds,
     keys_cmds,
+    ops_cmds,
+    outbox_cmds,
     receipts_cmds,
     setup_cmds,
 )
@@ -51,6 +54,9 @@ for group in (
     doctor_cmds,
     keys_cmds,
     receipts_cmds,
+    ops_cmds,
+    outbox_cmds,
+    demo_cmds,
     apikeys_cmds,
 ):
     group.register(cli)

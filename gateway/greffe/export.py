@@ -45,6 +45,7 @@ def list_requests(db: Database, court: str | None, status: str | None) -> list[d
                 "submissions": req.submission_count,
                 "opened_at": rfc3339(req.opened_at),
                 "sealed_at": rfc3339(req.sealed_at) if req.sealed_at else None,
+                "held": req.held,
             }
             for req, code, measure in rows
         ]

@@ -77,8 +77,9 @@ from gateway.imap.stub import (
     stub_marker,
 )
 from gateway.ingest.mime import ParsedMessage, parse_message
-from gateway.ingest.pipeline import Inbound, Pipeline
+from gateway.ingest.pipeline import Inbound, Pipeline, refusal_audit_data
 from gateway.ingest.recipients import Recipient, RecipientPolicy, Role
+from gateway.logs import correlation
 from gateway.model import Channel, Clock
 from gateway.settings import ImapMailbox
 from gateway.storage.imap import (
@@ -386,7 +387,7 @@ class MailboxPuller:
             **_where(key),
             "raw_sha256": digest,
             "quarantine": self.mailbox.quarantine,
-            **_reason(refusal),
+            **refusal_audit_data(refusal),
         }
         return self._event("imap.quarantined", [], data)
 
@@ -533,7 +534,8 @@ class _FolderPass:
             async with self.slots:
                 if self.abandoned:
                     return _SKIP
-                return await work()
+                with correlation(message_correlation_id(entry.key)):
+                    return await work()
 
         task = asyncio.create_task(run())
         entry.verdict = task
@@ -608,10 +610,11 @@ class _FolderPass:
         for entry, verdict in run:
             event = self.puller.strip_event(entry.key, entry.digest, verdict)
             self.pending.append(StateChange(entry.key, STRIPPED, entry.digest, event=event))
-            log.info(
-                verdict.action,
-                extra={**_where(entry.key), "references": list(verdict.references)},
-            )
+            with correlation(message_correlation_id(entry.key)):
+                log.info(
+                    verdict.action,
+                    extra={**_where(entry.key), "references": list(verdict.references)},
+                )
             self.summary.stored += int(verdict.store and verdict.new)
             self.summary.scrubbed += int(verdict.action == "imap.scrubbed")
             self.summary.stripped += int(verdict.action != "imap.scrubbed")
@@ -647,7 +650,12 @@ class _FolderPass:
             ]
         )
         for entry, verdict in run:
-            log.info("imap.quarantined", extra={**_where(entry.key), **_reason(verdict.refusal)})
+            with correlation(message_correlation_id(entry.key)):
+                # The refusal's class only: its text may name a sender's document.
+                log.info(
+                    "imap.quarantined",
+                    extra={**_where(entry.key), "reason": type(verdict.refusal).__name__},
+                )
         self.summary.quarantined += len(run)
         self.progress.advance(len(run))
 
@@ -725,8 +733,10 @@ def _attachment_digests(parsed: ParsedMessage) -> list[str]:
     return [hashlib.sha256(a.content).hexdigest() for a in parsed.attachments]
 
 
-def _reason(refusal: MessageRefused) -> dict[str, str]:
-    return {"reason": type(refusal).__name__, "detail": refusal.message}
+def message_correlation_id(key: MessageKey) -> str:
+    """One IMAP message's correlation id: the same on every pass that sees it (12 hex digits)."""
+    where = f"{key.mailbox}\0{key.folder}\0{key.uidvalidity}\0{key.uid}"
+    return "imap-" + hashlib.sha256(where.encode()).hexdigest()[:12]
 
 
 def _where(key: MessageKey) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """Opening an IMAP session: address checks, TLS (implicit or STARTTLS), LOGIN or AUTHENTICATE.
 
-aioimaplib speaks the protocol; this module adds what it lacks: STARTTLS,
-connecting to the address we checked (not a second DNS answer) while
-verifying the certificate against the host name, telling a lost connection
-at once, and logging in with an OAuth2 access token (`gateway.imap.sasl`).
+aioimaplib speaks the protocol; `gateway.adapters.aioimaplib` adds what it
+lacks (STARTTLS, connecting to the address we checked while verifying the
+certificate against the host name, telling a lost connection at once, SASL
+with an initial response).  This module decides: which address, which TLS,
+LOGIN or AUTHENTICATE with an OAuth2 access token.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any
 
 import aioimaplib
 
+from gateway.adapters.aioimaplib import PinnedImap, sasl_authenticate, starttls
 from gateway.errors import ConfigError, ImapUnavailable
 from gateway.imap.oauth import SASL_ABORT, TokenSource, oauthbearer_response, xoauth2_response
-from gateway.imap.sasl import sasl_authenticate
 from gateway.settings import ImapMailbox
 
 log = logging.getLogger("gateway.imap")
@@ -65,62 +66,6 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class EndingProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
-    """aioimaplib's protocol, telling when the server ends the session.
-
-    `lost` is set when the connection goes away, or when the server says
-    `* BYE` outside LOGOUT (Exchange Online sends "BYE Session invalidated -
-    AccessTokenExpired" in the middle of a command, and may then answer
-    further commands with BAD rather than close: reported in aioimaplib's
-    issue 83 and imapsync's issue 250).  aioimaplib ignores both: a command
-    in flight would wait for its timeout.
-    """
-
-    def __init__(self, loop: Any) -> None:
-        self.lost = asyncio.Event()
-        super().__init__(loop, lambda _exc: self.lost.set())
-
-    def _handle_line(self, line: bytes, current_cmd: Any) -> Any:
-        if line.startswith(b"* BYE") and not self._logging_out():
-            self.lost.set()
-            if self.transport is not None:
-                self.transport.close()  # the session is over whatever comes next
-        return super()._handle_line(line, current_cmd)
-
-    def _logging_out(self) -> bool:
-        """A BYE is the normal answer to LOGOUT (and a greeting BYE is the hello's failure)."""
-        pending = self.pending_sync_command
-        return self.state in (aioimaplib.CONNECTED, aioimaplib.LOGOUT) or (
-            pending is not None and pending.name == "LOGOUT"
-        )
-
-
-class _PinnedImap(aioimaplib.IMAP4):  # type: ignore[misc]
-    """IMAP4 that connects to a given address and checks TLS against the host name."""
-
-    def __init__(
-        self, address: str, port: int, server_hostname: str, tls: ssl.SSLContext | None
-    ) -> None:
-        self._server_hostname = server_hostname
-        super().__init__(host=address, port=port, timeout=TIMEOUT, ssl_context=tls)
-        self.lost: asyncio.Event = self.protocol.lost
-
-    def create_client(
-        self, host: str, port: int, loop: Any, conn_lost_cb: Any = None, ssl_context: Any = None
-    ) -> None:
-        local_loop = loop or asyncio.get_running_loop()
-        self.protocol = EndingProtocol(local_loop)
-        self._client_task = local_loop.create_task(
-            local_loop.create_connection(
-                lambda: self.protocol,
-                host,
-                port,
-                ssl=ssl_context,
-                server_hostname=self._server_hostname if ssl_context else None,
-            )
-        )
-
-
 Credentials = str | TokenSource
 """A password, or where OAuth2 access tokens come from."""
 
@@ -130,16 +75,18 @@ async def open_session(
     credentials: Credentials,
     resolve: Resolver = system_resolver,
     tls_context: ssl.SSLContext | None = None,
-) -> _PinnedImap:
+) -> PinnedImap:
     """Connect, secure and log in: an authenticated aioimaplib session."""
     address = await checked_address(mailbox, resolve)
     context = tls_context or ssl.create_default_context()
     implicit = context if mailbox.tls == "ssl" else None
-    imap = _PinnedImap(address, mailbox.port, mailbox.host, implicit)
+    imap = PinnedImap(address, mailbox.port, mailbox.host, implicit, timeout=TIMEOUT)
     try:
         await imap.wait_hello_from_server()
-        if mailbox.tls == "starttls":
-            await _starttls(imap, mailbox.name, context, mailbox.host)
+        if mailbox.tls == "starttls" and not await starttls(
+            imap, context, mailbox.host, timeout=TIMEOUT
+        ):
+            raise ImapUnavailable(f"imap {mailbox.name}: STARTTLS not offered or refused")
         await _log_in(imap, mailbox, credentials)
         await imap.protocol.capability()  # the list grows after login
     except (TimeoutError, OSError, aioimaplib.AioImapException) as exc:  # TLS errors too
@@ -151,21 +98,6 @@ async def open_session(
         await shut(imap)
         raise
     return imap
-
-
-async def _starttls(imap: Any, name: str, context: ssl.SSLContext, host: str) -> None:
-    protocol = imap.protocol
-    if "STARTTLS" not in protocol.capabilities:
-        raise ImapUnavailable(f"imap {name}: server does not offer STARTTLS")
-    command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
-    response = await asyncio.wait_for(protocol.execute(command), TIMEOUT)
-    if response.result != "OK":
-        raise ImapUnavailable(f"imap {name}: STARTTLS refused")
-    loop = asyncio.get_running_loop()
-    protocol.transport = await loop.start_tls(
-        protocol.transport, protocol, context, server_hostname=host
-    )
-    await protocol.capability()  # capabilities before TLS must be forgotten (RFC 3501 6.2.1)
 
 
 async def _log_in(imap: Any, mailbox: ImapMailbox, credentials: Credentials) -> None:

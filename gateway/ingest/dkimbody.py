@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from dkim.canonicalization import compress_whitespace, strip_trailing_whitespace
+from gateway.adapters.dkimpy import compress_whitespace, strip_trailing_whitespace
 
 CRLF = b"\r\n"
 SIMPLE = b"simple"

@@ -229,13 +229,13 @@ class Pipeline:
                     "message.refused",
                     actor=f"{inbound.channel.value}:{inbound.peer_ip}",
                     subject=inbound.recipient.role.value,
-                    data=_refusal_data(exc),
+                    data=refusal_audit_data(exc),
                 )
         except Exception:  # the refusal stands even if its audit line cannot be written
             log.exception("could not audit a refusal")
 
 
-def _refusal_data(exc: MessageRefused) -> dict[str, Any]:
+def refusal_audit_data(exc: MessageRefused) -> dict[str, Any]:
     """What the audit keeps of a refusal: never a sender's filename (DocumentRefused names one)."""
     data: dict[str, Any] = {"reason": type(exc).__name__}
     if not isinstance(exc, DocumentRefused):

@@ -15,6 +15,8 @@ from email.headerregistry import Address
 import dkim
 from publicsuffixlist import PublicSuffixList
 
+from gateway.adapters import dkimpy
+from gateway.adapters.dkimpy import StreamingDKIM
 from gateway.errors import (
     BadSignature,
     BodyLengthLimited,
@@ -28,7 +30,6 @@ from gateway.errors import (
     WeakAlgorithm,
     WeakKey,
 )
-from gateway.ingest.dkimverify import StreamingDKIM
 from gateway.model import Mailbox
 
 DnsFunc = Callable[[bytes, int], bytes | None]
@@ -285,33 +286,31 @@ class SenderAuthenticator:
             if _SIGNATURE_HEADER.search(raw):
                 return [_Signature(None, None, verified=False, temporary_failure=False)]
             return []
-        count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
+        names = dkimpy.header_names(verifier)
+        count = sum(1 for name in names if name.lower() == b"dkim-signature")
         return [self._verify_one(verifier, idx) for idx in range(min(count, MAX_SIGNATURES))]
 
     def _verify_one(self, verifier: StreamingDKIM, idx: int) -> _Signature:
         """Parse the signature's tags, apply the policy, then verify it (dkimpy's own steps)."""
-        verifier.signature_fields = None  # no stale d=/s= from the previous signature
         try:
-            prep = verifier.verify_headerprep(idx)
+            prep = dkimpy.prepare(verifier, idx)
         except _DKIMPY_FAILURES:
             prep = None
-        fields = verifier.signature_fields or {}
+        fields = dkimpy.signature_fields(verifier)
         domain = _decode_domain(fields.get(b"d"))
         selector = _decode_selector(fields.get(b"s"))
         if not prep:
             return _Signature(domain, selector, verified=False, temporary_failure=False)
         tags, include_headers, signature_headers = prep
         label = f"DKIM signature from d={domain}" if domain else "DKIM signature"
-        refusal = self._policy.tag_refusal(tags, include_headers, verifier.headers, label)
+        refusal = self._policy.tag_refusal(tags, include_headers, dkimpy.headers(verifier), label)
         if refusal is not None:
             # Refused by its tags alone: its key is not even looked up.
             return _Signature(domain, selector, False, temporary_failure=False, refusal=refusal)
         verified, temporary = self._verify_tags(
             verifier, tags, include_headers, signature_headers[idx]
         )
-        refusal = self._policy.key_refusal(
-            getattr(verifier, "ktag", None), getattr(verifier, "keysize", None), label
-        )
+        refusal = self._policy.key_refusal(*dkimpy.key_facts(verifier), label)
         return _Signature(domain, selector, verified, temporary, refusal)
 
     def _verify_tags(
@@ -333,9 +332,10 @@ class SenderAuthenticator:
                 failures.append(exc)
                 raise
 
-        verifier.ktag = verifier.keysize = None  # no stale key from the previous signature
         try:
-            verified = bool(verifier.verify_sig(tags, include_headers, signature_header, lookup))
+            verified = dkimpy.verify_prepared(
+                verifier, tags, include_headers, signature_header, lookup
+            )
         except DnsTemporaryFailure:
             verified = False
         except _DKIMPY_FAILURES:

@@ -195,7 +195,7 @@ class SubmissionStore:
             self.payload.write_manifest(pending.admitted.encryptor, encode(manifest), batch)
         )
         self.payload.make_durable(batch, written)
-        submission_id = SubmissionRepository(session).insert(
+        submission_id = SubmissionRepository(session).add(
             self._submission_row(pending, filing, number, written),
             written,
             _document_rows(pending.documents, written[1:-1]),

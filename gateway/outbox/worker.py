@@ -1,4 +1,9 @@
-"""Delivers the outbox to the relay: claim due rows under a lease, send, record, retry, give up."""
+"""Delivers the outbox: claim due rows under a lease, send, record, retry, give up.
+
+Where the mail goes is a `Transport`: the relay (`RelayTransport`, SMTP to
+the smarthost) or a local maildir (`gateway.outbox.maildir`, relay.mode =
+"capture").  Claiming, recording, back-off and the audit are the same for both.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.policy import default as default_policy
+from typing import Protocol
 
 import aiosmtplib
 
@@ -100,6 +106,28 @@ INTERNAL_ERROR = Attempt(Result.TEMPORARY, "internal error while sending (see th
 _DELIVERY_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError)
 # The end of the header block: a line break followed by an empty line (CRLF or LF).
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+class Connection(Protocol):
+    """One session with where mail goes, opened on demand and reused message after message."""
+
+    async def open(self) -> Attempt | None:
+        """Get ready to send unless ready; the failure (which ends the lane), if any."""
+
+    async def send(self, item: Claimed, composed: Composed) -> Attempt:
+        """Deliver one message; its result classified."""
+
+    def drop(self) -> None:
+        """Give the session up at once: its state is unknown."""
+
+    async def close(self) -> None:
+        """End the session politely."""
+
+
+class Transport(Protocol):
+    """Where the outbox delivers; each lane of a batch takes a connection of its own."""
+
+    def connection(self) -> Connection: ...
 
 
 def retry_delay(failures: int, max_backoff: timedelta) -> timedelta:
@@ -205,10 +233,10 @@ class RelayConnection:
             return classify(error)  # aiosmtplib has already closed the half-open session
         return None
 
-    async def send(self, sender: str, recipient: str, message: bytes) -> Attempt:
+    async def send(self, item: Claimed, composed: Composed) -> Attempt:
         """One mail transaction on the open session, its result classified."""
         try:
-            await self._client.sendmail(sender, [recipient], message)
+            await self._client.sendmail(composed.sender, [item.recipient], composed.data)
         except _DELIVERY_ERRORS as error:
             return classify(error)
         return SENT_OUTCOME
@@ -226,6 +254,18 @@ class RelayConnection:
             pass  # the messages are already sent or classified; only the goodbye failed
         finally:
             self._client.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RelayTransport:
+    """Delivery to the configured relay (relay.mode = "smtp")."""
+
+    relay: RelaySection
+    tls_context: ssl.SSLContext
+    local_hostname: str | None = None
+
+    def connection(self) -> RelayConnection:
+        return RelayConnection(self.relay, self.tls_context, self.local_hostname)
 
 
 class OutboxWorker:
@@ -253,8 +293,13 @@ class OutboxWorker:
         local_hostname: str | None = None,
         compose: Compose | None = None,
         count: Callable[[str], None] | None = None,
+        transport: Transport | None = None,
     ) -> None:
-        """`count` is told the result of each recorded attempt (sent, temporary, permanent)."""
+        """`count` is told the result of each recorded attempt (sent, temporary, permanent).
+
+        `transport` is where mail goes; by default the relay of `relay`, over
+        `tls_context` (certificate-checking by default) as `local_hostname`.
+        """
         if concurrency < 1:
             raise ValueError("the outbox needs at least one relay connection")
         self._db = db
@@ -263,8 +308,9 @@ class OutboxWorker:
         self._batch = batch
         self._lease = lease
         self._concurrency = concurrency
-        self._tls_context = tls_context or relay_tls_context()
-        self._local_hostname = local_hostname
+        self._transport = transport or RelayTransport(
+            relay, tls_context or relay_tls_context(), local_hostname
+        )
         self._compose = compose
         self._count = count
         self._wake = asyncio.Event()
@@ -362,7 +408,7 @@ class OutboxWorker:
         Returns the failure to connect that ended the lane early, or None once
         the queue is empty; the connection is closed (QUIT) either way.
         """
-        connection = RelayConnection(self._relay, self._tls_context, self._local_hostname)
+        connection = self._transport.connection()
         try:
             while queue:
                 item = queue.popleft()
@@ -374,7 +420,7 @@ class OutboxWorker:
         finally:
             await connection.close()
 
-    async def _attempt(self, connection: RelayConnection, item: Claimed) -> tuple[Attempt, bool]:
+    async def _attempt(self, connection: Connection, item: Claimed) -> tuple[Attempt, bool]:
         """Compose if needed and send one message; also say whether the relay was reached."""
         if item.message is not None:
             composed: Composed | None = Composed(envelope_sender(item.message), item.message)
@@ -386,7 +432,7 @@ class OutboxWorker:
             failure = await connection.open()
             if failure is not None:
                 return failure, False
-            return await connection.send(composed.sender, item.recipient, composed.data), True
+            return await connection.send(item, composed), True
         except Exception:
             # Not the relay's doing nor the message's: keep it from sinking the batch.
             log.exception("outbox %s (%s): sending failed", item.id, item.kind)

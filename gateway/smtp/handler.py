@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from gateway.errors import GatewayError, MessageRefused, UnknownRecipient
 from gateway.ingest.pipeline import Action, Inbound, Outcome, Pipeline
 from gateway.ingest.recipients import Recipient, RecipientPolicy
+from gateway.logs import correlation, current_correlation_id
 from gateway.model import Channel, Clock
 from gateway.smtp import replies
 from gateway.smtp.limits import ClientTracker
@@ -96,28 +96,33 @@ class GatewayHandler:
         started = time.monotonic()
         recipient = self.policy.resolve(envelope.rcpt_tos[0])
         raw = bytes(envelope.original_content or b"")
-        try:
-            reply = await self._ingest(server, session, envelope, recipient, raw)
-        finally:
-            self.in_flight -= 1
-        log.info(
-            "smtp transaction",
-            extra={
-                "peer": peer_ip(session),
-                "tls": tls_info(server, session),
-                "mail_from_domain": _domain(envelope.mail_from or ""),
-                "rcpt_role": recipient.role.value,
-                "recipients": len(envelope.rcpt_tos),
-                "size": len(raw),
-                "reply": reply,
-                "duration_ms": round((time.monotonic() - started) * 1000, 1),
-            },
-        )
+        with correlation():  # the transaction's id: on each of its log lines and in a 451
+            try:
+                reply, outcome = await self._ingest(server, session, envelope, recipient, raw)
+            finally:
+                self.in_flight -= 1
+            self.count_message(outcome)
+            log.info(
+                "smtp transaction",
+                extra={
+                    "peer": peer_ip(session),
+                    "tls": tls_info(server, session),
+                    "mail_from_domain": _domain(envelope.mail_from or ""),
+                    "rcpt_role": recipient.role.value,
+                    "recipients": len(envelope.rcpt_tos),
+                    "size": len(raw),
+                    "outcome": outcome,
+                    # The code only: a reply's text may name a sender's document.
+                    "reply": replies.reply_code(reply),
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                },
+            )
         return reply
 
     async def _ingest(
         self, server: SMTP, session: Session, envelope: Envelope, recipient: Recipient, raw: bytes
-    ) -> str:
+    ) -> tuple[str, str]:
+        """The reply to DATA and the outcome (accepted, duplicate, refused, tempfail, error)."""
         inbound = Inbound(
             raw=raw,
             mail_from=envelope.mail_from or "",
@@ -130,18 +135,18 @@ class GatewayHandler:
         try:
             outcome = await self.pipeline.ingest(inbound)
         except GatewayError as exc:
-            self.count_message("refused" if isinstance(exc, MessageRefused) else "tempfail")
-            return replies.reply_for(exc)
+            return replies.reply_for(exc), (
+                "refused" if isinstance(exc, MessageRefused) else "tempfail"
+            )
         except Exception:
-            ref = uuid.uuid4().hex[:12]
-            log.exception("internal error in DATA", extra={"correlation_id": ref})
-            self.count_message("error")
-            return replies.R451_INTERNAL.format(ref=ref)
-        self.count_message("duplicate" if outcome.duplicate else "accepted")
+            log.exception("internal error in DATA")
+            return replies.R451_INTERNAL.format(ref=current_correlation_id()), "error"
         self.on_accepted(outcome)
         if outcome.reference and outcome.action is Action.SUBMITTED:
-            return replies.R250_ACCEPTED.format(reference=outcome.reference)
-        return replies.R250_OK
+            reply = replies.R250_ACCEPTED.format(reference=outcome.reference)
+        else:
+            reply = replies.R250_OK
+        return reply, "duplicate" if outcome.duplicate else "accepted"
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd's default answers 500 with the exception text (paths!): never that.
@@ -149,8 +154,8 @@ class GatewayHandler:
             # The client's TLS is too old or broken: its problem, not an internal fault.
             log.info("smtp tls handshake failed", extra={"reason": str(error.__cause__)[:200]})
             return replies.R421_TLS_FAILED
-        ref = uuid.uuid4().hex[:12]
-        log.error("smtp session error", exc_info=error, extra={"correlation_id": ref})
+        with correlation() as ref:
+            log.error("smtp session error", exc_info=error)
         return replies.R451_INTERNAL.format(ref=ref)
 
 

@@ -42,6 +42,13 @@ _TABLE: list[tuple[type[errors.GatewayError], str]] = [
 ]
 
 _UNSAFE = re.compile(r"[^\x20-\x7e]")
+_CODE = re.compile(r"[2-5][0-9][0-9](?: [245]\.[0-9]{1,3}\.[0-9]{1,3})?")
+
+
+def reply_code(reply: str) -> str:
+    """A reply's code and enhanced code (``554 5.6.0``), without the text, for the logs."""
+    found = _CODE.match(reply)
+    return found.group(0) if found else reply[:3]
 
 
 def reply_for(error: errors.GatewayError) -> str:

@@ -100,6 +100,16 @@ class AuditRepository:
         """Drop the events read so far from the session (a long walk stays small)."""
         self.session.expunge_all()
 
+    def last_check(self) -> tuple[datetime, int] | None:
+        """When the latest check report was recorded, and how many problems it found."""
+        row = self.session.scalars(
+            select(CheckReport).order_by(CheckReport.id.desc()).limit(1)
+        ).one_or_none()
+        if row is None:
+            return None
+        count = row.report.get("problem_count")
+        return row.finished_at, int(count) if count is not None else len(row.report["problems"])
+
     def record_check(self, started_at: datetime, ok: bool, report: dict[str, Any]) -> None:
         self.session.add(
             CheckReport(started_at=started_at, finished_at=started_at, ok=ok, report=report)

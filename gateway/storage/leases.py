@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, update
 from sqlalchemy.exc import IntegrityError
@@ -54,6 +54,27 @@ class DbLease:
             )
             if result.rowcount == 1:  # type: ignore[attr-defined]
                 return True
+        return self._insert(now)
+
+    def take_if_expired(self) -> bool:
+        """Take the lease only if nobody holds it, ourselves included (a periodic job's turn).
+
+        Held for `ttl` from now and not renewed: while it runs, no node (this
+        one either) takes it again, so the job runs once per `ttl` cluster-wide.
+        """
+        now = self.clock()
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(Lease)
+                .where(Lease.name == self.name, Lease.expires_at < now)
+                .values(holder=self.holder, expires_at=now + self.ttl)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                return True
+        return self._insert(now)
+
+    def _insert(self, now: datetime) -> bool:
         try:
             with self.db.transaction() as session:
                 session.add(Lease(name=self.name, holder=self.holder, expires_at=now + self.ttl))

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -156,6 +158,8 @@ class Request(Base):
     updated_at: Mapped[datetime]
     manifest_blob: Mapped[str | None] = mapped_column(String(200))
     """Encrypted request manifest, rewritten at each submission."""
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Kept from the retention purge whatever its age (`gateway requests hold`)."""
 
 
 class Code(Base):
@@ -234,6 +238,9 @@ class Blob(Base):
     """SHA-256 of the stored (encrypted) bytes."""
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime]
+    purged_at: Mapped[datetime | None]
+    """Set when the purge deleted the rows that used this blob: the blob goes next, then
+    this row (a purge interrupted in between is finished by the next one)."""
 
 
 class Outbox(Base):
@@ -241,7 +248,7 @@ class Outbox(Base):
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
-    """code | receipt | state | rejection | registration"""
+    """code | receipt | state | rejection | registration | check_report"""
     recipient: Mapped[str] = mapped_column(String(320))
     message: Mapped[bytes | None]
     """The signed message, cleared once delivered."""

@@ -1,19 +1,25 @@
-"""The outbox table: enqueue in the caller's transaction; claim due rows, lock them, record."""
+"""The outbox table: enqueue in the caller's transaction; claim due rows, lock them, record.
+
+Also what an operator reads and does (`gateway outbox list | show | retry`):
+each row with its last attempt, and a pending row made due now.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.storage.models import Outbox, OutboxAttempt, table_of
+from gateway.storage.notify import notify_outbox
 
 PENDING = "pending"
 SENT = "sent"
 FAILED = "failed"
-KINDS = frozenset({"code", "receipt", "state", "rejection", "registration"})
+KINDS = frozenset({"code", "receipt", "state", "rejection", "registration", "check_report"})
 OUTBOX = table_of(Outbox)
 INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id)
 
@@ -57,6 +63,7 @@ def enqueue(
         )
         .scalar_one()
     )
+    notify_outbox(session)
     return int(row_id)
 
 
@@ -64,6 +71,83 @@ def pending_count(session: Session) -> int:
     """How many messages wait for delivery (a metrics gauge)."""
     count = session.scalar(select(func.count()).select_from(Outbox).where(Outbox.status == PENDING))
     return int(count or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One outbox row as an operator sees it: no message bytes, no template values."""
+
+    id: int
+    kind: str
+    recipient: str
+    status: str
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    sent_at: datetime | None
+    related_reference: str | None
+    last_result: str | None
+    """The last attempt's result (sent, temporary, permanent), None before the first."""
+    last_detail: str | None
+    last_attempt_at: datetime | None
+
+
+_LAST_ATTEMPT = (
+    select(OutboxAttempt.outbox_id, func.max(OutboxAttempt.id).label("attempt_id"))
+    .group_by(OutboxAttempt.outbox_id)
+    .subquery()
+)
+_ENTRIES = (
+    select(Outbox, OutboxAttempt)
+    .outerjoin(_LAST_ATTEMPT, _LAST_ATTEMPT.c.outbox_id == Outbox.id)
+    .outerjoin(OutboxAttempt, OutboxAttempt.id == _LAST_ATTEMPT.c.attempt_id)
+)
+
+
+def _entry(row: Outbox, last: OutboxAttempt | None) -> OutboxEntry:
+    return OutboxEntry(
+        id=row.id,
+        kind=row.kind,
+        recipient=row.recipient,
+        status=row.status,
+        attempts=row.attempts,
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        sent_at=row.sent_at,
+        related_reference=row.related_reference,
+        last_result=last.result if last else None,
+        last_detail=last.detail if last else None,
+        last_attempt_at=last.attempted_at if last else None,
+    )
+
+
+def entries(session: Session, status: str | None = None) -> list[OutboxEntry]:
+    """Every row (or those of one status) with its last attempt, oldest first."""
+    query = _ENTRIES.order_by(Outbox.id)
+    if status is not None:
+        query = query.where(Outbox.status == status)
+    return [_entry(row, last) for row, last in session.execute(query).all()]
+
+
+def entry(session: Session, outbox_id: int) -> OutboxEntry | None:
+    """One row with its last attempt, or None."""
+    found = session.execute(_ENTRIES.where(Outbox.id == outbox_id)).one_or_none()
+    return _entry(*found) if found else None
+
+
+def make_due(session: Session, outbox_id: int, now: datetime) -> bool:
+    """Make a pending row due now (its back-off cut short); False if it is not pending.
+
+    A row a worker holds right now keeps its lease: that attempt is recorded
+    as usual, and its outcome (sent, or the next back-off) wins.
+    """
+    result = session.execute(
+        update(Outbox)
+        .where(Outbox.id == outbox_id, Outbox.status == PENDING)
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 class OutboxRepository:

@@ -1,4 +1,4 @@
-"""Requests and their codes: numbering, look-ups, the conditional code use, sealing, listings."""
+"""Requests and their codes: numbering, look-ups, code use, sealing, listings, holds, the purge."""
 
 from __future__ import annotations
 
@@ -6,18 +6,24 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import ColumnElement, Delete, Update, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.model import Channel, RequestKind, RequestStatus
 from gateway.storage.models import (
     MAX_ID,
+    Blob,
     Code,
     Court,
+    Document,
+    ImapMessage,
+    Outbox,
+    OutboxAttempt,
     Registration,
     Request,
     RequestCounter,
+    Submission,
     table_of,
 )
 
@@ -189,6 +195,149 @@ class RequestRepository:
             query = query.where(Court.code.in_(list(courts)))
         row = self.session.execute(query).one_or_none()
         return None if row is None else (row[0], row[1], row[2])
+
+
+    def set_held(self, reference: str, held: bool, now: datetime) -> bool | None:
+        """Hold or release a request; None if there is none, else whether anything changed."""
+        request = self.session.scalars(
+            select(Request).where(Request.reference == reference).with_for_update()
+        ).one_or_none()
+        if request is None:
+            return None
+        if request.held == held:
+            return False
+        request.held = held
+        return True
+
+
+FINAL_STATUSES = (
+    RequestStatus.ACCEPTED.value,
+    RequestStatus.REJECTED.value,
+    RequestStatus.SEALED.value,  # sealed and never acknowledged by the greffe
+)
+"""Statuses after which nothing more happens to a request: its age counts from then."""
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeCandidate:
+    """A request the retention purge would delete."""
+
+    request_id: int
+    reference: str
+    court: str
+    status: str
+    final_at: datetime
+    """When it reached its final status (its last change: `updated_at`)."""
+    submissions: int
+
+
+@dataclass(frozen=True, slots=True)
+class PurgedRequest:
+    """What one purge transaction deleted, and the blobs it marked for deletion."""
+
+    reference: str
+    court: str
+    status: str
+    final_at: datetime
+    submissions: list[str]
+    blob_keys: list[str]
+
+
+def _purgeable(before: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (
+        Request.status.in_(FINAL_STATUSES),
+        Request.held.is_(False),
+        Request.updated_at < before,
+    )
+
+
+class PurgeRepository:
+    """The retention purge's reads and deletes; `gateway.retention` says in which order."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def due(
+        self, before: datetime, *, after_id: int = 0, limit: int | None = None
+    ) -> list[PurgeCandidate]:
+        """Requests in a final status since before `before`, not held, by id after `after_id`."""
+        query = (
+            select(
+                Request.id, Request.reference, Court.code, Request.status, Request.updated_at,
+                Request.submission_count,
+            )
+            .join(Court, Court.id == Request.court_id)
+            .where(*_purgeable(before), Request.id > after_id)
+            .order_by(Request.id)
+            .limit(limit)
+        )  # fmt: skip
+        return [PurgeCandidate(*row) for row in self.session.execute(query).all()]
+
+    def delete_request(
+        self, request_id: int, before: datetime, now: datetime
+    ) -> PurgedRequest | None:
+        """Delete a request's rows and mark its blobs `purged_at`; None if it is no longer due.
+
+        The request row is locked and its conditions read again, so a hold or a
+        status change that committed since `due` wins.
+        """
+        request = self.session.scalars(
+            select(Request).where(Request.id == request_id, *_purgeable(before)).with_for_update()
+        ).one_or_none()
+        if request is None:
+            return None
+        subs = self.session.execute(
+            select(Submission.id, Submission.reference, Submission.raw_blob,
+                   Submission.manifest_blob)
+            .where(Submission.request_id == request_id)
+            .order_by(Submission.number)
+        ).all()  # fmt: skip
+        sub_ids = [row.id for row in subs]
+        keys = [key for row in subs for key in (row.raw_blob, row.manifest_blob)]
+        documents = select(Document.blob).where(Document.submission_id.in_(sub_ids))
+        keys += self.session.scalars(documents)
+        keys += [request.manifest_blob] if request.manifest_blob else []
+        references = [request.reference, *(row.reference for row in subs)]
+        court = self.session.scalar(select(Court.code).where(Court.id == request.court_id))
+        self._mark_blobs(keys, now)
+        self._delete_rows(request_id, sub_ids, references)
+        return PurgedRequest(
+            request.reference, str(court), request.status, request.updated_at,
+            [row.reference for row in subs], sorted(set(keys)),
+        )  # fmt: skip
+
+    def _mark_blobs(self, keys: list[str], now: datetime) -> None:
+        self._run(update(Blob).where(Blob.key.in_(keys)).values(purged_at=now))
+
+    def _delete_rows(self, request_id: int, sub_ids: list[int], references: list[str]) -> None:
+        """Children first: no foreign key ever points at a deleted row."""
+        self._run(
+            update(ImapMessage)
+            .where(ImapMessage.submission_id.in_(sub_ids))
+            .values(submission_id=None)  # the IMAP state stays: the message was stripped
+        )
+        outbox = select(Outbox.id).where(Outbox.related_reference.in_(references))
+        self._run(delete(OutboxAttempt).where(OutboxAttempt.outbox_id.in_(outbox)))
+        self._run(delete(Outbox).where(Outbox.related_reference.in_(references)))
+        self._run(delete(Document).where(Document.submission_id.in_(sub_ids)))
+        self._run(delete(Submission).where(Submission.request_id == request_id))
+        self._run(delete(Code).where(Code.request_id == request_id))
+        self._run(delete(Request).where(Request.id == request_id))
+
+    def marked_blobs(self, limit: int) -> list[str]:
+        """Keys of blobs whose rows a purge deleted, still to be removed from the store."""
+        return list(
+            self.session.scalars(
+                select(Blob.key).where(Blob.purged_at.is_not(None)).order_by(Blob.key).limit(limit)
+            )
+        )
+
+    def forget_blobs(self, keys: Sequence[str]) -> None:
+        """Delete the rows of marked blobs, once the blobs themselves are gone."""
+        self._run(delete(Blob).where(Blob.key.in_(keys), Blob.purged_at.is_not(None)))
+
+    def _run(self, statement: Update | Delete) -> None:
+        self.session.execute(statement.execution_options(synchronize_session=False))
 
 
 class CodeRepository:

@@ -84,7 +84,7 @@ class SubmissionRepository:
         reference = found.scalar()
         return None if reference is None else str(reference)
 
-    def insert(
+    def add(
         self,
         submission: NewSubmission,
         blobs: Sequence[StoredBlob],
@@ -240,8 +240,13 @@ class BlobRepository:
         return self.session.get(Blob, key)
 
     def hashes(self) -> dict[str, str]:
-        """key -> SHA-256 of every recorded blob."""
-        return {row.key: row.sha256 for row in self.session.scalars(select(Blob))}
+        """key -> SHA-256 of every recorded blob (but those a purge is removing)."""
+        rows = self.session.scalars(select(Blob).where(Blob.purged_at.is_(None)))
+        return {row.key: row.sha256 for row in rows}
+
+    def purging(self) -> set[str]:
+        """Keys of the blobs a purge has started to remove (their rows are gone already)."""
+        return set(self.session.scalars(select(Blob.key).where(Blob.purged_at.is_not(None))))
 
 
 def _submission_values(submission: NewSubmission) -> dict[str, Any]:

@@ -18,10 +18,11 @@ from gateway.storage.models import Blob, Document, Submission
 from gateway.storage.s3blobs import S3BlobStore
 from tests.fixtures.gatewayserver import COURT, GatewayFactory, World, make_world
 from tests.fixtures.gpgkeys import CourtKey, kill_agent
+from tests.fixtures.pdfs import plain_pdf
 from tests.fixtures.seaweed import SeaweedServer
 from tests.fixtures.smtpsink import SmtpSink
 
-PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n" + b"y" * 4000
+PDF = plain_pdf(filler=4000)
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,7 @@ from tests.fixtures.dovecot import (
     submissions,
 )
 from tests.fixtures.gatewayserver import World
+from tests.fixtures.pdfs import plain_pdf
 
 pytestmark = pytest.mark.dovecot
 
@@ -69,6 +70,25 @@ async def test_imap_refused_message_moved_to_quarantine_unchanged(
     [event] = audit_events(world.gw.services, "imap.quarantined")
     assert event.data["reason"] == "NoSignature"
     assert states(world.gw.services) == ["quarantined"]
+
+
+async def test_imap_quarantine_audit_never_keeps_the_senders_filename(
+    world: World, dovecot: Dovecot
+) -> None:
+    """SPEC §5: no filename in clear in the database, an audit line of a refusal included."""
+    code = world.request_code()
+    raw = world.gw.message(
+        to=f"depot+{code.replace('-', '')}@greffe.example",
+        attachments=[("dossier-secret-Dupont.exe", "application/octet-stream", b"MZ" + b"\0" * 64)],
+    )
+    dovecot.append(raw)
+
+    summary = await runner(world.gw.services, dovecot).pull_once()
+
+    assert summary.quarantined == 1
+    [event] = audit_events(world.gw.services, "imap.quarantined")
+    assert event.data["reason"] == "DocumentRefused"
+    assert "Dupont" not in repr(event.data)
 
 
 async def test_imap_crash_between_store_and_strip_strips_without_storing_again(
@@ -147,7 +167,7 @@ async def test_imap_scrub_strips_documents_already_held(world: World, dovecot: D
     assert code_status == 250, text
     other = world.gw.message(
         to="depot@greffe.example",
-        attachments=[("autre.pdf", "application/pdf", b"%PDF-1.4\nautre\n%%EOF\n")],
+        attachments=[("autre.pdf", "application/pdf", plain_pdf(filler=10))],
     )
     not_ours = world.gw.message(
         to="ami@exemple.fr", attachments=[("compte 2024.pdf", "application/pdf", PDF)]

@@ -24,10 +24,11 @@ from gateway.ingest.manifest import load_schema
 from gateway.storage.keys import generate_signing_key
 from tests.conftest import CliResult
 from tests.fixtures.gatewayserver import COURT, MEASURE, World
+from tests.fixtures.pdfs import plain_pdf
 
 pytestmark = pytest.mark.gpg
 
-PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n" + b"x" * 5000
+PDF = plain_pdf(filler=5000)
 NAME = "compte 2025.pdf"
 
 

@@ -36,9 +36,10 @@ from tests.fixtures.gatewayserver import (
     make_world,
 )
 from tests.fixtures.gpgkeys import CourtKey
+from tests.fixtures.pdfs import plain_pdf
 from tests.fixtures.smtpsink import SmtpSink
 
-PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n" + b"x" * 2000
+PDF = plain_pdf(filler=2000)
 CODE_RE = re.compile(r"\b([0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5})\b")
 SIGNED = (b"from", b"to", b"subject", b"date", b"message-id")
 FORGED_PART = (

@@ -210,7 +210,7 @@ def test_sigterm_finishes_transaction_in_flight(
         "GATEWAY__SMTP__LISTEN": f"127.0.0.1:{port}",
         "GATEWAY__HTTP__LISTEN": "127.0.0.1:0",
         "GATEWAY__DNS__NAMESERVERS": json.dumps([dns_server.address]),
-        "GATEWAY__LOGGING__JSON": "true",
+        "GATEWAY__LOGGING__FORMAT": "json",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "--config", str(gateway_config), "serve"],
@@ -236,8 +236,8 @@ def test_sigterm_finishes_transaction_in_flight(
             process.wait()
     stderr = process.stderr.read().decode() if process.stderr else ""
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    assert any(line["msg"] == "smtp transaction" for line in lines)
-    assert lines[-1]["msg"] == "stopped"
+    assert any(line["event"] == "smtp transaction" for line in lines)
+    assert lines[-1]["event"] == "stopped"
 
 
 def test_refused_connection_leaves_no_loop_error(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.imap.session import EndingProtocol
+from gateway.adapters.aioimaplib import EndingProtocol
 
 
 class Transport:

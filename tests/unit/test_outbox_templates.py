@@ -45,6 +45,10 @@ VALUES = {
     "state": {"reference": "TJ-PARIS-2026-000001", "status": "ouverte", "submissions": "    -"},
     "rejection": {"reference": "TJ-PARIS-2026-000001", "reason": "pièce illisible"},
     "registration": {"court": "TJ-PARIS", "measure": "12/345"},
+    "check_report": {
+        "problem_count": "2", "checked_at": "25/11/2026 à 03:00:00 UTC",
+        "problems": "    - blob 2026/11/25/x.raw.pgp is missing\n    - audit chain broken",
+    },
 }
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import dkim
 import pytest
 
+from gateway.adapters.dkimpy import StreamingDKIM
 from gateway.errors import (
     BadSignature,
     BodyLengthLimited,
@@ -16,7 +17,6 @@ from gateway.errors import (
     NoSignature,
     WeakAlgorithm,
 )
-from gateway.ingest.dkimverify import StreamingDKIM
 from gateway.ingest.senderauth import SenderAuthenticator, single_from
 from gateway.model import Mailbox
 from tests.fixtures.dkimkeys import DkimKey, FakeDns, generate_key

@@ -26,10 +26,16 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert settings.database.url.get_secret_value() == f"sqlite:///{tmp_path}/conf/var/gateway.db"
 
 
-def test_starter_config_is_valid_and_matches_defaults(tmp_path: Path) -> None:
+def test_starter_config_is_valid_and_matches_defaults_but_captures_mail(tmp_path: Path) -> None:
     from_file = load_settings(write(tmp_path, starter_config()), {})
     defaults = load_settings(write(tmp_path, ""), {})
-    assert from_file.model_dump(exclude={"config_path"}) == defaults.model_dump(
+    # The one exception: the starter config keeps outgoing mail in a local maildir,
+    # while a config without the key relays it.
+    assert (from_file.relay.mode, defaults.relay.mode) == ("capture", "smtp")
+    captured = defaults.model_copy(
+        update={"relay": defaults.relay.model_copy(update={"mode": "capture"})}
+    )
+    assert from_file.model_dump(exclude={"config_path"}) == captured.model_dump(
         exclude={"config_path"}
     )
 

@@ -1,4 +1,15 @@
-"""dkimpy's verifier, fed the header block only; the body hash is checked by streaming.
+"""dkimpy's internals used by the gateway: a verifier fed the header block only, its steps.
+
+This is the one module that knows dkimpy beyond its public `dkim.verify`:
+the `DomainSigner.verify_sig_process` seam, `verify_headerprep` /
+`verify_sig` (the two halves of `DKIM.verify`, so the gateway's signature
+policy can look at a signature's tags before its key is fetched), the
+`signature_fields`, `ktag` and `keysize` attributes they leave behind, and
+the canonicalization and hash tables.  When dkimpy changes, re-read
+`dkim/__init__.py` (`DKIM.verify`, `DomainSigner.verify_sig_process`,
+`verify_headerprep`, `verify_sig`) against the functions below.
+
+The streaming verifier:
 
 Why: ``dkim.DKIM(message)`` splits the whole message into lines, keeps a
 joined copy of the body and canonicalises it with whole-body regexes: about
@@ -32,10 +43,26 @@ import dkim
 from dkim.canonicalization import (
     CanonicalizationPolicy,
     InvalidCanonicalizationPolicyError,
+    compress_whitespace,
+    strip_trailing_whitespace,
 )
 from dkim.crypto import HASH_ALGORITHMS
 
-from gateway.ingest.dkimbody import body_hash, body_start
+LIBRARY = "dkimpy"
+WRITTEN_AGAINST = "1.1.8"
+
+__all__ = [
+    "HASH_ALGORITHMS",
+    "LIBRARY",
+    "WRITTEN_AGAINST",
+    "StreamingDKIM",
+    "compress_whitespace",
+    "key_facts",
+    "prepare",
+    "signature_fields",
+    "strip_trailing_whitespace",
+    "verify_prepared",
+]
 
 _WHITESPACE = re.compile(rb"\s+")
 
@@ -51,6 +78,8 @@ class StreamingDKIM(dkim.DKIM):  # type: ignore[misc]  # dkimpy ships no type hi
     """
 
     def __init__(self, raw: bytes, *, logger: logging.Logger) -> None:
+        from gateway.ingest.dkimbody import body_start  # dkimbody imports this module
+
         start = body_start(raw)
         super().__init__(raw[:start], logger=logger)
         self._raw = raw
@@ -81,6 +110,8 @@ class StreamingDKIM(dkim.DKIM):  # type: ignore[misc]  # dkimpy ships no type hi
         key: _DigestKey = (policy.body_algorithm.name, algorithm, length)
         digest = self._digests.get(key)
         if digest is None:
+            from gateway.ingest.dkimbody import body_hash  # dkimbody imports this module
+
             digest = body_hash(
                 self._raw, self._body_start, key[0], HASH_ALGORITHMS[algorithm], length
             )
@@ -90,3 +121,44 @@ class StreamingDKIM(dkim.DKIM):  # type: ignore[misc]  # dkimpy ships no type hi
             raise dkim.ValidationError(
                 f"body hash mismatch (got {base64.b64encode(digest)!r}, expected {sig[b'bh']!r})"
             )
+
+
+def header_names(verifier: StreamingDKIM) -> list[bytes]:
+    """The names of the message's header fields, in order, as dkimpy parsed them."""
+    return [name for name, _value in verifier.headers]
+
+
+def headers(verifier: StreamingDKIM) -> list[tuple[bytes, bytes]]:
+    """The message's header fields (name, value) as dkimpy parsed them."""
+    return list(verifier.headers)
+
+
+def prepare(verifier: StreamingDKIM, idx: int) -> Any:
+    """dkimpy's first half of `verify(idx)`: (tags, include_headers, signature headers) or falsy.
+
+    Clears the fields a previous signature left, so a failure leaves none behind.
+    """
+    verifier.signature_fields = None
+    return verifier.verify_headerprep(idx)
+
+
+def signature_fields(verifier: StreamingDKIM) -> dict[bytes, bytes]:
+    """The tags of the signature `prepare` looked at last (empty when it could not parse them)."""
+    return dict(verifier.signature_fields or {})
+
+
+def verify_prepared(
+    verifier: StreamingDKIM,
+    tags: dict[bytes, bytes],
+    include_headers: list[bytes],
+    signature_header: tuple[bytes, bytes],
+    dnsfunc: Any,
+) -> bool:
+    """dkimpy's second half of `verify`: fetch the key, check bh= and b=."""
+    verifier.ktag = verifier.keysize = None  # no stale key from the previous signature
+    return bool(verifier.verify_sig(tags, include_headers, signature_header, dnsfunc))
+
+
+def key_facts(verifier: StreamingDKIM) -> tuple[bytes | None, int | None]:
+    """The key type (k=) and size in bits of the key `verify_prepared` fetched last."""
+    return getattr(verifier, "ktag", None), getattr(verifier, "keysize", None)
