@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import errors
 from gateway.api.schemas import Problem
+from gateway.logs import CORRELATION_FIELD, correlation, current_correlation_id, new_correlation_id
 
 log = logging.getLogger("gateway.api")
 MEDIA_TYPE = "application/problem+json"
@@ -121,9 +121,9 @@ def problem_type_for(error: errors.GatewayError) -> ProblemType | None:
 
 
 def internal_problem(where: str, exc: BaseException) -> ProblemResponse:
-    """Log the fault under a fresh correlation id and answer 503 naming only that id."""
-    ref = uuid.uuid4().hex[:12]
-    log.error("internal error in %s", where, exc_info=exc, extra={"correlation_id": ref})
+    """Log the fault under the request's correlation id and answer 503 naming only that id."""
+    ref = current_correlation_id() or new_correlation_id()
+    log.error("internal error in %s", where, exc_info=exc, extra={CORRELATION_FIELD: ref})
     return problem(
         INTERNAL, f"temporary internal error, try again later (ref {ref})", {"correlation_id": ref}
     )
@@ -179,10 +179,12 @@ async def on_http_error(request: Request, exc: Exception) -> ProblemResponse:
 
 
 class InternalFaults:
-    """ASGI middleware: an exception nobody handled becomes a 503 problem, never a traceback.
+    """ASGI middleware: each request's correlation id, and a 503 problem for what nobody handled.
 
-    Starlette's own last resort answers 500 (with the text in debug mode) and
-    re-raises; this one answers 503 with a correlation id and stops there.
+    Every line logged while a request runs (worker threads included) carries
+    its correlation id (`gateway.logs.correlation`).  Starlette's own last
+    resort answers 500 (with the text in debug mode) and re-raises; this one
+    answers 503 naming the id, and stops there.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -199,9 +201,10 @@ class InternalFaults:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as exc:
-            response = internal_problem(str(scope.get("path", "?")), exc)
-            if not started:  # else the client sees a cut-off response: nothing else to do
-                await response(scope, receive, send)
+        with correlation():
+            try:
+                await self.app(scope, receive, tracking_send)
+            except Exception as exc:
+                response = internal_problem(str(scope.get("path", "?")), exc)
+                if not started:  # else the client sees a cut-off response: nothing else to do
+                    await response(scope, receive, send)

@@ -11,9 +11,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api.bodylimit import BodyLimit
 from gateway.api.problems import InternalFaults
+from gateway.logs import current_correlation_id
+
+SEEN: list[str | None] = []
 
 
 async def boom(scope: Scope, receive: Receive, send: Send) -> None:
+    SEEN.append(current_correlation_id())  # what every line logged for this request carries
     raise RuntimeError("/secret/path/of/the/server exploded")
 
 
@@ -42,6 +46,7 @@ async def test_unhandled_exception_is_503_with_correlation_id_and_no_text(
     assert answer.headers["content-type"] == "application/problem+json"
     assert "secret" not in answer.text and "RuntimeError" not in answer.text
     ref = answer.json()["correlation_id"]
+    assert SEEN[-1] == ref  # the request's own id, not one made up for the reply
     assert any(getattr(r, "correlation_id", None) == ref and r.exc_info for r in caplog.records)
 
 
