@@ -211,6 +211,7 @@ def _request_dict(request: Request, court: str, measure: str) -> dict[str, Any]:
         "opened_at": rfc3339(request.opened_at),
         "sealed_at": rfc3339(request.sealed_at) if request.sealed_at else None,
         "updated_at": rfc3339(request.updated_at),
+        "held": request.held,
     }
 
 

@@ -171,6 +171,7 @@ class RequestSummary(Out):
     opened_at: datetime
     sealed_at: datetime | None
     updated_at: datetime
+    held: bool = Field(description="Kept from the retention purge (`gateway requests hold`).")
 
 
 class RequestDetail(RequestSummary):
