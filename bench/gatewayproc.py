@@ -100,7 +100,8 @@ class GatewayInstance:
         csv_file = self.root / "registrations.csv"
         lines = ["court,measure,address", *(f"{COURT},{m},{SENDER}" for m in measures)]
         csv_file.write_text("\n".join(lines) + "\n")
-        self.cli("registrations", "import", str(csv_file))
+        # No registration notices: they would compete with the measured mail for the outbox.
+        self.cli("registrations", "import", "--no-notices", str(csv_file))
         self.dns.records[f"{SELECTOR}._domainkey.{SENDER_DOMAIN}"] = [self.dkim.txt_record]
 
     def start(self, workers: int = 1, outbox_process: bool = False) -> None:

@@ -1,4 +1,8 @@
-"""Administration: courts, court keys and registrations, each change audited."""
+"""Administration: courts, court keys and registrations, each change audited.
+
+Adding or revoking a registration also mails the address a notice through the
+outbox, in the same transaction (`registration` and `registration_revoked`).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,17 @@ import csv
 import io
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from gateway.errors import Conflict, GatewayError, ImportRefused, InputError, KeyRefused, NotFound
 from gateway.model import Clock, Mailbox, court_code, measure_number
 from gateway.storage.audit import append_event
 from gateway.storage.courts import CourtRepository
-from gateway.storage.db import Database
+from gateway.storage.db import Database, Session
 from gateway.storage.keys import inspect_public_key
 from gateway.storage.models import Court, CourtKey, Registration
+from gateway.storage.outbox import enqueue
 from gateway.storage.registrations import RegistrationRepository
 
 Progress = Callable[[int], None]
@@ -133,6 +139,7 @@ class Admin:
             now = self.clock()
             registration.status, registration.revoked_at = "revoked", now
             registration.revoked_by = actor
+            _queue_notice(session, "registration_revoked", registration, court_row, now)
             append_event(
                 session,
                 now,
@@ -187,9 +194,13 @@ class Admin:
             return [_registration_dict(reg, code) for reg, code in rows]
 
     def import_registrations(
-        self, data: bytes, actor: str, progress: Progress | None = None
+        self, data: bytes, actor: str, progress: Progress | None = None, *, notify: bool = True
     ) -> int:
-        """All-or-nothing CSV import; the refusal names every bad line."""
+        """All-or-nothing CSV import; the refusal names every bad line.
+
+        Each imported address gets its registration notice, unless `notify` is
+        False (registrations moved from another system, already announced).
+        """
         rows, problems = _parse_csv(data)
         with self.db.transaction() as session:
             problems += self._check_rows(session, rows)
@@ -197,7 +208,7 @@ class Admin:
                 problems.sort()
                 raise ImportRefused(problems)
             for count, (_, row) in enumerate(rows, 1):
-                self._register(session, row, actor)
+                self._register(session, row, actor, notify=notify)
                 if progress and count % 100 == 0:
                     progress(100)
             if progress:
@@ -207,7 +218,7 @@ class Admin:
                 self.clock(),
                 "registration.imported",
                 actor=actor,
-                data={"count": len(rows)},
+                data={"count": len(rows), "notified": notify},
             )
         return len(rows)
 
@@ -235,7 +246,9 @@ class Admin:
             raise NotFound(f"unknown court {code}")
         return court
 
-    def _register(self, session: Any, row: RegistrationRow, actor: str) -> Registration:
+    def _register(
+        self, session: Any, row: RegistrationRow, actor: str, *, notify: bool = True
+    ) -> Registration:
         court = self._court(CourtRepository(session), row.court)
         registrations = RegistrationRepository(session)
         if registrations.active(court.id, row.measure, row.address.key):
@@ -252,6 +265,8 @@ class Admin:
                 registered_at=now,
             )
         )
+        if notify:
+            _queue_notice(session, "registration", registration, court, now)
         append_event(
             session,
             now,
@@ -284,6 +299,26 @@ class Admin:
                 )
             seen.setdefault(key, line)
         return problems
+
+
+def _queue_notice(
+    session: Session, kind: str, registration: Registration, court: Court, now: datetime
+) -> None:
+    """Tell the address it was registered (what it can now do) or that it no longer is."""
+    enqueue(
+        session,
+        kind=kind,
+        recipient=registration.address,
+        values={
+            "court": court.code,
+            "court_name": court.name,
+            "measure": registration.measure,
+            "address": registration.address,
+            "code_request": f"CODE {court.code} {registration.measure}",
+        },
+        now=now,
+        related_reference=f"registration:{registration.id}",
+    )
 
 
 def _registration_dict(reg: Registration, court: str) -> dict[str, Any]:

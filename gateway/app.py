@@ -3,8 +3,9 @@
 `Services` builds each service once, lazily, with its collaborators.  The
 `build_*` functions turn services into running parts (`gateway.lifecycle`):
 the SMTP listeners (one per `ListenerSpec`), an IMAP watcher per mailbox,
-the outbox worker, the sweeper, the daily retention purge and check (once
-per cluster, `gateway.jobs`) and the HTTP server.  `run_gateway` builds
+the outbox worker, the sweeper, the blob sweep, the daily retention purge
+and check (once per cluster, `gateway.jobs`) and the HTTP server.
+`run_gateway` builds
 them, starts them in order, waits for SIGTERM/SIGINT and stops them in
 reverse order.  Nothing is set on an object after it is built, and no
 adapter receives this module's `Services`.
@@ -20,7 +21,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -32,6 +33,10 @@ from gateway.api.server import ApiServer, TlsFiles
 from gateway.apikeys import ApiKeyHasher, ApiKeys, AuthThrottlePolicy
 from gateway.audit.daily import DailyCheck
 from gateway.backup import Backup
+from gateway.credentials.notices import NOTICE_INTERVAL, ExpiryNotifier
+from gateway.credentials.service import CredentialAdmin
+from gateway.credentials.tokens import CredentialHasher
+from gateway.credentials.verify import AuthPolicy, CredentialVerifier
 from gateway.errors import ConfigError, GatewayError
 from gateway.imap.client import ImapClient
 from gateway.imap.oauth import token_source_for
@@ -46,6 +51,7 @@ from gateway.ingest.recipients import RecipientPolicy, Role
 from gateway.ingest.senderauth import SenderAuthenticator
 from gateway.ingest.status import StatusReporter
 from gateway.ingest.submit import SubmissionStore
+from gateway.ingest.teletransmit import TeletransmissionStore
 from gateway.jobs import ClusterJob, Schedule
 from gateway.lifecycle import LoopingPart, RunningPart, Supervisor
 from gateway.metrics import Metrics, multiprocess_registry
@@ -69,6 +75,7 @@ from gateway.records import Records
 from gateway.retention import Retention
 from gateway.review import ReviewDesk
 from gateway.settings import ImapMailbox, Settings, parse_hostport
+from gateway.smtp.auth import CredentialAuthenticator
 from gateway.smtp.handler import GatewayHandler
 from gateway.smtp.limits import ClientTracker, SmtpLimits
 from gateway.smtp.listener import ListenerSpec, SmtpListener, TlsMode, make_tls_context
@@ -76,6 +83,8 @@ from gateway.storage import migrate
 from gateway.storage.audit import lock_head
 from gateway.storage.blobbackend import open_blob_store
 from gateway.storage.blobstore import BlobStorage
+from gateway.storage.blobsweep import LEASE_NAME as BLOB_SWEEP_LEASE
+from gateway.storage.blobsweep import SWEEP_INTERVAL, BlobSweeper
 from gateway.storage.crypto import GpgKeyring, ReceiptSigner
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import GroupCommitter
@@ -148,6 +157,11 @@ class Services:
         """Refuse, creating nothing, a database that `gateway init` never made (no schema)."""
         if not migrate.has_schema(self.settings.database.url.get_secret_value()):
             raise ConfigError("database not initialised: run `gateway init`")
+
+    @functools.cached_property
+    def review(self) -> ReviewDesk:
+        """The greffe's acknowledge / accept / reject, with the guardian's notices."""
+        return ReviewDesk(self.db, self.clock)
 
     @functools.cached_property
     def signer(self) -> ReceiptSigner:
@@ -231,6 +245,16 @@ class Services:
         )
 
     @functools.cached_property
+    def recording_authenticator(self) -> SenderAuthenticator:
+        """DKIM for messages that came with AUTH: verified and recorded, never required."""
+        dns = self.settings.dns
+        resolver = TxtResolver(list(dns.nameservers), dns.timeout)
+        return SenderAuthenticator(
+            resolver.dkim_dnsfunc, require_dkim=False,
+            signed_headers=self.settings.auth.signed_headers,
+        )
+
+    @functools.cached_property
     def blobs(self) -> BlobStorage:
         return open_blob_store(self.settings)
 
@@ -242,16 +266,38 @@ class Services:
         )
 
     @functools.cached_property
-    def submissions(self) -> SubmissionStore:
+    def payload(self) -> PayloadWriter:
+        """Encrypts and writes submissions' blobs (one cache of court encryptors)."""
+        return PayloadWriter(self.blobs, self.clock, self.metrics.observe_stage)
+
+    @functools.cached_property
+    def document_policy(self) -> DocumentPolicy:
         limits = self.settings.limits
+        return DocumentPolicy(
+            frozenset(limits.allowed_types), limits.max_document_bytes, limits.max_documents
+        )
+
+    @functools.cached_property
+    def submissions(self) -> SubmissionStore:
         return SubmissionStore(
             db=self.db,
             verifier=self.verifier,
-            payload=PayloadWriter(self.blobs, self.clock, self.metrics.observe_stage),
-            policy=DocumentPolicy(
-                frozenset(limits.allowed_types), limits.max_document_bytes, limits.max_documents
-            ),
-            disk_reserve=limits.disk_reserve_bytes,
+            payload=self.payload,
+            policy=self.document_policy,
+            disk_reserve=self.settings.limits.disk_reserve_bytes,
+            clock=self.clock,
+            committer=self.committer,
+            observe=self.metrics.observe_stage,
+        )
+
+    @functools.cached_property
+    def teletransmission(self) -> TeletransmissionStore:
+        """The submission port's filings: one authenticated message, one sealed request."""
+        return TeletransmissionStore(
+            db=self.db,
+            payload=self.payload,
+            policy=self.document_policy,
+            disk_reserve=self.settings.limits.disk_reserve_bytes,
             clock=self.clock,
             committer=self.committer,
             observe=self.metrics.observe_stage,
@@ -263,7 +309,48 @@ class Services:
             Role.CODES: self.code_issuer.handle,
             Role.SUBMIT: self.submissions.handle,
             Role.STATUS: status.handle,
+            Role.TELETRANSMISSION: self.teletransmission.handle,
         }
+
+    # -- teletransmission credentials ---------------------------------------------
+    @functools.cached_property
+    def credential_hasher(self) -> CredentialHasher:
+        return CredentialHasher()
+
+    @functools.cached_property
+    def credentials(self) -> CredentialAdmin:
+        """Homologated software and credentials (the CLI's `software` and `credentials`)."""
+        return CredentialAdmin(
+            self.db, self.clock, self.credential_hasher, self.settings.credentials.validity
+        )
+
+    @functools.cached_property
+    def credential_verifier(self) -> CredentialVerifier:
+        policy = self.settings.credentials
+        return CredentialVerifier(
+            self.db,
+            self.credential_hasher,
+            AuthPolicy(policy.max_failures, policy.lockout, policy.failure_delay),
+            self.clock,
+        )
+
+    @functools.cached_property
+    def submission_recipients(self) -> RecipientPolicy:
+        """On the submission port depot@ is the one address, filed by teletransmission."""
+        return RecipientPolicy(
+            self.settings.gateway.domain, {Role.TELETRANSMISSION: self.settings.addresses.submit}
+        )
+
+    def expiry_notifier(self, holder: str | None = None) -> ExpiryNotifier:
+        """The job mailing each credential's address before it expires (one node at a time)."""
+        lease = DbLease(
+            self.db,
+            "credentials:expiry-notices",
+            holder or new_holder_id(),
+            timedelta(seconds=2 * NOTICE_INTERVAL),
+            self.clock,
+        )
+        return ExpiryNotifier(self.db, self.clock, self.settings.credentials.expiry_notice, lease)
 
     @functools.cached_property
     def pipeline(self) -> Pipeline:
@@ -282,6 +369,7 @@ class Services:
             handlers=self.role_handlers(),
             observe=self.metrics.observe_stage,
             large_message_bytes=limits.large_message_bytes,
+            credential_authenticator=self.recording_authenticator,
         )
 
     @functools.cached_property
@@ -311,6 +399,7 @@ class Services:
             self.db,
             self.settings.relay,
             self.clock,
+            lease=self.settings.relay.lease,
             compose=self.compose_mail,
             count=self.metrics.count_delivery,
             transport=self.outbox_transport(),
@@ -343,10 +432,6 @@ class Services:
             ApiKeyHasher(self.server_secret),
             AuthThrottlePolicy(http.max_auth_failures, http.auth_window, http.auth_lockout),
         )
-
-    @functools.cached_property
-    def review(self) -> ReviewDesk:
-        return ReviewDesk(self.db, self.clock)
 
     @functools.cached_property
     def records(self) -> Records:
@@ -454,25 +539,72 @@ def cluster_jobs(services: Services) -> list[RunningPart]:
     return [LoopingPart(job.name, job.run) for job in (retention, check)]
 
 
+def blob_sweeper(services: Services) -> BlobSweeper:
+    """The sweep of interrupted writes' blobs, run by one node of the cluster at a time."""
+    lease = DbLease(
+        services.db,
+        BLOB_SWEEP_LEASE,
+        new_holder_id(),
+        timedelta(seconds=2 * SWEEP_INTERVAL),  # held between sweeps; taken over if we die
+        services.clock,
+    )
+    return BlobSweeper(services.db, services.blobs, services.clock, lease)
+
+
 # -- serve ----------------------------------------------------------------------------
-def listener_specs(settings: Settings, *, reuse_port: bool = False) -> list[ListenerSpec]:
-    """The SMTP listeners `serve` runs: the inbound (MX) port, with STARTTLS given a certificate."""
+def listener_specs(
+    settings: Settings,
+    *,
+    reuse_port: bool = False,
+    authenticator: CredentialAuthenticator | None = None,
+) -> list[ListenerSpec]:
+    """The SMTP listeners `serve` runs.
+
+    The inbound (MX) port, with STARTTLS given a certificate; and, given the
+    `authenticator`, the submission port on `smtp.submission_listen`: AUTH
+    after STARTTLS (or implicit TLS), which needs the certificate too.
+    """
     smtp = settings.smtp
     tls = None
     if smtp.tls_cert and smtp.tls_key:
         tls = make_tls_context(str(smtp.tls_cert), str(smtp.tls_key))
     host, port = parse_hostport(smtp.listen)
-    return [
+    hostname = smtp.hostname or settings.gateway.domain
+    specs = [
         ListenerSpec(
             name="inbound",
             host=host,
             port=port,
-            hostname=smtp.hostname or settings.gateway.domain,
+            hostname=hostname,
             tls=TlsMode.STARTTLS if tls else TlsMode.NONE,
             tls_context=tls,
             reuse_port=reuse_port,
         )
     ]
+    if authenticator is None or not smtp.submission_listen:
+        return specs
+    if tls is None:
+        log.warning(
+            "teletransmission port not started: smtp.submission_listen needs "
+            "smtp.tls_cert and smtp.tls_key (TLS is mandatory before AUTH)"
+        )
+        return specs
+    host, port = parse_hostport(smtp.submission_listen)
+    implicit = smtp.submission_implicit_tls
+    specs.append(
+        ListenerSpec(
+            name="submission",
+            host=host,
+            port=port,
+            hostname=hostname,
+            tls=TlsMode.IMPLICIT if implicit else TlsMode.STARTTLS,
+            tls_context=tls,
+            require_tls=not implicit,
+            reuse_port=reuse_port,
+            authenticator=authenticator,
+        )
+    )
+    return specs
 
 
 @dataclass
@@ -487,6 +619,11 @@ class Running:
     @property
     def smtp_port(self) -> int:
         return self.ports["inbound"]
+
+    @property
+    def submission_port(self) -> int | None:
+        """The teletransmission port, when it runs (it needs a TLS certificate)."""
+        return self.ports.get("submission")
 
 
 @dataclass
@@ -514,7 +651,9 @@ def build_gateway(
         parts.extend(build_outbox_parts(services))
         on_accepted = _waker(services.outbox)
     parts.append(LoopingPart("sweeper", Sweeper(services.db, services.clock).run))
+    parts.append(LoopingPart("blob-sweep", blob_sweeper(services).run))
     parts.extend(cluster_jobs(services))
+    parts.append(LoopingPart("credential-notices", services.expiry_notifier().run))
     for mailbox in settings.imap.mailboxes:
         parts.append(LoopingPart(f"imap:{mailbox.name}", mailbox_runner(services, mailbox).watch))
     http = None
@@ -522,22 +661,12 @@ def build_gateway(
         http = build_http(services, services.metrics.registry)
         parts.append(http)
     tracker = ClientTracker(services.smtp_limits)  # shared: limits are the gateway's, not a port's
+    authenticator = CredentialAuthenticator(services.credential_verifier.authenticate)
     listeners = [
         SmtpListener(
-            spec,
-            GatewayHandler(
-                services.pipeline,
-                services.recipients,
-                tracker,
-                services.clock,
-                channel=Channel.SMTP,
-                on_accepted=on_accepted,
-                count_message=services.metrics.count_message,
-            ),
-            tracker,
-            services.smtp_limits,
+            spec, _smtp_handler(services, spec, tracker, on_accepted), tracker, services.smtp_limits
         )
-        for spec in listener_specs(settings, reuse_port=reuse_port)
+        for spec in listener_specs(settings, reuse_port=reuse_port, authenticator=authenticator)
     ]
     parts.extend(listeners)
     return Gateway(parts, listeners, http)
@@ -560,6 +689,25 @@ def build_outbox_parts(
         LoopingPart("outbox-listener", listener.run),
         LoopingPart("outbox", functools.partial(outbox.run, interval=max(interval, OUTBOX_POLL))),
     ]
+
+
+def _smtp_handler(
+    services: Services,
+    spec: ListenerSpec,
+    tracker: ClientTracker,
+    on_accepted: Callable[[Outcome], None],
+) -> GatewayHandler:
+    """A listener's hooks: the inbound port's channel and addresses, or the submission port's."""
+    submission = spec.authenticator is not None
+    return GatewayHandler(
+        services.pipeline,
+        services.submission_recipients if submission else services.recipients,
+        tracker,
+        services.clock,
+        channel=Channel.TELETRANSMISSION if submission else Channel.SMTP,
+        on_accepted=on_accepted,
+        count_message=services.metrics.count_message,
+    )
 
 
 def build_http(services: Services, registry: CollectorRegistry) -> ApiServer:

@@ -18,11 +18,14 @@ exit codes) in one table each.
     ├── NotFound                     unknown court, registration, request …
     ├── Conflict                     duplicate court, registration …
     │   ├── AlreadyStored            the same message committed meanwhile (a retry racing)
-    │   └── WrongStatus              a request not in a status the greffe's action applies to
+    │   └── WrongStatus              a review action on a request in another status
     ├── Unauthenticated              no API key, or one that is unknown, revoked or wrong
     ├── NotPermitted                 an API key whose role may not do this
     ├── KeyRefused                   an OpenPGP key that cannot serve
     ├── ReceiptInvalid               a receipt that does not verify (receipts verify)
+    ├── AuthRefused                  SMTP AUTH refused on the submission port
+    │   ├── CredentialInvalid        wrong, expired or revoked credential (535 5.7.8)
+    │   └── AuthLocked               too many failed AUTHs from this address or client (454)
     ├── MessageRefused               permanent refusal of a message (5xx)
     │   ├── UnknownRecipient
     │   ├── MessageTooLarge
@@ -38,6 +41,7 @@ exit codes) in one table each.
     │   │   │   ├── WeakKey              RSA key under 1024 bits (RFC 8301)
     │   │   │   └── HeaderNotSigned      a header of auth.signed_headers not covered
     │   │   ├── SenderNotRegistered
+    │   │   ├── SenderNotAuthenticated   MAIL FROM / From: not the AUTH login
     │   │   └── MultipleFrom
     │   ├── CodeError                the numéro de saisie
     │   │   ├── CodeMissing
@@ -49,10 +53,12 @@ exit codes) in one table each.
     │   ├── RequestClosed
     │   ├── BadCommand               a codes@/etat@ subject that is not understood
     │   └── DocumentRefused
+    │       └── FilingRefused        a depot.json that does not meet gateway.filing/1
     └── TemporaryFailure             try again later (4xx)
         ├── StorageUnavailable       database, blob store or encryption
         ├── DnsTemporaryFailure      resolver timed out
         ├── DiskFull                 below the configured reserve
+        ├── CourtKeyExpired          a court key can no longer receive data
         ├── ImapUnavailable          an IMAP server unreachable or refusing
         └── Throttled                too many messages from this client
 """
@@ -120,7 +126,15 @@ class AlreadyStored(Conflict):
 
 
 class WrongStatus(Conflict):
-    """The request is not in a status this action applies to (the message names its status)."""
+    """The request is not in a status this review action applies to.
+
+    The message names the request's current status; `status` holds it too
+    (empty when the raiser did not say), for an adapter that shows it apart.
+    """
+
+    def __init__(self, message: str = "", *, status: str = "") -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Unauthenticated(GatewayError):
@@ -137,6 +151,26 @@ class KeyRefused(GatewayError):
 
 class ReceiptInvalid(GatewayError):
     """The receipt does not verify."""
+
+
+class AuthRefused(GatewayError):
+    """SMTP AUTH was refused."""
+
+
+class CredentialInvalid(AuthRefused):
+    """Authentication credentials invalid.
+
+    `delay` is how long to wait before saying so: it grows with the failures
+    counted against the address and the client.
+    """
+
+    def __init__(self, message: str = "", *, delay: float = 0.0) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class AuthLocked(AuthRefused):
+    """Too many failed authentications; try again later."""
 
 
 class MessageRefused(GatewayError):
@@ -199,6 +233,10 @@ class SenderNotRegistered(SenderAuthError):
     """Sender is not a registered address."""
 
 
+class SenderNotAuthenticated(SenderAuthError):
+    """The sender is not the authenticated address."""
+
+
 class MultipleFrom(SenderAuthError):
     """From: must hold exactly one address."""
 
@@ -243,6 +281,10 @@ class DocumentRefused(MessageRefused):
     """A document was refused."""
 
 
+class FilingRefused(DocumentRefused):
+    """The filing's data (depot.json) does not meet its schema."""
+
+
 class TemporaryFailure(GatewayError):
     """A temporary failure; try again later."""
 
@@ -257,6 +299,10 @@ class DnsTemporaryFailure(TemporaryFailure):
 
 class DiskFull(TemporaryFailure):
     """Insufficient storage."""
+
+
+class CourtKeyExpired(TemporaryFailure):
+    """The court's encryption key has expired; try again later."""
 
 
 class ImapUnavailable(TemporaryFailure):

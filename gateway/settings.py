@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -109,7 +110,9 @@ class SmtpSection(Section):
 
     @field_validator("listen", "submission_listen")
     @classmethod
-    def _hostport(cls, value: str) -> str:
+    def _hostport(cls, value: str, info: ValidationInfo) -> str:
+        if value == "" and info.field_name == "submission_listen":  # "" turns the port off
+            return value
         parse_hostport(value)
         return value
 
@@ -138,6 +141,8 @@ class RelaySection(Section):
     timeout: float = Field(default=30.0, gt=0)
     give_up_after: Duration = timedelta(days=3)
     max_backoff: Duration = timedelta(hours=1)
+    lease: Duration = timedelta(minutes=10)
+    """How long a worker holds the outbox rows it claimed (a dead node's rows wait this long)."""
 
 
 class DnsSection(Section):
@@ -181,6 +186,14 @@ class CodesSection(Section):
 
 class CredentialsSection(Section):
     validity: Duration = timedelta(days=730)
+    expiry_notice: Duration = timedelta(days=30)
+    """How long before a credential expires its address is told so (once)."""
+    max_failures: int = Field(default=5, ge=1)
+    """Failed AUTHs per address and per client before they are locked out (454 4.7.0)."""
+    lockout: Duration = timedelta(minutes=15)
+    """The first lock-out; each new one lasts twice as long."""
+    failure_delay: Duration = timedelta(seconds=1)
+    """The wait before a failed AUTH is answered; doubles with each failure counted."""
 
 
 class LimitsSection(Section):

@@ -30,6 +30,7 @@ from tests.fixtures.oauthserver import oauth_server  # noqa: F401
 from tests.fixtures.postgres import PostgresCluster, postgres_cluster  # noqa: F401
 from tests.fixtures.seaweed import seaweed, seaweed_private  # noqa: F401
 from tests.fixtures.smtpsink import smtp_sink  # noqa: F401
+from tests.fixtures.teletransmission import tele  # noqa: F401
 from tests.fixtures.tlscert import tls_files  # noqa: F401
 
 

@@ -6,11 +6,17 @@ timeout timer, the handler hook dispatch and the post-DATA reset, which
 aiosmtpd keeps private.  When aiosmtpd changes, re-read `SMTP.smtp_DATA`,
 `_handle_client`, `_reset_timeout`, `_call_handler_hook` and
 `_set_post_data_state` in aiosmtpd/smtp.py against these functions.
+The submission port (`gateway.smtp.auth`) relies on the replies and the
+warning named below; re-read `smtp_EHLO`, `smtp_AUTH` and `SMTP.__init__`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
@@ -20,6 +26,24 @@ WRITTEN_AGAINST = "1.4.6"
 
 OWN_OVERSIZE_REPLY_PREFIX = "552 Error:"
 """How aiosmtpd's own replies to an oversized message begin (MAIL ... SIZE=, DATA)."""
+OWN_STARTTLS_FIRST_REPLY = "530 Must issue a STARTTLS command first"
+"""aiosmtpd's reply (no enhanced code) to a command before STARTTLS when TLS is required."""
+OWN_AUTH_ADVERTISEMENT_PREFIX = "250-AUTH "
+"""The EHLO line aiosmtpd adds to advertise its AUTH mechanisms."""
+
+
+@contextlib.contextmanager
+def implicit_tls_auth() -> Iterator[None]:
+    """Build a session that takes AUTH on a port whose transport is TLS from the first byte.
+
+    aiosmtpd sees TLS only when it ran STARTTLS itself, so on an implicit-TLS
+    port AUTH needs `auth_require_tls=False`, and aiosmtpd warns about that
+    combination when the session is built.  The warning is silenced here
+    only: the listener never builds such a session without TLS.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+        yield
 
 
 def reader(protocol: SMTP) -> asyncio.StreamReader:
@@ -52,3 +76,20 @@ async def call_handler_hook(protocol: SMTP, command: str, *args: Any) -> Any:
 def reset_after_data(protocol: SMTP) -> None:
     """A fresh envelope after DATA, as aiosmtpd leaves the session after its own DATA."""
     protocol._set_post_data_state()  # type: ignore[no-untyped-call]  # unannotated upstream
+
+
+class _LoginDataDeprecation(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Session.login_data is deprecated")
+
+
+def quiet_login_data_warning() -> None:
+    """Drop the WARNING aiosmtpd 1.4 logs at every successful AUTH.
+
+    Its own `smtp_AUTH` sets the deprecated `Session.login_data`, whose
+    setter logs "Session.login_data is deprecated" on the `mail.log` logger:
+    noise in an operator's log for something no caller of ours did.
+    """
+    logger = logging.getLogger("mail.log")
+    if not any(isinstance(f, _LoginDataDeprecation) for f in logger.filters):
+        logger.addFilter(_LoginDataDeprecation())

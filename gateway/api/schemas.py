@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway.model import RequestKind
 
 TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 """Free text: any character but the control ones (PostgreSQL refuses NUL in text)."""
-Note = Annotated[str, Field(min_length=1, max_length=2000, pattern=TEXT)]
+Note = Annotated[str, Field(min_length=1, max_length=1000, pattern=TEXT)]
+NoteKey = Annotated[str, StringConstraints(pattern=r"^\s*[0-9]{1,6}\s*/\s*[0-9]{1,5}\s*$")]
+"""`<submission number>/<document index>`, as receipts number them: `2/1`."""
 
 
 class Body(BaseModel):
@@ -194,8 +196,10 @@ class RejectIn(Body):
     reason: str = Field(
         min_length=1, max_length=2000, pattern=TEXT, description="Mailed to the guardian."
     )
-    notes: dict[int, Note] | None = Field(
-        default=None, description="Per-document notes, by document index."
+    notes: dict[NoteKey, Note] | None = Field(
+        default=None,
+        description="Per-document notes, keyed `<submission>/<document>` (`2/1`: document 1 "
+        "of submission 2), mailed with the reason.",
     )
 
 

@@ -1,4 +1,4 @@
-"""The daily consistency check: blobs against rows, the audit chain, stuck requests and pulls."""
+"""The daily consistency check: blobs and rows, audit chain, stuck requests, pulls, court keys."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.chain import verify_chain
-from gateway.errors import NotFound
+from gateway.errors import KeyRefused, NotFound
 from gateway.outbox.maildir import captured_files
 from gateway.storage.audit import AuditRepository, append_event
 from gateway.storage.blobstore import BlobStorage
+from gateway.storage.courts import CourtRepository
 from gateway.storage.db import Database, Session
 from gateway.storage.imap import unstripped_before
+from gateway.storage.keys import encryption_expiry
 from gateway.storage.requests import RequestRepository
 from gateway.storage.submissions import BlobRepository
 
@@ -77,6 +79,7 @@ def run_check(
     if not chain.ok:
         findings.problems.append(f"audit chain broken at event {chain.broken_seq}: {chain.reason}")
     _check_states(db, now, findings)
+    _check_court_keys(db, now, findings)
     with db.transaction() as session:
         AuditRepository(session).record_check(now, findings.ok, findings.as_dict())
         append_event(
@@ -131,3 +134,22 @@ def _check_states(db: Database, now: datetime, findings: Findings) -> None:
         findings.problems.append(f"request {reference} is open past its code's expiry")
     for mailbox, folder, uid in unstripped:
         findings.problems.append(f"pulled message {mailbox}/{folder}/{uid} was never stripped")
+
+
+def _check_court_keys(db: Database, now: datetime, findings: Findings) -> None:
+    """Every active court key can still receive data: an expired one makes filings get 451."""
+    with db.reading() as session:
+        courts = CourtRepository(session)
+        keys = [(court.code, key) for court in courts.all() for key in courts.keys(court.id)]
+    findings.counts["court_keys"] = len(keys)
+    for court, key in keys:
+        try:
+            expires_at = encryption_expiry(key.armored.encode("ascii"))
+        except KeyRefused:
+            findings.problems.append(f"court {court}: key {key.fingerprint} cannot encrypt")
+            continue
+        if expires_at is not None and expires_at <= now:
+            findings.problems.append(
+                f"court {court}: key {key.fingerprint} expired on {expires_at.date().isoformat()}"
+                "; its filings are refused with 451 until a new key is added"
+            )

@@ -102,9 +102,17 @@ def registrations_list(ctx: CliContext, court: str | None, as_json: bool) -> Non
 
 @registrations.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--no-notices",
+    is_flag=True,
+    help="Do not mail each address its registration notice (registrations already announced).",
+)
 @pass_cli
-def registrations_import(ctx: CliContext, file: Path) -> None:
-    """Import a CSV (header: court,measure,address): all lines or none."""
+def registrations_import(ctx: CliContext, file: Path, no_notices: bool) -> None:
+    """Import a CSV (header: court,measure,address): all lines or none.
+
+    Each imported address is mailed a registration notice, unless --no-notices.
+    """
     try:
         data = file.read_bytes()
     except OSError as exc:
@@ -112,9 +120,11 @@ def registrations_import(ctx: CliContext, file: Path) -> None:
     if sys.stderr.isatty():
         total = max(data.count(b"\n") - 1, 1)
         with click.progressbar(length=total, label="importing", file=sys.stderr) as bar:
-            count = ctx.services.admin.import_registrations(data, ctx.actor, bar.update)
+            count = ctx.services.admin.import_registrations(
+                data, ctx.actor, bar.update, notify=not no_notices
+            )
     else:
-        count = ctx.services.admin.import_registrations(data, ctx.actor)
+        count = ctx.services.admin.import_registrations(data, ctx.actor, notify=not no_notices)
     click.echo(f"{count} registrations imported")
 
 

@@ -1,4 +1,4 @@
-"""Commands for the greffe: requests and submissions, and the decrypting export."""
+"""Commands for the greffe: requests, their review, submissions, and the decrypting export."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 import click
 
 from gateway.cli.context import CliContext, pass_cli, print_rows
+from gateway.errors import InputError
 from gateway.greffe.export import Exporter, list_requests, list_submissions
 from gateway.model import RequestStatus
+from gateway.review import RequestView
 from gateway.storage.crypto import GpgKeyring
 
 
@@ -47,6 +49,54 @@ def requests_unhold(ctx: CliContext, reference: str) -> None:
     """Let the retention purge delete a request again once it is old enough."""
     changed = ctx.services.retention.set_held(reference, False, ctx.actor)
     click.echo(f"{reference.upper()} {'released' if changed else 'was not held'}")
+
+
+@requests.command("acknowledge")
+@click.argument("reference")
+@pass_cli
+def requests_acknowledge(ctx: CliContext, reference: str) -> None:
+    """Take up a request (open or sealed -> received); mails the avis d'enregistrement."""
+    _done(ctx.services.review.acknowledge(reference, ctx.actor))
+
+
+@requests.command("accept")
+@click.argument("reference")
+@pass_cli
+def requests_accept(ctx: CliContext, reference: str) -> None:
+    """Accept a received request (received -> accepted)."""
+    _done(ctx.services.review.accept(reference, ctx.actor))
+
+
+@requests.command("reject")
+@click.argument("reference")
+@click.option("--reason", required=True, help="Why, as the guardian will read it (French).")
+@click.option(
+    "--note",
+    "notes",
+    multiple=True,
+    metavar="KEY=TEXT",
+    help="A note on one document; KEY is <submission>/<document>, e.g. 2/1 (repeatable).",
+)
+@pass_cli
+def requests_reject(ctx: CliContext, reference: str, reason: str, notes: tuple[str, ...]) -> None:
+    """Reject a request (open, sealed or received -> rejected); mails the reason and notes."""
+    _done(ctx.services.review.reject(reference, ctx.actor, reason, notes=_parse_notes(notes)))
+
+
+def _parse_notes(notes: tuple[str, ...]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for item in notes:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise InputError(f"--note {item[:40]!r}: expected KEY=TEXT, e.g. 2/1=illisible")
+        if key.strip() in parsed:
+            raise InputError(f"--note {key.strip()!r} is given twice")
+        parsed[key.strip()] = text
+    return parsed
+
+
+def _done(view: RequestView) -> None:
+    click.echo(f"request {view.reference} is now {view.status}")
 
 
 @click.group()

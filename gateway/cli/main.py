@@ -13,6 +13,7 @@ from gateway.cli import (
     admin_cmds,
     apikeys_cmds,
     codes_cmds,
+    credentials_cmds,
     demo_cmds,
     doctor_cmds,
     greffe_cmds,
@@ -57,6 +58,7 @@ for group in (
     ops_cmds,
     outbox_cmds,
     demo_cmds,
+    credentials_cmds,
     apikeys_cmds,
 ):
     group.register(cli)

@@ -11,10 +11,10 @@ from gateway.model import Clock, RequestKind, court_code, fold_accents, measure_
 from gateway.otp.codes import format_code
 from gateway.otp.service import CodeService
 from gateway.outbox.templates import KIND_LABELS
-from gateway.storage.audit import append_event
+from gateway.storage.audit import append_event, lock_head
 from gateway.storage.courts import CourtRepository
 from gateway.storage.db import Database, Session
-from gateway.storage.models import Registration
+from gateway.storage.models import Court, Registration
 from gateway.storage.outbox import enqueue
 from gateway.storage.registrations import RegistrationRepository
 
@@ -24,9 +24,18 @@ USAGE = "subject must be: CODE <court> <measure> [requete|compte|inventaire]"
 
 def parse_code_request(subject: str) -> tuple[str, str, RequestKind]:
     """Split "CODE TJ-LYON 21/00123 A compte" into court, measure and kind."""
+    return parse_filing_command(subject, "CODE", USAGE)
+
+
+def parse_filing_command(subject: str, keyword: str, usage: str) -> tuple[str, str, RequestKind]:
+    """Split "<KEYWORD> <court> <measure> [kind]" (CODE for codes@, DEPOT for teletransmission).
+
+    The keyword is case- and accent-insensitive (`Dépôt`); the last word is
+    the kind only if it is one and a measure precedes it.
+    """
     words = subject.split()
-    if len(words) < 3 or words[0].upper() != "CODE":
-        raise BadCommand(USAGE)
+    if len(words) < 3 or fold_accents(words[0]).upper() != keyword:
+        raise BadCommand(usage)
     rest = words[2:]
     kind = RequestKind.REQUETE
     if len(rest) > 1 and fold_accents(rest[-1].lower()) in {k.value for k in RequestKind}:
@@ -34,7 +43,7 @@ def parse_code_request(subject: str) -> tuple[str, str, RequestKind]:
     try:
         return court_code(words[1]), measure_number(" ".join(rest)), kind
     except GatewayError:
-        raise BadCommand(USAGE) from None
+        raise BadCommand(usage) from None
 
 
 class CodeIssuer:
@@ -50,6 +59,10 @@ class CodeIssuer:
     ) -> str | None:
         """Issue and mail a code if (court, measure, address) is registered; returns why not."""
         with self.db.transaction() as session:
+            # The audit head first, as a group commit's batch takes it: a teletransmitted
+            # filing opens its request (the counter row) in a batch, and two transactions
+            # taking these two locks in opposite orders deadlock on PostgreSQL.
+            lock_head(session)
             court_row = CourtRepository(session).by_code(court)
             registration = (
                 RegistrationRepository(session).active(court_row.id, measure, address_key)
@@ -64,7 +77,8 @@ class CodeIssuer:
             ):
                 reason = "too many code requests today"
             else:
-                self._issue(session, registration, court, kind, actor, now)
+                assert court_row is not None  # a registration implies its court
+                self._issue(session, registration, court_row, kind, actor, now)
                 return None
             append_event(
                 session,
@@ -80,11 +94,12 @@ class CodeIssuer:
         self,
         session: Session,
         registration: Registration,
-        court: str,
+        court_row: Court,
         kind: RequestKind,
         actor: str,
         now: datetime,
     ) -> None:
+        court = court_row.code
         issued = self.codes.issue(session, registration, court, kind, now)
         enqueue(
             session,
@@ -92,6 +107,7 @@ class CodeIssuer:
             recipient=registration.address,
             values={
                 "court": court,
+                "court_name": court_row.name,
                 "measure": registration.measure,
                 "kind": KIND_LABELS.get(kind.value, kind.value),
                 "reference": issued.request.reference,

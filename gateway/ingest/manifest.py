@@ -31,6 +31,8 @@ class Filing:
     kind: str
     sender_address: str
     registration_id: int
+    court_name: str = ""
+    """The court's name, for mail sent in the name of its greffe (not in the manifest)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +47,17 @@ class Arrival:
 
 
 def submission_manifest(
-    filing: Filing, arrival: Arrival, documents: Sequence[CheckedDocument]
+    filing: Filing,
+    arrival: Arrival,
+    documents: Sequence[CheckedDocument],
+    filing_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the greffe needs about one accepted message (stored encrypted)."""
+    """Everything the greffe needs about one accepted message (stored encrypted).
+
+    `filing_data` is a teletransmitted filing's validated depot.json (`gateway.filing/1`).
+    """
     parsed = arrival.parsed
-    return {
+    manifest: dict[str, Any] = {
         "schema": SUBMISSION_SCHEMA,
         "request_reference": filing.request_reference,
         "submission_reference": filing.submission_reference,
@@ -83,6 +91,9 @@ def submission_manifest(
             for doc in documents
         ],
     }
+    if filing_data is not None:
+        manifest["filing"] = filing_data
+    return manifest
 
 
 def request_manifest(

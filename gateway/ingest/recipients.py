@@ -12,6 +12,8 @@ class Role(enum.StrEnum):
     CODES = "codes"
     SUBMIT = "submit"
     STATUS = "status"
+    TELETRANSMISSION = "teletransmission"
+    """depot@ as the submission port resolves it: filed by an authenticated software."""
 
 
 @dataclass(frozen=True, slots=True)

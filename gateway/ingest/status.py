@@ -10,6 +10,7 @@ from gateway.model import Clock, fold_accents
 from gateway.otp.verify import CodeVerifier, claim_of
 from gateway.outbox.templates import STATUS_LABELS, DocumentLine, SubmissionLine, format_submissions
 from gateway.storage.audit import append_event
+from gateway.storage.courts import CourtRepository
 from gateway.storage.db import Database, Session
 from gateway.storage.outbox import enqueue
 from gateway.storage.registrations import RegistrationRepository
@@ -71,7 +72,10 @@ class StatusReporter:
                     subject=live.reference,
                     data={"by": "sender"},
                 )
+            court = CourtRepository(session).get(live.court_id)
+            assert court is not None
             values = {
+                "court_name": court.name,
                 "reference": live.reference,
                 "status": STATUS_LABELS.get(live.status, live.status),
                 "submissions": format_submissions(submission_lines(session, live.id)),

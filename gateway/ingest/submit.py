@@ -10,7 +10,7 @@ module orders them and undoes the blobs when the commit fails.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,7 +27,7 @@ from gateway.outbox.templates import DocumentLine, format_documents, format_utc
 from gateway.storage.audit import append_event
 from gateway.storage.crypto import Encryptor
 from gateway.storage.db import Database, Session
-from gateway.storage.groupcommit import Batch, GroupCommitter
+from gateway.storage.groupcommit import Batch, GroupCommitter, Work
 from gateway.storage.models import Registration
 from gateway.storage.outbox import enqueue
 from gateway.storage.payload import PayloadWriter
@@ -104,28 +104,19 @@ class SubmissionStore:
         attachments = filing_attachments(ctx.parsed)
         with timed(self.observe, "documents"):
             documents = self._check_documents(attachments)
-        if self.payload.free_bytes() < self.disk_reserve + 2 * len(ctx.inbound.raw):
-            raise DiskFull("insufficient system storage")
-        written = self.payload.write_message(
-            found.encryptor, ctx.inbound.raw, [a.content for a in attachments]
+        written = write_payload(
+            self.payload, self.disk_reserve, found.encryptor, ctx.inbound.raw, attachments
         )
         registration = next(r for r in ctx.registrations if r.id == found.verified.registration_id)
         pending = _Pending(ctx, found, registration, documents, written, mid_sha256)
-        try:
-            with timed(self.observe, "commit"):
-                return self.committer.run(
-                    lambda session, batch: self._commit(session, batch, pending)
-                )
-        except AlreadyStored:
-            # The same message committed meanwhile (a client retry racing us).
-            self.payload.discard(written)
-            existing = self._find_duplicate(mid_sha256, ctx.raw_sha256)
-            if existing is None:
-                raise
-            return Outcome(Action.SUBMITTED, existing, duplicate=True)
-        except BaseException:
-            self.payload.discard(written)
-            raise
+        with timed(self.observe, "commit"):
+            return commit_or_discard(
+                self.committer,
+                self.payload,
+                written,
+                lambda session, batch: self._commit(session, batch, pending),
+                lambda: self._find_duplicate(mid_sha256, ctx.raw_sha256),
+            )
 
     def _look_up(self, ctx: Context, mid_sha256: str) -> Duplicate | Admitted:
         """One read for what the message needs: a duplicate's reference, or its code and keys.
@@ -160,12 +151,7 @@ class SubmissionStore:
         )
 
     def _check_documents(self, attachments: Sequence[Attachment]) -> list[CheckedDocument]:
-        documents = check_documents(
-            self.policy, [(a.filename, a.declared_type, a.content) for a in attachments]
-        )
-        for document, attachment in zip(documents, attachments, strict=True):
-            assert document.size == len(attachment.content)
-        return documents
+        return checked_documents(self.policy, attachments)
 
     def _commit(self, session: Session, batch: Batch, pending: _Pending) -> Outcome:
         """One message's rows, in a savepoint of the group commit's transaction.
@@ -188,6 +174,7 @@ class SubmissionStore:
             kind=verified.request.kind,
             sender_address=pending.registration.address,
             registration_id=pending.registration.id,
+            court_name=verified.court.name,
         )
         manifest = submission_manifest(filing, self._arrival(ctx, verified), pending.documents)
         written = pending.written  # the manifest joins it: discarded too if the batch fails
@@ -198,10 +185,12 @@ class SubmissionStore:
         submission_id = SubmissionRepository(session).add(
             self._submission_row(pending, filing, number, written),
             written,
-            _document_rows(pending.documents, written[1:-1]),
+            document_rows(pending.documents, written[1:-1]),
             now,
         )
-        self._queue_receipt(session, filing, pending, now)
+        queue_receipt(
+            session, filing, pending.documents, ctx.inbound.received_at, ctx.raw_sha256, now
+        )
         append_event(
             session,
             now,
@@ -252,34 +241,93 @@ class SubmissionStore:
             manifest_blob=written[-1].key,
         )
 
-    @staticmethod
-    def _queue_receipt(session: Session, filing: Filing, pending: _Pending, now: datetime) -> None:
-        lines = [DocumentLine(d.filename, d.size, d.sha256) for d in pending.documents]
-        values = {
-            "court": filing.court,
-            "measure": filing.measure,
-            "request_reference": filing.request_reference,
-            "submission_reference": filing.submission_reference,
-            "received_at": format_utc(pending.ctx.inbound.received_at),
-            "documents": format_documents(lines),
-            "message_sha256": pending.ctx.raw_sha256,
-            "documents_json": documents_json(lines),
-        }
-        enqueue(
-            session,
-            kind="receipt",
-            recipient=filing.sender_address,
-            values=values,
-            now=now,
-            related_reference=filing.submission_reference,
-        )
-
     def _find_duplicate(self, mid_sha256: str, raw_sha256: str) -> str | None:
         with self.db.reading() as session:
             return SubmissionRepository(session).duplicate_of(mid_sha256, raw_sha256)
 
 
-def _document_rows(
+# -- the steps every submitting role shares (depot@, and teletransmission) -------
+def checked_documents(
+    policy: DocumentPolicy, attachments: Sequence[Attachment]
+) -> list[CheckedDocument]:
+    documents = check_documents(
+        policy, [(a.filename, a.declared_type, a.content) for a in attachments]
+    )
+    for document, attachment in zip(documents, attachments, strict=True):
+        assert document.size == len(attachment.content)
+    return documents
+
+
+def write_payload(
+    payload: PayloadWriter,
+    disk_reserve: int,
+    encryptor: Encryptor,
+    raw: bytes,
+    attachments: Sequence[Attachment],
+) -> list[StoredBlob]:
+    """The raw message and each document, encrypted and written; refused below the reserve."""
+    if payload.free_bytes() < disk_reserve + 2 * len(raw):
+        raise DiskFull("insufficient system storage")
+    return payload.write_message(encryptor, raw, [a.content for a in attachments])
+
+
+def commit_or_discard(
+    committer: GroupCommitter,
+    payload: PayloadWriter,
+    written: list[StoredBlob],
+    work: Work[Outcome],
+    find_duplicate: Callable[[], str | None],
+) -> Outcome:
+    """Commit the rows in the group commit; remove the blobs if that fails.
+
+    The same message committed meanwhile (a client retry racing us) is
+    answered with the reference it got.
+    """
+    try:
+        return committer.run(work)
+    except AlreadyStored:
+        payload.discard(written)
+        existing = find_duplicate()
+        if existing is None:
+            raise
+        return Outcome(Action.SUBMITTED, existing, duplicate=True)
+    except BaseException:
+        payload.discard(written)
+        raise
+
+
+def queue_receipt(
+    session: Session,
+    filing: Filing,
+    documents: Sequence[CheckedDocument],
+    received_at: datetime,
+    raw_sha256: str,
+    now: datetime,
+) -> None:
+    """The receipt's outbox row, committed with the submission it acknowledges."""
+    lines = [DocumentLine(d.filename, d.size, d.sha256) for d in documents]
+    values = {
+        "court": filing.court,
+        "court_name": filing.court_name,
+        "measure": filing.measure,
+        "request_reference": filing.request_reference,
+        "submission_reference": filing.submission_reference,
+        "received_at": format_utc(received_at),
+        "documents": format_documents(lines),
+        "message_sha256": raw_sha256,
+        "documents_json": documents_json(lines),
+    }
+    enqueue(
+        session,
+        kind="receipt",
+        recipient=filing.sender_address,
+        values=values,
+        now=now,
+        related_reference=filing.submission_reference,
+    )
+
+
+def document_rows(
     documents: Sequence[CheckedDocument], blobs: Sequence[StoredBlob]
 ) -> list[DocumentRow]:
     return [

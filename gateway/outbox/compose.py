@@ -57,8 +57,10 @@ SIGNED_HEADERS = (
     b"mime-version",
     b"auto-submitted",
 )
-PGP_KINDS = frozenset({"receipt"})
+PGP_KINDS = frozenset({"receipt", "acknowledgement", "rejection"})
 SENDER_LOCAL_PART = "noreply"
+# Courts whose name starts with a feminine noun: "Greffe de la Cour d'appel de Paris".
+_FEMININE_WORDS = frozenset({"cour", "chambre", "juridiction"})
 
 
 def sender_address(domain: str) -> str:
@@ -72,6 +74,23 @@ def format_fingerprint(fingerprint: str) -> str:
     if len(groups) != 10:  # not a v4 fingerprint: plain groups
         return " ".join(groups)
     return " ".join(groups[:5]) + "  " + " ".join(groups[5:])
+
+
+def greffe_name(court_name: str) -> str:
+    """`Greffe du Tribunal judiciaire de Lyon`: who sends a guardian's mail (decree art. 9).
+
+    The article follows French usage: "de la Cour d'appel", "de l'…" before a
+    vowel, "du" otherwise; a name that already starts with "Greffe" is kept.
+    """
+    name = one_line(court_name)
+    first = name.split(" ", 1)[0].split("'", 1)[0].lower()
+    if first.startswith("greffe"):
+        return name
+    if first in _FEMININE_WORDS:
+        return f"Greffe de la {name}"
+    if first[:1] in set("aeiouyàâéèêëîïôöûü"):
+        return f"Greffe de l'{name}"
+    return f"Greffe du {name}"
 
 
 def new_id() -> str:
@@ -148,7 +167,7 @@ class MailComposer:
         if kind in self._pgp_kinds and self._signer is None:
             raise ConfigError("this message must be OpenPGP-signed but no signing key is loaded")
         subject, body = self._templates.render(kind, **merged)
-        headers = self._headers(recipient, one_line(subject))
+        headers = self._headers(recipient, one_line(subject), merged.get("court_name"))
         if kind in self._pgp_kinds:
             part = MIMEPart(policy=POLICY)
             _set_text(part, body)
@@ -195,9 +214,15 @@ class MailComposer:
             ),
         }
 
-    def _headers(self, recipient: str, subject: str) -> EmailMessage:
+    def _headers(self, recipient: str, subject: str, court_name: str | None) -> EmailMessage:
         headers = EmailMessage(policy=POLICY)
-        headers["From"] = self._from
+        # Mail about a court goes out in the name of its greffe; the address stays ours
+        # (DKIM, WKD). The policy writes a non-ASCII name as an RFC 2047 encoded-word.
+        headers["From"] = (
+            Address(display_name=greffe_name(court_name), addr_spec=self._from.addr_spec)
+            if court_name and court_name.strip()
+            else self._from
+        )
         headers["To"] = recipient
         headers["Subject"] = subject
         headers["Date"] = email.utils.format_datetime(self._clock())

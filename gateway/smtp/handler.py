@@ -15,6 +15,7 @@ from gateway.ingest.recipients import Recipient, RecipientPolicy
 from gateway.logs import correlation, current_correlation_id
 from gateway.model import Channel, Clock
 from gateway.smtp import replies
+from gateway.smtp.auth import authenticated_identity, sender_refusal
 from gateway.smtp.limits import ClientTracker
 
 log = logging.getLogger("gateway.smtp")
@@ -64,6 +65,9 @@ class GatewayHandler:
             return replies.R421_SHUTTING_DOWN
         if not self.tracker.message_allowed(peer_ip(session)):
             return replies.R450_TOO_MANY_MESSAGES
+        refusal = sender_refusal(session, address)  # the submission port: only as oneself
+        if refusal:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return replies.R250_SENDER_OK
@@ -123,6 +127,7 @@ class GatewayHandler:
         self, server: SMTP, session: Session, envelope: Envelope, recipient: Recipient, raw: bytes
     ) -> tuple[str, str]:
         """The reply to DATA and the outcome (accepted, duplicate, refused, tempfail, error)."""
+        identity = authenticated_identity(session)
         inbound = Inbound(
             raw=raw,
             mail_from=envelope.mail_from or "",
@@ -131,6 +136,8 @@ class GatewayHandler:
             peer_ip=peer_ip(session),
             received_at=self.clock(),
             tls=tls_info(server, session),
+            credential_id=identity.credential_id if identity else None,
+            credential_address_key=identity.address_key if identity else None,
         )
         try:
             outcome = await self.pipeline.ingest(inbound)

@@ -7,7 +7,9 @@ import enum
 import logging
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
+from gateway.smtp.auth import CredentialAuthenticator, SubmissionSMTP
 from gateway.smtp.handler import GatewayHandler
 from gateway.smtp.limits import ClientTracker, SmtpLimits
 from gateway.smtp.protocol import GatewaySMTP
@@ -47,12 +49,18 @@ class ListenerSpec:
     require_tls: bool = False
     reuse_port: bool = False
     """Several `serve --workers` processes share the port (SO_REUSEPORT)."""
+    authenticator: CredentialAuthenticator | None = None
+    """SMTP AUTH (the submission port): only a listener with one offers AUTH, after TLS."""
 
     def __post_init__(self) -> None:
         if (self.tls is TlsMode.NONE) != (self.tls_context is None):
             raise ValueError(f"listener {self.name}: a TLS mode needs a TLS context and back")
         if self.require_tls and self.tls is TlsMode.NONE:
             raise ValueError(f"listener {self.name}: TLS required but none configured")
+        if self.authenticator is not None and not (
+            self.tls is TlsMode.IMPLICIT or (self.tls is TlsMode.STARTTLS and self.require_tls)
+        ):
+            raise ValueError(f"listener {self.name}: AUTH needs TLS, required or implicit")
 
 
 class SmtpListener:
@@ -80,19 +88,27 @@ class SmtpListener:
     def _protocol(self) -> GatewaySMTP:
         spec, limits = self.spec, self.limits
         starttls = spec.tls_context if spec.tls is TlsMode.STARTTLS else None
+        options: dict[str, Any] = {
+            "tracker": self.tracker,
+            "sessions": self.sessions,
+            "data_timeout": limits.data_timeout,
+            "data_size_limit": limits.max_message_bytes,
+            "hostname": spec.hostname,
+            "tls_context": starttls,
+            "timeout": limits.idle_timeout,
+            "command_call_limit": limits.max_commands,
+            "enable_SMTPUTF8": True,
+            "decode_data": False,
+        }
+        if spec.authenticator is not None:
+            return SubmissionSMTP(
+                self.handler,
+                authenticator=spec.authenticator,
+                implicit_tls=spec.tls is TlsMode.IMPLICIT,
+                **options,
+            )
         return GatewaySMTP(
-            self.handler,
-            tracker=self.tracker,
-            sessions=self.sessions,
-            data_timeout=limits.data_timeout,
-            data_size_limit=limits.max_message_bytes,
-            hostname=spec.hostname,
-            tls_context=starttls,
-            require_starttls=spec.require_tls and starttls is not None,
-            timeout=limits.idle_timeout,
-            command_call_limit=limits.max_commands,
-            enable_SMTPUTF8=True,
-            decode_data=False,
+            self.handler, require_starttls=spec.require_tls and starttls is not None, **options
         )
 
     async def start(self) -> None:

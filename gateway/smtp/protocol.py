@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AnyStr
+from typing import Any, AnyStr, ClassVar
 
 from aiosmtpd.smtp import MISSING, SMTP, syntax
 
@@ -28,8 +28,13 @@ class GatewaySMTP(SMTP):
     """One SMTP session: aiosmtpd's protocol, the shared connection limits, our DATA reader.
 
     `sessions` is the listener's set of live sessions (for a graceful stop);
-    `tracker` is shared by every listener of the gateway.
+    `tracker` is shared by every listener of the gateway.  AUTH is neither
+    advertised nor accepted: only the submission port's session
+    (`gateway.smtp.auth.SubmissionSMTP`, built for a spec with an
+    authenticator) sets `offers_auth`.
     """
+
+    offers_auth: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -81,7 +86,21 @@ class GatewaySMTP(SMTP):
         if isinstance(status, str) and status.startswith(adapter.OWN_OVERSIZE_REPLY_PREFIX):
             await super().push(replies.R552_TOO_BIG)
             return
+        # aiosmtpd advertises AUTH after STARTTLS on any port; here only where it is offered.
+        if (
+            not self.offers_auth
+            and isinstance(status, str)
+            and status.startswith(adapter.OWN_AUTH_ADVERTISEMENT_PREFIX)
+        ):
+            return
         await super().push(status)
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        if not self.offers_auth:
+            await self.push(replies.R502_NO_AUTH)
+            return
+        await super().smtp_AUTH(arg)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:

@@ -20,6 +20,12 @@ R421_SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 R552_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 R500_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 R421_TLS_FAILED = "421 4.7.0 TLS handshake failed (TLS 1.2 or newer is required)"
+R530_STARTTLS_FIRST = "530 5.7.0 Must issue a STARTTLS command first"
+R502_NO_AUTH = "502 5.5.1 AUTH is not offered on this port"
+R235_AUTH_OK = "235 2.7.0 Authentication successful"
+R454_AUTH_TEMPORARY = "454 4.7.0 Temporary authentication failure, try again later"
+R501_AUTH_BASE64 = "501 5.5.2 Cannot decode base64"
+R501_AUTH_SPLIT = "501 5.5.2 Cannot split the PLAIN response"
 
 # Order matters: the first class that matches wins, so subclasses come first.
 _TABLE: list[tuple[type[errors.GatewayError], str]] = [
@@ -30,6 +36,8 @@ _TABLE: list[tuple[type[errors.GatewayError], str]] = [
     (errors.DocumentRefused, "554 5.6.0"),
     (errors.BadCommand, "554 5.5.4"),
     (errors.SenderAuthError, "550 5.7.1"),
+    (errors.CredentialInvalid, "535 5.7.8"),
+    (errors.AuthLocked, "454 4.7.0"),
     (errors.CodeError, "550 5.7.0"),
     (errors.RequestClosed, "550 5.7.0"),
     (errors.CredentialRefused, "550 5.7.8"),

@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import urllib.parse
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -15,7 +16,8 @@ import gnupg
 import pysequoia
 from pysequoia.packet import HashAlgorithm, PacketPile, Tag
 
-from gateway.errors import GatewayError, KeyRefused, StorageUnavailable
+from gateway.errors import CourtKeyExpired, GatewayError, KeyRefused, StorageUnavailable
+from gateway.storage.keys import encryption_expiry
 
 # RFC 3156 section 5 / RFC 4880 section 9.4: the micalg parameter of multipart/signed.
 # HashAlgorithm values are not hashable, hence pairs rather than a dict.
@@ -35,20 +37,32 @@ class Encryptor:
     borrows of the parsed certificates: caching them is safe.
     """
 
-    def __init__(self, certs: Sequence[pysequoia.Cert]) -> None:
+    def __init__(
+        self, certs: Sequence[pysequoia.Cert], expires_at: datetime | None = None
+    ) -> None:
+        """`expires_at`: when the first of the keys stops being able to receive data."""
         if not certs:
             raise KeyRefused("court has no active encryption key")
         self._certs = list(certs)
+        self._expires_at = expires_at
 
     @classmethod
     def for_keys(cls, armored_keys: Sequence[str]) -> Encryptor:
         certs = []
+        ends = []
         for armored in armored_keys:
             try:
                 certs.append(pysequoia.Cert.from_bytes(armored.encode("ascii")))
             except Exception:  # the binding raises bare RuntimeErrors with parser text
                 raise KeyRefused("a court key cannot be read as an OpenPGP key") from None
-        return cls(certs)
+            ends.append(encryption_expiry(armored.encode("ascii")))
+        return cls(certs, min((end for end in ends if end is not None), default=None))
+
+    def refuse_expired(self, now: datetime) -> None:
+        """Raise CourtKeyExpired once a key has expired: its greffier could not be sure to read
+        what we store, and pysequoia would encrypt to it all the same."""
+        if self._expires_at is not None and self._expires_at <= now:
+            raise CourtKeyExpired("the court's encryption key has expired; try again later")
 
     @property
     def fingerprints(self) -> tuple[str, ...]:

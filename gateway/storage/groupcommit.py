@@ -15,8 +15,9 @@ for every message, and the commit's cost is shared by the batch.
 
 Isolation: a unit that raises has its savepoint rolled back and gets its
 exception; the others are unaffected.  If the commit itself (or a pre-commit
-hook) fails, every unit of the batch gets that error and nothing of the batch
-is stored.  A caller that is told its unit failed must undo what it did
+hook) fails, or a unit finds the connection gone, every unit of the batch gets
+that error (`StorageUnavailable` for a lost connection) and nothing of the
+batch is stored.  A caller that is told its unit failed must undo what it did
 outside the database (its blob files), exactly as after its own failed commit.
 
 On PostgreSQL several processes may run writers on one database: each batch
@@ -33,6 +34,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy.exc import OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
 from gateway.errors import StorageUnavailable
@@ -194,6 +196,10 @@ class GroupCommitter:
         try:
             with session.begin_nested():
                 item.result = item.work(session, batch)
+        except (OperationalError, PendingRollbackError) as exc:
+            # The connection is gone (the database crashed or was stopped): no savepoint
+            # can be rolled back, so the whole batch fails, as a failed commit does.
+            raise StorageUnavailable("database unavailable") from exc
         except Exception as exc:  # this unit only: its savepoint is rolled back
             item.error = exc
 

@@ -69,6 +69,27 @@ def inspect_public_key(data: bytes, *, now: datetime | None = None) -> PublicKey
     )
 
 
+def encryption_expiry(data: bytes) -> datetime | None:
+    """When the key stops being able to receive data (None: never); KeyRefused if it cannot.
+
+    The earlier of the primary key's expiry and the last expiry among its
+    encryption-capable, unrevoked keys.  pysequoia's encrypt() still encrypts
+    to an expired key, so the gateway keeps this moment and compares it itself.
+    """
+    cert = _single_cert(data)
+    ends = [
+        None if component.validity is None or component.created is None
+        else component.created + component.validity
+        for component in _components(_read_packets(data))
+        if _flagged_for_encryption(component)
+    ]
+    if cert.is_revoked or not ends:
+        raise KeyRefused(f"key {cert.fingerprint.upper()} cannot encrypt")
+    last = None if None in ends else max(end for end in ends if end is not None)
+    candidates = [moment for moment in (cert.expiration, last) if moment is not None]
+    return min(candidates) if candidates else None
+
+
 def _read_packets(data: bytes) -> list[Packet]:
     try:
         return list(PacketPile.from_bytes(data))
@@ -167,11 +188,16 @@ def _apply_signature(component: _Component, primary: _Component, sig: Packet) ->
         component.signed_at = created
 
 
-def _alive_for_encryption(component: _Component, now: datetime) -> bool:
+def _flagged_for_encryption(component: _Component) -> bool:
+    """Whether the key is flagged for encryption and not revoked, whatever its expiry."""
     flags = component.flags
     if component.revoked or flags is None:
         return False
-    if not (flags.storage_encryption or flags.transport_encryption):
+    return bool(flags.storage_encryption or flags.transport_encryption)
+
+
+def _alive_for_encryption(component: _Component, now: datetime) -> bool:
+    if not _flagged_for_encryption(component):
         return False
     if component.validity is None or component.created is None:
         return True

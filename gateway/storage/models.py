@@ -152,6 +152,10 @@ class Request(Base):
     channel: Mapped[str] = mapped_column(String(20))
     status: Mapped[str] = mapped_column(String(16), default="open")
     status_reason: Mapped[str | None] = mapped_column(Text)
+    """The greffe's reason, written by the clerk when rejecting (mailed to the guardian)."""
+    status_notes: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    """The clerk's notes on single documents when rejecting, keyed "<submission>/<document>"
+    (`{"2/1": "page 3 illisible"}`); NULL when none were given."""
     submission_count: Mapped[int] = mapped_column(Integer, default=0)
     opened_at: Mapped[datetime]
     sealed_at: Mapped[datetime | None]
@@ -248,7 +252,8 @@ class Outbox(Base):
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
-    """code | receipt | state | rejection | registration | check_report"""
+    """code | receipt | state | acknowledgement | rejection | registration |
+    registration_revoked | check_report"""
     recipient: Mapped[str] = mapped_column(String(320))
     message: Mapped[bytes | None]
     """The signed message, cleared once delivered."""
@@ -295,16 +300,43 @@ class AuditHead(Base):
     sha256: Mapped[str] = mapped_column(String(64))
 
 
+class Software(Base):
+    """Homologated software (Annexe III): only these can be named on a credential."""
+
+    __tablename__ = "software"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    """As the ministry's list names it; compared exactly."""
+    publisher: Mapped[str] = mapped_column(String(200), default="")
+    homologated_at: Mapped[datetime]
+    homologated_by: Mapped[str] = mapped_column(String(200))
+    revoked_at: Mapped[datetime | None]
+    """Set when the homologation is withdrawn: every credential for it is revoked too."""
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
+
+
 class Credential(Base):
+    """A teletransmission credential (Annexe II): one address, one software, two years."""
+
     __tablename__ = "credential"
+    __table_args__ = (Index("ix_credential_expires_at", "expires_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     address_key: Mapped[str] = mapped_column(String(320), index=True)
     software: Mapped[str] = mapped_column(String(200))
+    """The name of a `software` row."""
     lookup_id: Mapped[str] = mapped_column(String(32), unique=True)
+    """The public first part of the secret (`<lookup id>.<secret>`): finds the one row."""
     secret_hash: Mapped[str] = mapped_column(String(300))
+    """argon2id of the whole secret (PHC string); the secret itself is never stored."""
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    issued_by: Mapped[str] = mapped_column(String(200), default="")
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
+    last_used_at: Mapped[datetime | None]
+    """The last successful AUTH with it."""
+    expiry_notice_sent_at: Mapped[datetime | None]
+    """When the notice that it expires soon was queued (once per credential)."""
 
 
 class ApiKey(Base):

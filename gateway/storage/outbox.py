@@ -19,7 +19,19 @@ from gateway.storage.notify import notify_outbox
 PENDING = "pending"
 SENT = "sent"
 FAILED = "failed"
-KINDS = frozenset({"code", "receipt", "state", "rejection", "registration", "check_report"})
+KINDS = frozenset(
+    {
+        "code",
+        "receipt",
+        "state",
+        "acknowledgement",
+        "rejection",
+        "registration",
+        "registration_revoked",
+        "check_report",
+        "credential_expiry",
+    }
+)
 OUTBOX = table_of(Outbox)
 INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id)
 

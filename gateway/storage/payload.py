@@ -72,7 +72,11 @@ class PayloadWriter:
     def write_message(
         self, encryptor: Encryptor, raw: bytes, documents: Sequence[bytes]
     ) -> list[StoredBlob]:
-        """The raw message, then each document; all or nothing (fsync'd, directories pending)."""
+        """The raw message, then each document; all or nothing (fsync'd, directories pending).
+
+        Nothing is written once one of the court's keys has expired (CourtKeyExpired).
+        """
+        encryptor.refuse_expired(self.clock())
         written: list[StoredBlob] = []
         try:
             written.append(self._write(encryptor, "raw", raw))

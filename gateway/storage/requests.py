@@ -1,8 +1,9 @@
-"""Requests and their codes: numbering, look-ups, code use, sealing, listings, holds, the purge."""
+"""Requests and their codes: numbering, look-ups, code use, sealing, review moves, listings,
+holds, the purge."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -97,6 +98,22 @@ class RequestRepository:
         self.session.flush()
         return request
 
+    def open_sealed(
+        self,
+        registration: Registration,
+        court_code: str,
+        kind: RequestKind,
+        channel: Channel,
+        now: datetime,
+    ) -> Request:
+        """A request opened and sealed at once, its one submission counted (teletransmission)."""
+        request = self.open(registration, court_code, kind, channel, now)
+        request.status = RequestStatus.SEALED.value
+        request.sealed_at = now
+        request.submission_count = 1
+        self.session.flush()
+        return request
+
     def _next_number(self, court_id: int, year: int) -> int:
         # The counter row is locked for the rest of the transaction (FOR UPDATE on
         # PostgreSQL; SQLite transactions already hold the write lock).
@@ -140,6 +157,48 @@ class RequestRepository:
             .join(Code, Code.request_id == Request.id)
             .where(Request.status == RequestStatus.OPEN.value, Code.expires_at < before)
         ).all()
+
+    def for_review(self, reference: str) -> tuple[Request, Court, Registration] | None:
+        """A request with its court and registration, for a review action on it."""
+        row = self.session.execute(
+            select(Request, Court, Registration)
+            .join(Court, Court.id == Request.court_id)
+            .join(Registration, Registration.id == Request.registration_id)
+            .where(Request.reference == reference)
+        ).one_or_none()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def move(
+        self,
+        request_id: int,
+        sources: Collection[str],
+        target: str,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        notes: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Set the status to `target` only if it is still one of `sources`: one conditional
+        UPDATE, so of two clerks moving the same request only one succeeds.
+
+        The request counts as sealed from then on (`sealed_at` kept if already set).
+        """
+        result = self.session.connection().execute(
+            update(REQUESTS)
+            .where(REQUESTS.c.id == request_id, REQUESTS.c.status.in_(list(sources)))
+            .values(
+                status=target,
+                status_reason=reason,
+                status_notes=dict(notes) if notes else None,
+                sealed_at=func.coalesce(REQUESTS.c.sealed_at, now),
+                updated_at=now,
+            )
+        )
+        return bool(result.rowcount == 1)
+
+    def status_of(self, request_id: int) -> str | None:
+        """The status as the database holds it now (not as a loaded row remembers it)."""
+        return self.session.scalar(select(REQUESTS.c.status).where(REQUESTS.c.id == request_id))
 
     def listing(
         self, court: str | None = None, status: str | None = None
@@ -365,6 +424,14 @@ class CodeRepository:
             )
         )
         return int(count or 0)
+
+    def close_for_request(self, request_id: int, now: datetime) -> None:
+        """Close the request's code if it is still open (no message can join it after)."""
+        self.session.connection().execute(
+            update(CODES)
+            .where(CODES.c.request_id == request_id, CODES.c.closed_at.is_(None))
+            .values(closed_at=now)
+        )
 
     def consume(self, code_id: int, now: datetime) -> bool:
         """Count one use, only if the code is still live: one conditional UPDATE."""

@@ -248,6 +248,14 @@ class BlobRepository:
         """Keys of the blobs a purge has started to remove (their rows are gone already)."""
         return set(self.session.scalars(select(Blob.key).where(Blob.purged_at.is_not(None))))
 
+    def recorded(self, keys: Sequence[str]) -> set[str]:
+        """Which of `keys` have a row (asked in chunks, so a long listing is many small queries)."""
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            found.update(self.session.scalars(select(Blob.key).where(Blob.key.in_(chunk))))
+        return found
+
 
 def _submission_values(submission: NewSubmission) -> dict[str, Any]:
     return {

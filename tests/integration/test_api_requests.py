@@ -135,9 +135,14 @@ def test_review_moves_through_statuses_and_refuses_wrong_ones(filed: Filed) -> N
         assert greffe.post(f"/api/v1/requests/{second}/acknowledge").status_code == 200
         no_reason = greffe.post(f"/api/v1/requests/{second}/reject", json={})
         assert no_reason.status_code == 422 and no_reason.json()["errors"][0]["field"] == "reason"
+        for notes, status in (({"x": "?"}, 422), ({"9/9": "?"}, 422)):
+            refused = greffe.post(
+                f"/api/v1/requests/{second}/reject", json={"reason": "r", "notes": notes}
+            )
+            assert refused.status_code == status, refused.text
         rejected = greffe.post(
             f"/api/v1/requests/{second}/reject",
-            json={"reason": "Pièce 2 illisible", "notes": {"1": "scan trop pâle"}},
+            json={"reason": "Pièce 2 illisible", "notes": {"1/1": "scan trop pâle"}},
         )
         assert rejected.status_code == 200, rejected.text
         assert rejected.json()["status_reason"] == "Pièce 2 illisible"

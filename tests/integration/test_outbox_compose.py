@@ -38,6 +38,15 @@ RECEIPT_VALUES = {
         [{"name": "compte de gestion.pdf", "size": 5000, "sha256": "ab" * 32}]
     ),
 }
+REJECTION_VALUES = {
+    "court": "TJ-PARIS",
+    "court_name": "Tribunal judiciaire de Paris",
+    "measure": "12/345",
+    "reference": "TJ-PARIS-2026-000001",
+    "reason": "pièce illisible",
+    "notes": "",
+    "code_request": "CODE TJ-PARIS 12/345",
+}
 CODE_VALUES = {
     "court": "TJ-PARIS",
     "measure": "12/345",
@@ -188,10 +197,10 @@ def test_compose_any_kind_can_be_pgp_signed(home: Settings, keyring: GpgKeyring)
     composer = MailComposer(
         "greffe.example", "Greffe", "greffe", home.dkim_key_file.read_bytes(),
         Templates(home.templates_dir), ReceiptSigner(home.signing_key_file.read_text("ascii")),
-        lambda: NOW, pgp_kinds=frozenset({"receipt", "rejection"}),
+        lambda: NOW, pgp_kinds=frozenset({"receipt", "state"}),
     )
 
-    raw = composer.compose("rejection", "a@b.example", reference="R", reason="x")
+    raw = composer.compose("state", "a@b.example", reference="R", status="x", submissions="-")
 
     part, signature = signed_part(raw)
     assert keyring.verify_detached(part, signature)
@@ -212,9 +221,38 @@ def test_compose_receipt_without_signer_refused(home: Settings) -> None:
         composer.compose("receipt", "tuteur@famille.example", **RECEIPT_VALUES)
 
 
+def test_compose_from_names_the_courts_greffe(composer: MailComposer, home: Settings) -> None:
+    raw = composer.compose("code", "tuteur@famille.example", **CODE_VALUES,
+                           court_name="Tribunal judiciaire de Créteil")
+    message = parse(raw)
+
+    [sender] = message["From"].addresses
+    assert sender.display_name == "Greffe du Tribunal judiciaire de Créteil"
+    assert sender.addr_spec == "noreply@greffe.example"  # the address stays the gateway's
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")  # 7-bit: an encoded-word
+    [from_line] = [line for line in head.split("\r\n") if line.startswith("From: ")]
+    assert "=?utf-8?" in from_line and "Créteil" not in from_line
+    assert dkim.verify(raw, dnsfunc=published_dns(home))
+
+
+def test_compose_from_without_court_is_the_gateway(composer: MailComposer) -> None:
+    raw = composer.compose("code", "tuteur@famille.example", **CODE_VALUES)
+
+    assert parse(raw)["From"] == "Passerelle du greffe <noreply@greffe.example>"
+
+
+def test_compose_court_name_cannot_inject_headers(composer: MailComposer) -> None:
+    raw = composer.compose("code", "a@b.example", **CODE_VALUES,
+                           court_name="Tribunal\r\nBcc: x@evil.example")
+    message = parse(raw)
+
+    assert message["Bcc"] is None
+    assert message["From"].addresses[0].display_name == "Greffe du Tribunal Bcc: x@evil.example"
+
+
 def test_compose_subject_value_cannot_inject_headers(composer: MailComposer) -> None:
-    raw = composer.compose("rejection", "a@b.example", reference="R\r\nBcc: x@evil.example",
-                           reason="x")
+    raw = composer.compose("rejection", "a@b.example",
+                           **{**REJECTION_VALUES, "reference": "R\r\nBcc: x@evil.example"})
     message = parse(raw)
 
     assert message["Bcc"] is None
@@ -228,8 +266,8 @@ def test_compose_recipient_must_be_one_mailbox(composer: MailComposer, to: str) 
 
 
 def test_compose_uses_operator_template(home: Settings, tmp_path: Path) -> None:
-    (tmp_path / "rejection.txt").write_text(
-        "Subject: Dossier $reference\n\nNous regrettons : $reason.\n-- $gateway_name\n",
+    (tmp_path / "state.txt").write_text(
+        "Subject: Dossier $reference\n\nNous regrettons : $status.\n-- $gateway_name\n",
         encoding="utf-8",
     )
     composer = MailComposer(
@@ -237,7 +275,8 @@ def test_compose_uses_operator_template(home: Settings, tmp_path: Path) -> None:
         Templates(tmp_path), None, lambda: NOW,
     )
 
-    raw = composer.compose("rejection", "a@b.example", reference="R-9", reason="hors délai")
+    raw = composer.compose("state", "a@b.example", reference="R-9", status="hors délai",
+                           submissions="-")
     message = parse(raw)
 
     assert message["Subject"] == "Dossier R-9"

@@ -295,9 +295,9 @@ async def test_outbox_composed_receipt_arrives_dkim_valid(
         "greffe.example", "Greffe", "greffe", key.private_pem, Templates(tmp_path), None, clock
     )
     message = composer.compose(
-        "rejection", "tuteur@famille.example", reference="R-1", reason="pièce illisible"
+        "state", "tuteur@famille.example", reference="R-1", status="reçue", submissions="-"
     )
-    put(db, clock, message, kind="rejection")
+    put(db, clock, message, kind="state")
 
     await OutboxWorker(db, relay_for(smtp_sink), clock).run_once()
 

@@ -17,7 +17,10 @@ from gateway.outbox.templates import Templates
 from tests.fixtures.dkimkeys import generate_key
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
-KINDS = ("code", "receipt", "state", "rejection", "registration", "check_report")
+KINDS = (
+    "code", "receipt", "state", "acknowledgement", "rejection", "registration",
+    "registration_revoked", "check_report",
+)  # fmt: skip
 LONG = "Accusé de réception – « dossier » n° 12/345 : pièces reçues, vérifiées et enregistrées " * 2
 
 

@@ -43,13 +43,38 @@ VALUES = {
         "nwnwrk3rczw4ou5x56ibcrdatrgf1xag?l=noreply",
     },
     "state": {"reference": "TJ-PARIS-2026-000001", "status": "ouverte", "submissions": "    -"},
-    "rejection": {"reference": "TJ-PARIS-2026-000001", "reason": "pièce illisible"},
-    "registration": {"court": "TJ-PARIS", "measure": "12/345"},
+    "acknowledgement": {
+        "court": "TJ-PARIS", "court_name": "Tribunal judiciaire de Paris", "measure": "12/345",
+        "kind": "compte de gestion", "reference": "TJ-PARIS-2026-000001",
+        "acknowledged_at": "02/12/2026 à 10:00:00 UTC", "submissions": "    TJ-PARIS-2026-000001/1",
+        "signing_fingerprint": "8515 4868 00E1 983D E84E  1D60 3C82 9472 01DD 32A7",
+        "signing_address": "noreply@greffe.example",
+    },
+    "rejection": {
+        "court": "TJ-PARIS", "court_name": "Tribunal judiciaire de Paris", "measure": "12/345",
+        "reference": "TJ-PARIS-2026-000001", "reason": "pièce illisible",
+        "notes": "\nObservations sur les documents :\n\n    document 1\n",
+        "code_request": "CODE TJ-PARIS 12/345 compte",
+        "signing_fingerprint": "8515 4868 00E1 983D E84E  1D60 3C82 9472 01DD 32A7",
+        "signing_address": "noreply@greffe.example",
+    },
+    "registration": {
+        "court": "TJ-PARIS", "court_name": "Tribunal judiciaire de Paris", "measure": "12/345",
+        "address": "tuteur@famille.example", "code_request": "CODE TJ-PARIS 12/345",
+    },
+    "registration_revoked": {
+        "court": "TJ-PARIS", "court_name": "Tribunal judiciaire de Paris", "measure": "12/345",
+        "address": "tuteur@famille.example",
+    },
     "check_report": {
         "problem_count": "2", "checked_at": "25/11/2026 à 03:00:00 UTC",
         "problems": "    - blob 2026/11/25/x.raw.pgp is missing\n    - audit chain broken",
     },
-}
+    "credential_expiry": {
+        "credential_id": "7", "software": "Tutelle Pro", "address": "tuteur@exemple.fr",
+        "issued_at": "02/12/2026 à 09:00:00 UTC", "expires_at": "02/12/2028 à 09:00:00 UTC",
+    },
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(VALUES))
@@ -92,9 +117,9 @@ def test_templates_override_dir_wins(tmp_path: Path) -> None:
 def test_templates_override_only_replaces_its_own_file(tmp_path: Path) -> None:
     (tmp_path / "rejection.txt").write_text("Subject: x\n\ny\n", encoding="utf-8")
 
-    subject, _body = Templates(tmp_path).render("registration", **COMMON, court="C", measure="M")
+    subject, _body = Templates(tmp_path).render("registration", **COMMON, **VALUES["registration"])
 
-    assert "M" in subject and "(C)" in subject
+    assert "12/345" in subject and "(TJ-PARIS)" in subject
 
 
 @pytest.mark.parametrize(

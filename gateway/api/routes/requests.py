@@ -72,7 +72,7 @@ def get_request_manifest(reference: Reference, deps: Deps, who: AnyKey) -> dict[
 
 @router.post("/{reference}/acknowledge", response_model=RequestStatusView)
 def acknowledge(reference: Reference, deps: Deps, who: AnyKey) -> dict[str, Any]:
-    """open or sealed -> received: the greffe has the request (its code is closed)."""
+    """open or sealed -> received: mails the guardian an avis d'enregistrement."""
     return _view(deps.review.acknowledge(reference, who.actor, courts=who.scope))
 
 
@@ -84,7 +84,7 @@ def accept(reference: Reference, deps: Deps, who: AnyKey) -> dict[str, Any]:
 
 @router.post("/{reference}/reject", response_model=RequestStatusView)
 def reject(reference: Reference, body: RejectIn, deps: Deps, who: AnyKey) -> dict[str, Any]:
-    """received -> rejected, with a reason (mailed to the guardian) and per-document notes."""
+    """open, sealed or received -> rejected: the reason and per-document notes are mailed."""
     view = deps.review.reject(reference, who.actor, body.reason, notes=body.notes, courts=who.scope)
     return _view(view)
 

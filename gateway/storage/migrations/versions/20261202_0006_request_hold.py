@@ -6,7 +6,7 @@ rows using the blob, so a purge interrupted before the blob is deleted is
 finished by the next one (`gateway.retention`).
 
 Revision ID: 20261202_0006
-Revises: 20261201_0003
+Revises: 20261202_0005
 Create Date: 2026-12-02
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import gateway.storage.models
 
 revision = "20261202_0006"
-down_revision = "20261201_0003"
+down_revision = "20261202_0005"
 branch_labels = None
 depends_on = None
 

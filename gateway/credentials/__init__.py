@@ -1,0 +1,1 @@
+"""Teletransmission credentials: homologated software, issuing, AUTH checks, expiry notices."""

@@ -1,0 +1,24 @@
+"""The Alembic revisions form one line: one head, each revision's parent exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+import gateway.storage.migrate as migrate_module
+
+
+def test_migrations_have_a_single_head() -> None:
+    config = Config()
+    config.set_main_option(
+        "script_location", str(Path(migrate_module.__file__).parent / "migrations")
+    )
+    script = ScriptDirectory.from_config(config)
+
+    heads = script.get_heads()
+
+    assert len(heads) == 1, f"several migration heads, chain them: {heads}"
+    revisions = list(script.walk_revisions())
+    assert revisions[-1].down_revision is None  # the walk reaches the first revision
