@@ -203,5 +203,10 @@ def test_workers_parent_serves_the_api_with_aggregated_metrics(
         assert process.wait(timeout=60) == 0
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            # SIGTERM first: the parent forwards it to its workers (a SIGKILL would orphan them).
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
