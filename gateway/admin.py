@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -148,6 +148,38 @@ class Admin:
                 subject=f"registration:{registration.id}",
                 data={"court": code, "measure": measure_n},
             )
+
+    def revoke_registration_id(self, registration_id: int, actor: str) -> dict[str, Any]:
+        """Revoke an active registration named by its id (the API's handle on one)."""
+        with self.db.transaction() as session:
+            registration = RegistrationRepository(session).get(registration_id)
+            if registration is None:
+                raise NotFound(f"unknown registration {registration_id}")
+            court = CourtRepository(session).get(registration.court_id)
+            assert court is not None
+            if registration.status != "active":
+                raise Conflict(f"registration {registration_id} is already revoked")
+            now = self.clock()
+            registration.status, registration.revoked_at = "revoked", now
+            registration.revoked_by = actor
+            append_event(
+                session,
+                now,
+                "registration.revoked",
+                actor=actor,
+                subject=f"registration:{registration.id}",
+                data={"court": court.code, "measure": registration.measure},
+            )
+            return _registration_dict(registration, court.code)
+
+    def registrations_page(
+        self, courts: Collection[str] | None, status: str | None, after: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Registrations with ids above `after`, in id order; and the next page's cursor."""
+        with self.db.reading() as session:
+            rows = RegistrationRepository(session).page(courts, status, after, limit + 1)
+            items = [_registration_dict(reg, code) for reg, code in rows[:limit]]
+            return items, (rows[limit - 1][0].id if len(rows) > limit else None)
 
     def list_registrations(
         self, court: str | None = None, *, include_revoked: bool = True

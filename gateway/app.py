@@ -24,14 +24,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from gateway.admin import Admin
+from gateway.api.app import create_app
+from gateway.api.context import ApiDeps
+from gateway.api.server import ApiServer, TlsFiles
+from gateway.apikeys import ApiKeyHasher, ApiKeys, AuthThrottlePolicy
 from gateway.audit.daily import DailyCheck
 from gateway.backup import Backup
 from gateway.credentials.notices import NOTICE_INTERVAL, ExpiryNotifier
 from gateway.credentials.service import CredentialAdmin
 from gateway.credentials.tokens import CredentialHasher
 from gateway.credentials.verify import AuthPolicy, CredentialVerifier
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.imap.client import ImapClient
 from gateway.imap.oauth import token_source_for
 from gateway.imap.puller import MailboxPuller, PullerDeps
@@ -49,16 +55,24 @@ from gateway.ingest.submit import SubmissionStore
 from gateway.ingest.teletransmit import TeletransmissionStore
 from gateway.jobs import ClusterJob, Schedule
 from gateway.lifecycle import LoopingPart, RunningPart, Supervisor
-from gateway.metrics import Metrics, MetricsServer, multiprocess_registry
+from gateway.metrics import Metrics, multiprocess_registry
 from gateway.model import Channel, Clock
 from gateway.otp.codes import CodeHasher
 from gateway.otp.service import CodePolicy, CodeService
 from gateway.otp.sweeper import Sweeper
 from gateway.otp.verify import CodeVerifier
-from gateway.outbox.compose import MailComposer
+from gateway.outbox.compose import MailComposer, sender_address
 from gateway.outbox.maildir import MaildirTransport
 from gateway.outbox.templates import Templates
 from gateway.outbox.worker import Composed, OutboxWorker, Transport
+from gateway.readiness import (
+    ReadinessCheck,
+    blob_store_writable,
+    database_reachable,
+    disk_above_reserve,
+    keys_loaded,
+)
+from gateway.records import Records
 from gateway.retention import Retention
 from gateway.review import ReviewDesk
 from gateway.settings import ImapMailbox, Settings, parse_hostport
@@ -79,6 +93,7 @@ from gateway.storage.imap import ImapState
 from gateway.storage.leases import DbLease, new_holder_id
 from gateway.storage.notify import OutboxListener, listen_url
 from gateway.storage.payload import PayloadWriter
+from gateway.wkd import WkdDirectory
 
 log = logging.getLogger("gateway.serve")
 SWITCH_INTERVAL = 0.001
@@ -419,6 +434,44 @@ class Services:
     def backup(self) -> Backup:
         return Backup(self.db, self.blobs, self.settings.keys_dir, self.clock)
 
+    @functools.cached_property
+    def api_keys(self) -> ApiKeys:
+        http = self.settings.http
+        return ApiKeys(
+            self.db,
+            self.clock,
+            ApiKeyHasher(self.server_secret),
+            AuthThrottlePolicy(http.max_auth_failures, http.auth_window, http.auth_lockout),
+        )
+
+    @functools.cached_property
+    def records(self) -> Records:
+        return Records(self.db, self.blobs)
+
+    @functools.cached_property
+    def wkd(self) -> WkdDirectory:
+        """The gateway's public signing key, published by WKD for the receipts' From address."""
+        settings = self.settings
+        return WkdDirectory.for_key_file(
+            sender_address(settings.gateway.domain), settings.signing_pub_file
+        )
+
+    def readiness_checks(self) -> list[ReadinessCheck]:
+        """What /readyz checks; the keys are loaded now, once, and their outcome kept."""
+        try:
+            _ = self.composer  # the DKIM key and the signing key
+            keys_problem = ""
+        except GatewayError as exc:
+            keys_problem = exc.message
+        return [
+            ReadinessCheck("database", database_reachable(self.db)),
+            ReadinessCheck("blob_store", blob_store_writable(self.blobs, self.clock)),
+            ReadinessCheck(
+                "disk", disk_above_reserve(self.blobs, self.settings.limits.disk_reserve_bytes)
+            ),
+            ReadinessCheck("keys", keys_loaded(keys_problem)),
+        ]
+
     def upgrade_database(self) -> None:
         migrate.upgrade(self.db)
 
@@ -592,7 +645,7 @@ class Gateway:
 
     parts: list[RunningPart]
     listeners: list[SmtpListener]
-    http: MetricsServer | None
+    http: ApiServer | None
 
 
 def build_gateway(
@@ -618,8 +671,7 @@ def build_gateway(
         parts.append(LoopingPart(f"imap:{mailbox.name}", mailbox_runner(services, mailbox).watch))
     http = None
     if serve_http:
-        http_host, http_port = parse_hostport(settings.http.listen)
-        http = MetricsServer(http_host, http_port, services.metrics.registry)
+        http = build_http(services, services.metrics.registry)
         parts.append(http)
     tracker = ClientTracker(services.smtp_limits)  # shared: limits are the gateway's, not a port's
     authenticator = CredentialAuthenticator(services.credential_verifier.authenticate)
@@ -672,10 +724,35 @@ def _smtp_handler(
     )
 
 
-def build_supervisor_http(settings: Settings) -> MetricsServer:
-    """The HTTP server of `serve --workers`' parent: every process's metrics, aggregated."""
-    http_host, http_port = parse_hostport(settings.http.listen)
-    return MetricsServer(http_host, http_port, multiprocess_registry())
+def build_http(services: Services, registry: CollectorRegistry) -> ApiServer:
+    """The HTTP API (with /metrics from `registry`, and WKD) on `http.listen`.
+
+    Everything it calls is built here, in this thread: its requests run in
+    worker threads, which must find the services built.
+    """
+    settings = services.settings
+    deps = ApiDeps(
+        api_keys=services.api_keys,
+        admin=services.admin,
+        codes=services.code_issuer,
+        review=services.review,
+        records=services.records,
+        wkd=services.wkd,
+        metrics=registry,
+        readiness=services.readiness_checks(),
+        max_body_bytes=settings.http.max_body_bytes,
+    )
+    http = settings.http
+    tls = TlsFiles(http.tls_cert, http.tls_key) if http.tls_cert and http.tls_key else None
+    host, port = parse_hostport(http.listen)
+    return ApiServer(
+        create_app(deps), host, port, tls=tls, grace=settings.smtp.shutdown_grace.total_seconds()
+    )
+
+
+def build_supervisor_http(services: Services) -> ApiServer:
+    """The HTTP server of `serve --workers`' parent: the API, with every process's metrics."""
+    return build_http(services, multiprocess_registry())
 
 
 def _nobody(outcome: Outcome) -> None:

@@ -13,11 +13,14 @@ exit codes) in one table each.
     │   ├── InvalidMeasure
     │   ├── InvalidAddress
     │   ├── InvalidKind
-    │   └── ImportRefused            a CSV import with a line-by-line report
+    │   ├── ImportRefused            a CSV import with a line-by-line report
+    │   └── BodyTooLarge             an HTTP request body over http.max_body_bytes
     ├── NotFound                     unknown court, registration, request …
     ├── Conflict                     duplicate court, registration …
     │   ├── AlreadyStored            the same message committed meanwhile (a retry racing)
     │   └── WrongStatus              a review action on a request in another status
+    ├── Unauthenticated              no API key, or one that is unknown, revoked or wrong
+    ├── NotPermitted                 an API key whose role may not do this
     ├── KeyRefused                   an OpenPGP key that cannot serve
     ├── ReceiptInvalid               a receipt that does not verify (receipts verify)
     ├── AuthRefused                  SMTP AUTH refused on the submission port
@@ -110,6 +113,10 @@ class NotFound(GatewayError):
     """The named object does not exist."""
 
 
+class BodyTooLarge(InputError):
+    """The request body is larger than the gateway accepts."""
+
+
 class Conflict(GatewayError):
     """The object already exists."""
 
@@ -128,6 +135,14 @@ class WrongStatus(Conflict):
     def __init__(self, message: str = "", *, status: str = "") -> None:
         super().__init__(message)
         self.status = status
+
+
+class Unauthenticated(GatewayError):
+    """API key missing, unknown or revoked."""
+
+
+class NotPermitted(GatewayError):
+    """This API key's role may not do this."""
 
 
 class KeyRefused(GatewayError):

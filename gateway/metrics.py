@@ -1,22 +1,13 @@
-"""Prometheus metrics: per-stage timings, message outcomes, the /metrics endpoint."""
+"""Prometheus metrics: per-stage timings, message outcomes (served on /metrics by `gateway.api`)."""
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    multiprocess,
-    start_http_server,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 Observe = Callable[[str, float], None]
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -96,38 +87,6 @@ class Metrics:
 
     def count_message(self, outcome: str) -> None:
         self.messages.labels(outcome=outcome).inc()
-
-
-class MetricsServer:
-    """/metrics over HTTP from a background thread: a running part (port 0 allowed)."""
-
-    name = "metrics"
-
-    def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
-        self.host = host
-        self.requested_port = port
-        self.registry = registry
-        self.port: int | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    async def start(self) -> None:
-        self._server, self._thread = start_http_server(
-            self.requested_port, addr=self.host, registry=self.registry
-        )
-        self.port = int(self._server.server_port)
-
-    async def stop(self, grace: float) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
 
 
 def multiprocess_registry() -> CollectorRegistry:

@@ -1,7 +1,8 @@
 """`serve --workers N` and `--outbox-process`: the gateway in several processes, one supervisor.
 
 The parent spawns the processes (each builds its own gateway through
-`gateway.app`), serves /metrics for all of them and forwards SIGTERM.
+`gateway.app`), serves the HTTP API with /metrics for all of them, and
+forwards SIGTERM.
 """
 
 from __future__ import annotations
@@ -46,13 +47,16 @@ def _outbox_main(config_path: str) -> None:
 
 def run_workers(services: Services, workers: int, *, outbox_process: bool = False) -> None:
     """N processes share the SMTP socket (SO_REUSEPORT) and the database; the parent serves
-    /metrics for all of them. With `outbox_process`, one more process delivers the outbox
-    and the SMTP workers only accept."""
+    the HTTP API, with /metrics for all of them. With `outbox_process`, one more process
+    delivers the outbox and the SMTP workers only accept."""
     settings = services.settings
     assert settings.config_path is not None
     metrics_dir = Path(tempfile.mkdtemp(prefix="gateway-metrics-"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     services.upgrade_database()
+    # The API first: a port in use or a bad certificate fails before any child is started.
+    metrics_server = build_supervisor_http(services)
+    asyncio.run(metrics_server.start())
     context = multiprocessing.get_context("spawn")
     config = str(settings.config_path)
     children = [
@@ -63,8 +67,6 @@ def run_workers(services: Services, workers: int, *, outbox_process: bool = Fals
         children.append(context.Process(target=_outbox_main, args=(config,), name="outbox"))
     for child in children:
         child.start()
-    metrics_server = build_supervisor_http(settings)
-    asyncio.run(metrics_server.start())
     stopping = threading.Event()
 
     def forward(signum: int, _frame: object) -> None:

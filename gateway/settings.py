@@ -239,6 +239,27 @@ class LimitsSection(Section):
 
 class HttpSection(Section):
     listen: str = "127.0.0.1:8025"
+    tls_cert: Path | None = None
+    """PEM certificate chain; with tls_key the API is served over HTTPS (else loopback only)."""
+    tls_key: Path | None = None
+    max_body_bytes: int = Field(default=10_485_760, ge=1024)
+    """The largest request body accepted (a registrations CSV import is the largest)."""
+    max_auth_failures: int = Field(default=10, ge=1)
+    """Failed API-key authentications from one address within auth_window before a lock-out."""
+    auth_window: Duration = timedelta(minutes=15)
+    auth_lockout: Duration = timedelta(minutes=5)
+    """The first lock-out; each next one lasts twice as long."""
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, value: str) -> str:
+        parse_hostport(value)
+        return value
+
+    @field_validator("tls_cert", "tls_key", mode="before")
+    @classmethod
+    def _empty_path(cls, value: object) -> object:
+        return None if value in ("", None) else value
 
 
 class LoggingSection(Section):
@@ -529,6 +550,12 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     def rel_or_none(path: Path | None) -> Path | None:
         return rel(path) if path else None
 
+    http = settings.http.model_copy(
+        update={
+            "tls_cert": rel_or_none(settings.http.tls_cert),
+            "tls_key": rel_or_none(settings.http.tls_key),
+        }
+    )
     blobs = settings.blobs.model_copy(
         update={
             "secret_key_file": rel_or_none(settings.blobs.secret_key_file),
@@ -551,6 +578,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
             "database": settings.database.model_copy(update={"url": SecretStr(url)}),
             "smtp": smtp,
             "blobs": blobs,
+            "http": http,
             "imap": settings.imap.model_copy(update={"mailboxes": mailboxes}),
         }
     )
@@ -603,6 +631,18 @@ def _check_semantics(settings: Settings) -> None:
         )
     if settings.blobs.backend == "s3":
         _check_s3(settings.blobs)
+    _check_http(settings.http)
+
+
+def _check_http(http: HttpSection) -> None:
+    if bool(http.tls_cert) != bool(http.tls_key):
+        raise ConfigError("invalid configuration: http.tls_cert and http.tls_key go together")
+    host, _port = parse_hostport(http.listen)
+    if not http.tls_cert and not is_loopback(host):
+        raise ConfigError(
+            "invalid configuration: http.listen: plain HTTP is allowed only on a loopback "
+            "address; set http.tls_cert and http.tls_key to listen elsewhere"
+        )
 
 
 def _check_s3(blobs: BlobsSection) -> None:

@@ -1,1 +1,1 @@
-"""api package."""
+"""The HTTP adapter: FastAPI routes, API-key authentication, problem details, the server."""

@@ -11,6 +11,7 @@ import click
 
 from gateway.cli import (
     admin_cmds,
+    apikeys_cmds,
     codes_cmds,
     credentials_cmds,
     demo_cmds,
@@ -58,6 +59,7 @@ for group in (
     outbox_cmds,
     demo_cmds,
     credentials_cmds,
+    apikeys_cmds,
 ):
     group.register(cli)
 

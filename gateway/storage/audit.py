@@ -86,6 +86,13 @@ class AuditRepository:
             select(AuditEvent).where(AuditEvent.id > last_id).order_by(AuditEvent.id).limit(limit)
         ).all()
 
+    def page(self, after_seq: int, limit: int, action: str | None = None) -> Sequence[AuditEvent]:
+        """Events with a sequence number above `after_seq`, in chain order (a listing's page)."""
+        query = select(AuditEvent).where(AuditEvent.seq > after_seq)
+        if action is not None:
+            query = query.where(AuditEvent.action == action)
+        return self.session.scalars(query.order_by(AuditEvent.seq).limit(limit)).all()
+
     def head(self) -> AuditHead | None:
         return self.session.get(AuditHead, 1)
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -178,6 +178,11 @@ class Database:
                 yield session
         except OperationalError as exc:
             raise StorageUnavailable("database unavailable") from exc
+
+    def ping(self) -> None:
+        """One round trip to the database (readiness); StorageUnavailable if it fails."""
+        with self.reading() as session:
+            session.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -68,6 +68,10 @@ class Base(DeclarativeBase):
     }
 
 
+MAX_ID = 2**31 - 1
+"""The largest INTEGER id: a paging cursor past it is clamped (PostgreSQL refuses it)."""
+
+
 def table_of(model: type[Base]) -> Table:
     """A model's table, for Core statements on hot paths (typed: `__table__` is a FromClause)."""
     table = model.__table__

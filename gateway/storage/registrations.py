@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from gateway.storage.models import Court, Registration
+from gateway.storage.models import MAX_ID, Court, Registration
 
 # Built once: every message looks its sender's registrations up.
 ACTIVE_FOR_ADDRESS = select(Registration).where(
@@ -49,4 +49,25 @@ class RegistrationRepository:
         if not include_revoked:
             query = query.where(Registration.status == "active")
         query = query.order_by(Court.code, Registration.measure, Registration.address_key)
+        return [(row[0], row[1]) for row in self.session.execute(query).all()]
+
+    def page(
+        self,
+        courts: Collection[str] | None,
+        status: str | None,
+        after_id: int,
+        limit: int,
+    ) -> Sequence[tuple[Registration, str]]:
+        """(registration, court code) with ids above `after_id`, in id order, filtered."""
+        query = (
+            select(Registration, Court.code)
+            .join(Court, Court.id == Registration.court_id)
+            .where(Registration.id > min(after_id, MAX_ID))
+            .order_by(Registration.id)
+            .limit(limit)
+        )
+        if courts is not None:
+            query = query.where(Court.code.in_(list(courts)))
+        if status is not None:
+            query = query.where(Registration.status == status)
         return [(row[0], row[1]) for row in self.session.execute(query).all()]

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from gateway.model import Channel, RequestKind, RequestStatus
 from gateway.storage.models import (
+    MAX_ID,
     Blob,
     Code,
     Court,
@@ -45,6 +46,19 @@ COUNT_SUBMISSION = (
     .values(submission_count=REQUESTS.c.submission_count + 1, updated_at=bindparam("now"))
     .returning(REQUESTS.c.reference, REQUESTS.c.submission_count)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFilter:
+    """What a paged listing of requests keeps: every field that is set must match."""
+
+    courts: Collection[str] | None = None
+    """The caller's scope: only these courts (None: every court)."""
+    court: str | None = None
+    status: str | None = None
+    kind: str | None = None
+    since: datetime | None = None
+    """Changed at or after this time (`updated_at`)."""
 
 
 class RequestRepository:
@@ -201,6 +215,45 @@ class RequestRepository:
         if status:
             query = query.where(Request.status == status)
         return [(req, code, measure) for req, code, measure in self.session.execute(query).all()]
+
+    def page(
+        self, wanted: RequestFilter, after_id: int, limit: int
+    ) -> Sequence[tuple[Request, str, str]]:
+        """(request, court code, measure) with ids above `after_id`, in id order, filtered."""
+        query = (
+            select(Request, Court.code, Registration.measure)
+            .join(Court, Court.id == Request.court_id)
+            .join(Registration, Registration.id == Request.registration_id)
+            .where(Request.id > min(after_id, MAX_ID))
+            .order_by(Request.id)
+            .limit(limit)
+        )
+        if wanted.courts is not None:
+            query = query.where(Court.code.in_(list(wanted.courts)))
+        if wanted.court:
+            query = query.where(Court.code == wanted.court)
+        if wanted.status:
+            query = query.where(Request.status == wanted.status)
+        if wanted.kind:
+            query = query.where(Request.kind == wanted.kind)
+        if wanted.since is not None:
+            query = query.where(Request.updated_at >= wanted.since)
+        return [(req, code, measure) for req, code, measure in self.session.execute(query).all()]
+
+    def scoped(
+        self, reference: str, courts: Collection[str] | None
+    ) -> tuple[Request, str, str] | None:
+        """(request, court code, measure) by reference, None if unknown or outside `courts`."""
+        query = (
+            select(Request, Court.code, Registration.measure)
+            .join(Court, Court.id == Request.court_id)
+            .join(Registration, Registration.id == Request.registration_id)
+            .where(Request.reference == reference)
+        )
+        if courts is not None:
+            query = query.where(Court.code.in_(list(courts)))
+        row = self.session.execute(query).one_or_none()
+        return None if row is None else (row[0], row[1], row[2])
 
 
     def set_held(self, reference: str, held: bool, now: datetime) -> bool | None:

@@ -8,7 +8,7 @@ one writer commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -149,6 +149,40 @@ class SubmissionRepository:
         return self.session.scalars(
             select(Document).where(Document.submission_id == submission_id).order_by(Document.idx)
         ).all()
+
+    def documents_of(self, submission_ids: Collection[int]) -> dict[int, list[Document]]:
+        """The documents of several submissions at once, by submission id, in index order."""
+        found: dict[int, list[Document]] = {submission_id: [] for submission_id in submission_ids}
+        if not found:
+            return found
+        rows = self.session.scalars(
+            select(Document)
+            .where(Document.submission_id.in_(list(found)))
+            .order_by(Document.submission_id, Document.idx)
+        )
+        for document in rows:
+            found[document.submission_id].append(document)
+        return found
+
+    def document(self, submission_id: int, index: int) -> Document | None:
+        return self.session.scalars(
+            select(Document).where(Document.submission_id == submission_id, Document.idx == index)
+        ).one_or_none()
+
+    def scoped(
+        self, reference: str, courts: Collection[str] | None
+    ) -> tuple[Submission, str] | None:
+        """(submission, court code) by reference, None if unknown or outside `courts`."""
+        query = (
+            select(Submission, Court.code)
+            .join(Request, Request.id == Submission.request_id)
+            .join(Court, Court.id == Request.court_id)
+            .where(Submission.reference == reference)
+        )
+        if courts is not None:
+            query = query.where(Court.code.in_(list(courts)))
+        row = self.session.execute(query).one_or_none()
+        return None if row is None else (row[0], row[1])
 
     def listing(self, court: str | None = None) -> Sequence[tuple[Submission, str, int]]:
         """(submission, court code, number of documents) in arrival order."""
