@@ -30,6 +30,15 @@ class Target:
     """Called with the number of accepted messages after the load: waits for deferred work."""
     aux_pid: int | None = None
     """A helper whose CPU is reported apart (the PostgreSQL postmaster)."""
+    extra_pids: list[int] = field(default_factory=list)
+    """Other daemons of the same server, their CPU counted with its own (OpenDKIM)."""
+    reaped: bool = False
+    """Count the CPU of descendants that exited and were waited for (see procstat.tree_cpu)."""
+
+    def cpu(self) -> float:
+        """CPU seconds of the server's process trees so far."""
+        assert self.pid is not None
+        return sum(procstat.tree_cpu(pid, self.reaped) for pid in [self.pid, *self.extra_pids])
 
 
 @dataclass
@@ -98,13 +107,13 @@ def measure(
     idle_kb = procstat.tree_memory_kb(pid, "VmRSS") if pid else None
     hwm_reset = procstat.reset_peak_rss(pid) if pid else False
     before = metrics.scrape(target.metrics_url) if target.metrics_url else None
-    cpu0 = procstat.tree_cpu(pid) if pid else None
+    cpu0 = target.cpu() if pid else None
     aux0 = procstat.tree_cpu(target.aux_pid) if target.aux_pid else None
     wall0 = time.perf_counter()
     if pid:
         with RssSampler(pid) as sampler:
             raw = run_client(spec)
-        load_cpu = procstat.tree_cpu(pid) - (cpu0 or 0.0)
+        load_cpu = target.cpu() - (cpu0 or 0.0)
     else:
         raw = run_client(spec)
     settled = target.settle(raw["ok"]) if target.settle else {}
@@ -116,12 +125,16 @@ def measure(
     res["loadavg_before"] = float(loadavg)
     res["ok"], res["elapsed_s"] = raw["ok"], round(raw["elapsed_s"], 3)
     res["msgs_per_s"] = round(raw["ok"] / raw["elapsed_s"], 2) if raw["elapsed_s"] else None
+    if "delivered" in settled and raw["elapsed_s"]:
+        # Delivered (in the maildir) over the load's time and the wait for the last one.
+        span = raw["elapsed_s"] + settled["delivery_wait_s"]
+        res["delivered_per_s"] = round(settled["delivered"] / span, 2)
     res.update(latency_summary(raw["latencies"]))
     res["replies"], res["samples"] = raw["replies"], raw["samples"]
     res["message_bytes"] = raw["message_bytes"]
     res["client_cpu_ms_per_msg"] = _per_msg(raw["client_cpu_s"], raw["ok"])
     if pid and cpu0 is not None:
-        res["server_cpu_ms_per_msg"] = _per_msg(procstat.tree_cpu(pid) - cpu0, raw["ok"])
+        res["server_cpu_ms_per_msg"] = _per_msg(target.cpu() - cpu0, raw["ok"])
         res["server_cpu_load_ms_per_msg"] = _per_msg(load_cpu, raw["ok"])
         res["window_s"] = round(time.perf_counter() - wall0, 2)
         if target.aux_pid and aux0 is not None:

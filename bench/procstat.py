@@ -9,11 +9,18 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROC = Path("/proc")
 
 
-def parse_stat_cpu(stat_line: str) -> float:
-    """utime + stime in seconds from one /proc/<pid>/stat line (the name may contain spaces)."""
+def parse_stat_cpu(stat_line: str, reaped: bool = False) -> float:
+    """utime + stime in seconds from one /proc/<pid>/stat line (the name may contain spaces).
+
+    With `reaped`, also cutime + cstime: what the children it waited for used.
+    """
     fields = stat_line.rsplit(")", 1)[1].split()
-    # After the name: state is field 3 (index 0 here); utime, stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    # After the name: state is field 3 (index 0 here); utime, stime are fields 14 and 15,
+    # cutime and cstime 16 and 17.
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
 
 
 def parse_status_kb(status_text: str, key: str) -> int | None:
@@ -38,12 +45,17 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by pid and its live descendants."""
+def tree_cpu(pid: int, reaped: bool = False) -> float:
+    """CPU seconds used so far by pid and its live descendants.
+
+    With `reaped`, the descendants that exited and were waited for count too
+    (their time is in their parent's cutime/cstime): for servers that run a
+    process per message (Postfix's pipe(8) running gpg).
+    """
     total = 0.0
     for member in descendants(pid):
         try:
-            total += parse_stat_cpu((PROC / str(member) / "stat").read_text())
+            total += parse_stat_cpu((PROC / str(member) / "stat").read_text(), reaped)
         except OSError:
             continue
     return total

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import imapbench, scale
+from bench import imapbench, peer, scale
 from bench.gatewayproc import (
     DOMAIN,
     SELECTOR,
@@ -91,7 +91,11 @@ class OutboxSettle:
 
 
 class MaildirSettle:
-    """After a Postfix point: wait until every accepted message sits in the maildir."""
+    """After a Postfix point: wait until every accepted message sits in the maildir.
+
+    `delivery_wait_s` is how long after the end of the load the last one came:
+    the delivery rate is the delivered messages over the load's time plus that.
+    """
 
     def __init__(self, instance: PostfixInstance, timeout: float) -> None:
         self.instance, self.timeout, self.before = instance, timeout, instance.delivered()
@@ -118,6 +122,7 @@ class Bench:
         try:
             self._prepare()
             for name, section in (("discard", self.discard), ("postfix", self.postfix),
+                                  ("peer", self.peer),
                                   ("gateway", self.gateway_sqlite), ("postgres", self.gateway_pg),
                                   ("scale", self.scale), ("imap", self.imap)):
                 print(f"== {name}", flush=True)
@@ -186,6 +191,27 @@ class Bench:
             settle = MaildirSettle(instance, self.plan.outbox_timeout)
             self._sweep(Target("postfix", instance.port, pid, [f"depot+ABCDE@{DOMAIN}"], SENDER,
                                settle=settle))
+        finally:
+            instance.stop()
+            instance.cleanup()
+
+    def peer(self) -> None:
+        """Postfix + OpenDKIM + a gpg filter to a maildir (`bench/peer.py`): 5 KB and 100 KB."""
+        reason = ensure_installed() or peer.ensure_installed()
+        if reason:
+            self.results.notes.append(f"peer section skipped: {reason}")
+            return
+        instance = peer.PeerInstance(self.root / "peer", free_port(), DOMAIN, free_port(),
+                                     f"127.0.0.1@{self.dns.port}")
+        instance.configure_peer(self.court_armored)
+        instance.start()
+        try:
+            pid = instance.master_pid()
+            extra = [instance.opendkim_pid] if instance.opendkim_pid else []
+            settle = MaildirSettle(instance, self.plan.outbox_timeout)
+            self._sweep(Target("peer", instance.port, pid, [f"depot@{DOMAIN}"], SENDER,
+                               settle=settle, extra_pids=extra, reaped=True),
+                        ("5KB", "100KB"), (20,))
         finally:
             instance.stop()
             instance.cleanup()

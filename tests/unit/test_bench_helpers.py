@@ -43,6 +43,14 @@ def test_stat_line_with_spaces_in_the_name() -> None:
     assert parse_stat_cpu(line) == pytest.approx(4.0)
 
 
+def test_reaped_children_count_only_when_asked() -> None:
+    fields = (["S"] + ["0"] * 10 + [str(CLOCK_TICKS), "0", str(2 * CLOCK_TICKS),
+                                    str(CLOCK_TICKS)] + ["0"] * 30)
+    line = "99 (master) " + " ".join(fields)
+    assert parse_stat_cpu(line) == pytest.approx(1.0)
+    assert parse_stat_cpu(line, reaped=True) == pytest.approx(4.0)
+
+
 def test_status_field_in_kb() -> None:
     text = "Name:\tpython\nVmHWM:\t  20480 kB\nVmRSS:\t  10240 kB\n"
     assert parse_status_kb(text, "VmHWM") == 20480
