@@ -145,8 +145,7 @@ class Syncer:
             report.synced.append(
                 {"reference": reference, "submissions": submissions, "documents": documents}
             )
-        if self.acknowledge and status in ACKNOWLEDGEABLE:
-            self._acknowledge(reference)
+        if self.acknowledge and status in ACKNOWLEDGEABLE and self._acknowledge(reference):
             report.acknowledged.append(reference)
 
     def _write(self, reference: str) -> tuple[int, int]:
@@ -192,7 +191,10 @@ class Syncer:
         if sorted(entries, key=str) != sorted((row.get("index") for row in rows), key=str):
             raise RequestFailed(f"{label}: its documents differ from its manifest's")
         for row in rows:
-            self._document(base, label, row, entries[row["index"]], partial, number)
+            index = row.get("index")
+            if not isinstance(index, int) or index < 0:
+                raise RequestFailed(f"{label}: the API lists a malformed document index")
+            self._document(base, label, row, entries[index], partial, number)
         return len(rows)
 
     def _document(
@@ -204,9 +206,7 @@ class Syncer:
         partial: Partial,
         number: int,
     ) -> None:
-        index = row["index"]
-        if not isinstance(index, int) or index < 0:
-            raise RequestFailed(f"{label}: the API lists a malformed document index")
+        index = int(row["index"])
         what = f"document {index}"
         content = self._decrypt(f"{base}/documents/{index}", f"{label} {what}")
         _expect(content, [row.get("sha256"), entry.get("sha256")], label, what)
@@ -237,13 +237,17 @@ class Syncer:
         if len(_list(manifest, "submissions", reference)) == len(local.get("submissions") or []):
             self.folder.replace_manifest(reference, encode(manifest))
 
-    def _acknowledge(self, reference: str) -> None:
+    def _acknowledge(self, reference: str) -> bool:
+        """Acknowledge a request written whole; False when a colleague's move came first."""
         try:
-            self.api.acknowledge(reference)
+            answer = self.api.acknowledge(reference)
         except ApiAnswer as exc:
-            if exc.status != 409:  # 409: someone took it up meanwhile, as we would have
+            if exc.status != 409:  # 409: taken up (or decided) meanwhile: nothing to do
                 raise RequestFailed(f"{reference}: acknowledge refused: {exc.message}") from None
-        self._refresh_manifest(reference, "received")
+            self._refresh_manifest(reference, str(self.api.request(reference).get("status")))
+            return False
+        self._refresh_manifest(reference, str(answer.get("status")))
+        return True
 
     def _advance(self, courts: Sequence[str], items: list[dict[str, Any]]) -> None:
         """Remember the latest change seen, for the next run's `since` (only after a clean run)."""

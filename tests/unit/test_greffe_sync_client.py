@@ -147,18 +147,20 @@ def fake_gateway(reference: str, filename: str) -> dict[str, Any]:
     }
 
 
-def sync_against(answers: dict[str, Any], out: Path) -> Any:
+def sync_against(answers: dict[str, Any], out: Path, *, acknowledge: bool = False) -> Any:
     def handler(request: httpx.Request) -> httpx.Response:
         found = answers.get(request.url.path)
         if found is None:
             return problem(404, "not found")
+        if isinstance(found, httpx.Response):
+            return found
         if isinstance(found, bytes):
             return httpx.Response(200, content=found)
         return httpx.Response(200, json=found)
 
     folder = SyncFolder(out)
     with client(handler) as api:
-        syncer = Syncer(api, IdentityKeyring(), folder)
+        syncer = Syncer(api, IdentityKeyring(), folder, acknowledge=acknowledge)
         return syncer.run([], syncer.listing([]))
 
 
@@ -189,3 +191,23 @@ def test_a_document_whose_size_differs_from_the_apis_is_not_written(tmp_path: Pa
         }
     ]
     assert not (tmp_path / REF).exists()
+
+
+def test_acknowledge_answered_409_is_no_error_and_not_counted(tmp_path: Path) -> None:
+    """A colleague decided the request between our listing and our acknowledge."""
+    answers = fake_gateway(REF, "a.pdf")
+    answers[f"/api/v1/requests/{REF}/acknowledge"] = problem(409, f"request {REF} is accepted")
+    answers[f"/api/v1/requests/{REF}"]["status"] = "accepted"
+    report = sync_against(answers, tmp_path, acknowledge=True)
+    assert report.errors == [] and report.acknowledged == []
+    assert [item["reference"] for item in report.synced] == [REF]
+    answers[f"/api/v1/requests/{REF}/acknowledge"] = problem(422, "refused")
+    report = sync_against(answers, tmp_path, acknowledge=True)
+    assert report.up_to_date == 1
+    assert report.errors == [
+        {
+            "reference": REF,
+            "error": f"{REF}: acknowledge refused: /api/v1/requests/{REF}/acknowledge: "
+            "the gateway answered 422 (refused)",
+        }
+    ]
