@@ -1,4 +1,4 @@
-"""Two `serve` nodes on one PostgreSQL watch one mailbox: one pulls at a time; kill it, the other takes over.
+"""Two `serve` nodes on one PostgreSQL and one mailbox: kill the one pulling, the other takes over.
 
 The mailbox's lease is short here (`lease = "6s"`) so the takeover happens
 within the test; in production it defaults to three polls and at least five
