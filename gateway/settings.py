@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from gateway.errors import ConfigError
@@ -339,6 +340,9 @@ class RetentionSection(Section):
     """Requests whose final status is older than this many days are purged; 0 = keep forever."""
 
 
+MIN_IMAP_LEASE = timedelta(seconds=5)
+
+
 class ImapMailbox(Section):
     name: str
     host: str
@@ -352,6 +356,9 @@ class ImapMailbox(Section):
     mode: Literal["ingest", "scrub"] = "ingest"
     allow_private: bool = False
     poll_interval: Duration = timedelta(seconds=60)
+    lease: Duration | None = None
+    """How long a node holds the mailbox between renewals, so one node pulls it at a
+    time; a killed node's mailbox waits this long. Default: three polls, at least 5 min."""
     auth: Literal["password", "xoauth2", "oauthbearer"] = "password"
     """How to log in: LOGIN with the password, or AUTHENTICATE with an OAuth2 access token."""
     token_endpoint: str = ""
@@ -365,6 +372,16 @@ class ImapMailbox(Section):
     token_command: list[str] = []
     """Instead of the grant: a program (argv, no shell) printing an access token on stdout."""
     token_timeout: Duration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_polls(self) -> ImapMailbox:
+        # Renewed once per pass: it must outlast a wait for news (IDLE or poll) and a pass.
+        if self.lease is not None and self.lease < max(3 * self.poll_interval, MIN_IMAP_LEASE):
+            raise ValueError(
+                f"lease: must be at least three times poll_interval and at least "
+                f"{MIN_IMAP_LEASE.total_seconds():.0f}s (it is renewed once per pass)"
+            )
+        return self
 
     @field_validator("password_file", "client_secret_file", "refresh_token_file", mode="before")
     @classmethod

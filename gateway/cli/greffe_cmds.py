@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from gateway.cli.context import CliContext, pass_cli, print_rows
 from gateway.errors import InputError
+from gateway.greffe.apiclient import GreffeApi
 from gateway.greffe.export import Exporter, list_requests, list_submissions
+from gateway.greffe.sync import Syncer, SyncReport
+from gateway.greffe.syncfolder import SyncFolder
 from gateway.model import RequestStatus
 from gateway.review import RequestView
 from gateway.storage.crypto import GpgKeyring
@@ -146,6 +151,109 @@ def submissions_export(ctx: CliContext, reference: str, out: Path, gnupghome: Pa
     click.echo(f"{len(files)} files written to {out}")
 
 
+@click.group()
+def greffe() -> None:
+    """On the greffe's own machine: pull and decrypt filings over the HTTP API."""
+
+
+# Test-only: seconds `greffe sync` sleeps after each file it writes, so that a
+# test can SIGKILL it half-way through a request. Never set it in production.
+TEST_PAUSE_ENV = "GATEWAY_SYNC_TEST_PAUSE"
+
+
+@greffe.command("sync")
+@click.option("--url", required=True, help="The gateway's HTTP API, e.g. https://greffe.example")
+@click.option(
+    "--api-key-file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding a greffe API key (gateway api-keys create --role greffe).",
+)
+@click.option(
+    "--gnupghome",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="GnuPG home holding the court's private key (gpg-agent or a smartcard).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write: one folder per request.",
+)
+@click.option("--court", "courts", multiple=True, help="Only this court (repeatable).")
+@click.option("--acknowledge", is_flag=True, help="Acknowledge each request fully written.")
+@click.option("--full", is_flag=True, help="List every request, not only those changed since.")
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CA certificate(s) to trust for the gateway's HTTPS (default: the system's).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def greffe_sync(
+    url: str,
+    api_key_file: Path,
+    gnupghome: Path,
+    out: Path,
+    courts: tuple[str, ...],
+    acknowledge: bool,
+    full: bool,
+    ca_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Fetch what is new, verify every SHA-256, write REF/ folders atomically.
+
+    Needs no gateway configuration or database: only the API and the key.
+    Exit 1 when a request could not be synced (named on stderr); the others
+    are written all the same.
+    """
+    key = _read_key(api_key_file)
+    pause = float(os.environ.get(TEST_PAUSE_ENV) or 0)
+    folder = SyncFolder(out)
+    with (
+        folder.locked(),
+        GreffeApi(url, key, ca_file=ca_file) as api,
+        GpgKeyring(gnupghome) as keyring,
+    ):
+        syncer = Syncer(api, keyring, folder, acknowledge=acknowledge, pause=pause)
+        items = syncer.listing(courts, full=full)
+        report = _run_with_progress(syncer, courts, items, as_json)
+    _report(report, as_json)
+    if report.errors:
+        sys.exit(1)
+
+
+def _read_key(path: Path) -> str:
+    try:
+        key = path.read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        raise InputError(f"cannot read the API key file {path}") from None
+    if not key or any(ch.isspace() for ch in key):
+        raise InputError(f"{path} does not hold one API key")
+    return key
+
+
+def _run_with_progress(
+    syncer: Syncer, courts: tuple[str, ...], items: list[dict[str, Any]], as_json: bool
+) -> SyncReport:
+    if as_json or not sys.stderr.isatty() or not items:
+        return syncer.run(courts, items)
+    with click.progressbar(length=len(items), label="syncing", file=sys.stderr) as bar:
+        return syncer.run(courts, items, lambda _reference: bar.update(1))
+
+
+def _report(report: SyncReport, as_json: bool) -> None:
+    for error in report.errors:
+        click.echo(f"gateway: {error['error']}", err=True)
+    if as_json:
+        json.dump(report.as_dict(), sys.stdout, ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+    else:
+        click.echo(report.summary())
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(requests)
     cli.add_command(submissions)
+    cli.add_command(greffe)

@@ -29,7 +29,9 @@ MAX_BACKOFF = 300.0
 
 
 def lease_ttl(mailbox: ImapMailbox) -> timedelta:
-    """How long a mailbox's lease lasts: three polls, and never under five minutes."""
+    """How long a mailbox's lease lasts: as configured, else three polls and at least 5 min."""
+    if mailbox.lease is not None:
+        return mailbox.lease
     return max(MIN_LEASE, mailbox.poll_interval * 3)
 
 
