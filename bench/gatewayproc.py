@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from bench.messages import SIGNED_HEADERS
@@ -26,6 +27,10 @@ COURT = "TJ-BENCH"
 CODE_RE = re.compile(rb"\b([0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5})\b")
 
 
+GATEWAY_PYTHON = os.environ.get("BENCH_GATEWAY_PYTHON") or sys.executable
+"""The interpreter whose `gateway` is measured: another worktree's venv for a before/after."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -35,9 +40,16 @@ def free_port() -> int:
 def cli_supports(option: str, *command: str) -> bool:
     """Whether `gateway <command> --help` exists and mentions option."""
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway", *command, "--help"], capture_output=True, check=False
+        [GATEWAY_PYTHON, "-m", "gateway", *command, "--help"], capture_output=True, check=False,
+        cwd="/",  # not the checkout: `-m` would import its gateway/, not GATEWAY_PYTHON's
     )
     return proc.returncode == 0 and option.encode() in proc.stdout
+
+
+@cache
+def legacy() -> bool:
+    """The pre-composition-root gateway (b755a7a): no relay.mode, no registration notices."""
+    return not cli_supports("--no-notices", "registrations", "import")
 
 
 @dataclass
@@ -63,7 +75,6 @@ class GatewayInstance:
             "GATEWAY__SMTP__SUBMISSION_LISTEN": f"127.0.0.1:{free_port()}",
             "GATEWAY__HTTP__LISTEN": f"127.0.0.1:{self.http_port}",
             "GATEWAY__DNS__NAMESERVERS": f'["{self.dns.address}"]',
-            "GATEWAY__RELAY__MODE": "smtp",  # `init` writes "capture"; the bench relays to its sink
             "GATEWAY__RELAY__HOST": "127.0.0.1",
             "GATEWAY__RELAY__PORT": str(self.sink.port),
             "GATEWAY__LOGGING__LEVEL": "WARNING",
@@ -76,14 +87,16 @@ class GatewayInstance:
             "GATEWAY__CODES__MAX_REQUESTS_PER_DAY": "100000",
             "GATEWAY__LIMITS__DISK_RESERVE_BYTES": "0",
         }
+        if not legacy():
+            overrides["GATEWAY__RELAY__MODE"] = "smtp"  # `init` writes "capture"; the bench relays
         if self.db_url:
             overrides["GATEWAY__DATABASE__URL"] = self.db_url
         return {**os.environ, **overrides}
 
     def cli(self, *args: str, stdin: bytes | None = None) -> str:
         proc = subprocess.run(
-            [sys.executable, "-m", "gateway", "--config", str(self.config), *args],
-            input=stdin, capture_output=True, env=self.env(), check=False,
+            [GATEWAY_PYTHON, "-m", "gateway", "--config", str(self.config), *args],
+            input=stdin, capture_output=True, env=self.env(), check=False, cwd=self.root,
         )
         if proc.returncode != 0:
             raise RuntimeError(f"gateway {' '.join(args)}: {proc.stderr.decode()[-2000:]}")
@@ -101,17 +114,18 @@ class GatewayInstance:
         lines = ["court,measure,address", *(f"{COURT},{m},{SENDER}" for m in measures)]
         csv_file.write_text("\n".join(lines) + "\n")
         # No registration notices: they would compete with the measured mail for the outbox.
-        self.cli("registrations", "import", "--no-notices", str(csv_file))
+        notices = [] if legacy() else ["--no-notices"]
+        self.cli("registrations", "import", *notices, str(csv_file))
         self.dns.records[f"{SELECTOR}._domainkey.{SENDER_DOMAIN}"] = [self.dkim.txt_record]
 
     def start(self, workers: int = 1, outbox_process: bool = False) -> None:
-        args = [sys.executable, "-m", "gateway", "--config", str(self.config), "serve"]
+        args = [GATEWAY_PYTHON, "-m", "gateway", "--config", str(self.config), "serve"]
         if workers > 1:
             args += ["--workers", str(workers)]
         if outbox_process:
             args.append("--outbox-process")
         log = (self.root / "serve.log").open("ab")
-        self.proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=log)
+        self.proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=log, cwd=self.root)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

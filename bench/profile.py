@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--size", default="5KB", choices=["5KB", "100KB", "1MB"])
     parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--point", action="append", default=[], metavar="SIZE:SESSIONS",
+                        help="measure these points instead of --size/--sessions (repeatable)")
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--warmup", type=int, default=40)
     parser.add_argument("--workers", type=int, default=1)
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--native", action="store_true", help="py-spy --native")
     parser.add_argument("--repeat", type=int, default=1, help="measure the point N times")
     args = parser.parse_args(argv)
+    points = [(size, int(n)) for size, n in (p.split(":") for p in args.point)] or [
+        (args.size, args.sessions)]
     root = Path(tempfile.mkdtemp(prefix="gateway-profile-"))
     root.chmod(0o755)
     bench = Bench(make_plan(True), root)
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             kill_agent(home)
         bench.dns.records[f"{SELECTOR}._domainkey.{SENDER_DOMAIN}"] = [bench.dkim.txt_record]
-        templates = write_templates(root / "templates", [args.size], sender=SENDER,
+        templates = write_templates(root / "templates", sorted({s for s, _ in points}),
+                                    sender=SENDER,
                                     to=f"depot@{DOMAIN}", domain=SENDER_DOMAIN,
                                     selector=SELECTOR, key=bench.dkim)
         url = None
@@ -80,21 +85,21 @@ def main(argv: list[str] | None = None) -> int:
             target = bench._target("profile", instance)
             if args.workers > 1 or args.outbox_process:
                 target.metrics_url = None
-            measure(target, templates[args.size], args.size, args.sessions, args.warmup)
-            for _ in range(args.repeat):
+            for size, sessions in points:
+                measure(target, templates[size], size, sessions, args.warmup)
+            for size, sessions in [p for _ in range(args.repeat) for p in points]:
                 spy = None
                 if args.py_spy is not None:
                     spy = _pyspy(instance.proc.pid, args.py_spy, 600, args.native)  # type: ignore[union-attr]
                     time.sleep(1.0)
-                point = measure(target, templates[args.size], args.size, args.sessions,
-                                args.count)
+                point = measure(target, templates[size], size, sessions, args.count)
                 if spy is not None:
                     spy.send_signal(2)  # SIGINT: py-spy writes what it has
                     _out, err = spy.communicate(timeout=120)
                     print(err.decode(errors="replace")[-500:], file=sys.stderr)
                 res = point.result
                 print(json.dumps({
-                    "size": args.size, "sessions": args.sessions, "ok": res["ok"],
+                    "size": size, "sessions": sessions, "ok": res["ok"],
                     "msgs_per_s": res["msgs_per_s"], "p99_ms": res["p99_ms"],
                     "cpu_load_ms": res.get("server_cpu_load_ms_per_msg"),
                     "cpu_ms": res.get("server_cpu_ms_per_msg"),
