@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import email.policy
+import email.quoprimime
 import email.utils
+import re
 from collections.abc import Callable, Mapping
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
-from email.message import EmailMessage, MIMEPart
+from email.message import MIMEPart
 from uuid import uuid4
 
 from gateway.errors import ConfigError
@@ -48,6 +50,8 @@ class CachedHeaderRegistry(HeaderRegistry):
 
 # CRLF line endings and folding at 78: the bytes we build, sign and send are the same.
 POLICY = email.policy.SMTP.clone(header_factory=CachedHeaderRegistry())
+MAX_LINE = 78
+assert POLICY.max_line_length == MAX_LINE
 SIGNED_HEADERS = (
     b"from",
     b"to",
@@ -103,10 +107,94 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _set_text(part: MIMEPart, body: str) -> None:
-    # Quoted-printable keeps every line short and 7-bit, so relays never re-encode
-    # (which would break both signatures) and no line ends in a space.
-    part.set_content(body, subtype="plain", charset="utf-8", cte="quoted-printable")
+# Composing is assembling bytes: the email package's header registry and generator
+# cost more than the two signatures together.  Each header goes through POLICY
+# only when folding could change it; what it folds the same way every time is
+# folded once.  tests/unit/test_outbox_compose_policy.py holds the bytes equal
+# to what the email package makes of the same message.
+_VERBATIM = re.compile(r"[!-~]+(?: [!-~]+)*")
+"""Printable ASCII words, single spaces: an unstructured header POLICY leaves as it is."""
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+")
+_HEX_ID = re.compile(r"[0-9a-f]+")
+
+
+def fold(name: str, value: str | Address) -> bytes:
+    """`Name: value` CRLF, folded and encoded as POLICY does (RFC 5322, 2047, 2231)."""
+    return POLICY.fold_binary(name, POLICY.header_store_parse(name, value)[1])
+
+
+def _unstructured(name: str, value: str) -> bytes:
+    fits = len(name) + 2 + len(value) <= MAX_LINE
+    if fits and "=?" not in value and _VERBATIM.fullmatch(value):
+        return f"{name}: {value}\r\n".encode("ascii")
+    return fold(name, value)
+
+
+class _Folds:
+    """Folded headers whose shape repeats: a display name per court, a boundary per kind."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], bytes] = {}
+
+    def address(self, name: str, address: Address) -> bytes:
+        key = (name, str(address))
+        found = self._cache.get(key)
+        if found is None:
+            if len(self._cache) > 1024:  # court names are few; never grow without bound
+                self._cache.clear()
+            found = self._cache[key] = fold(name, address)
+        return found
+
+    def with_id(self, name: str, template: str, new_id: str) -> bytes:
+        """Fold `template` with `{id}` filled in: once per length for a hex id."""
+        if not _HEX_ID.fullmatch(new_id):
+            return fold(name, template.format(id=new_id))
+        # Folding sees a run of quoted hex digits by its length alone.
+        placeholder = "0" * len(new_id)
+        key = (name, template.format(id=placeholder))
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = fold(name, key[1])
+        return found.replace(placeholder.encode("ascii"), new_id.encode("ascii"), 1)
+
+
+def _entity_head(**content: str) -> bytes:
+    """The headers (and blank line) `set_content` writes for an entity: built once."""
+    part = MIMEPart(policy=POLICY)
+    part.set_content(b"", **content)  # type: ignore[arg-type]
+    return part.as_bytes(policy=POLICY)
+
+
+_TEXT_HEAD = (
+    b'Content-Type: text/plain; charset="utf-8"\r\n'
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+)
+_FACTS_HEAD = _entity_head(
+    maintype="application", subtype=FACTS_SUBTYPE, cte="base64",
+    disposition="attachment", filename=FACTS_FILENAME,
+)  # fmt: skip
+
+
+def _text_part(body: str) -> bytes:
+    """text/plain in quoted-printable: every line short and 7-bit, so relays never
+    re-encode it (which would break both signatures) and no line ends in a space."""
+    lines = body.encode("utf-8").splitlines()
+    encoded = email.quoprimime.body_encode(
+        (b"\n".join(lines) + b"\n").decode("latin-1"), MAX_LINE
+    )
+    return _TEXT_HEAD + encoded.replace("\n", "\r\n").encode("ascii")
+
+
+def _base64_lines(data: bytes) -> bytes:
+    """Base64 in 76-character lines (57 bytes each), as the email package writes it."""
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def _multipart(head: bytes, boundary: str, parts: list[bytes]) -> bytes:
+    """A multipart entity with no preamble, each part's own last line break kept."""
+    delimiter = f"--{boundary}".encode("ascii")
+    body = b"".join(b"\r\n" + delimiter + b"\r\n" + part for part in parts)
+    return head + b"\r\n" + body[2:] + b"\r\n" + delimiter + b"--\r\n"
 
 
 def _attachment(message: bytes) -> bytes:
@@ -160,6 +248,7 @@ class MailComposer:
         self._clock = clock
         self._new_id = id_factory
         self._pgp_kinds = pgp_kinds
+        self._folds = _Folds()
         self._defaults = {
             "domain": domain,
             "gateway_name": from_name,
@@ -186,16 +275,14 @@ class MailComposer:
         if kind in self._pgp_kinds and self._signer is None:
             raise ConfigError("this message must be OpenPGP-signed but no signing key is loaded")
         subject, body = self._templates.render(kind, **merged)
-        headers = self._headers(recipient, one_line(subject), merged.get("court_name"))
+        head = self._headers(recipient, one_line(subject), merged.get("court_name"))
         if kind in self._pgp_kinds:
-            part = MIMEPart(policy=POLICY)
-            _set_text(part, body)
+            part = _text_part(body)
             if kind == "receipt":
                 part = self._with_facts(part, merged, recipient)
-            message = self._pgp_mime(headers, part)
+            message = self._pgp_mime(head, part)
         else:
-            _set_text(headers, body)
-            message = headers.as_bytes()
+            message = head + _text_part(body)
         return self._dkim_sign(message) + message
 
     def compose_forward(self, kind: str, to: str, attached: bytes, /, **values: str) -> bytes:
@@ -209,27 +296,24 @@ class MailComposer:
         """
         recipient = str(Mailbox.parse(one_line(to)))
         subject, body = self._templates.render(kind, **{**self._defaults, **values})
-        headers = self._headers(recipient, one_line(subject), None)  # from the gateway itself
-        notice = MIMEPart(policy=POLICY)
-        _set_text(notice, body)
+        head = self._headers(recipient, one_line(subject), None)  # from the gateway itself
         boundary = f"=_forward_{self._new_id()}"
         while boundary.encode("ascii") in attached:  # never a delimiter inside the message
             boundary = f"=_forward_{self._new_id()}"
-        headers["Content-Type"] = f'multipart/mixed; boundary="{boundary}"'
-        head = b"".join(POLICY.fold_binary(name, value) for name, value in headers.items())
+        head += fold("Content-Type", f'multipart/mixed; boundary="{boundary}"')
         delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
         message = b"".join(
             [
                 head,
                 b"\r\nThis is a multi-part message in MIME format.",
-                delimiter + notice.as_bytes(policy=POLICY),
+                delimiter + _text_part(body),
                 delimiter + _attachment(attached),
                 f"\r\n--{boundary}--\r\n".encode("ascii"),
             ]
         )
         return self._dkim_sign(message) + message
 
-    def _with_facts(self, text: MIMEPart, values: dict[str, str], recipient: str) -> MIMEPart:
+    def _with_facts(self, text: bytes, values: dict[str, str], recipient: str) -> bytes:
         """multipart/mixed of the text and `accuse-de-reception.json`, or the text alone.
 
         The JSON says in a machine-readable form what the text says, under the
@@ -240,18 +324,14 @@ class MailComposer:
         )
         if facts is None:
             return text
-        attachment = MIMEPart(policy=POLICY)
         # base64: lines stay short and 7-bit whatever the file names hold, so no
         # relay re-encodes the part (which would break the signature).
-        attachment.set_content(
-            encode_facts(facts), maintype="application", subtype=FACTS_SUBTYPE, cte="base64",
-            disposition="attachment", filename=FACTS_FILENAME,
-        )  # fmt: skip
-        mixed = MIMEPart(policy=POLICY)
-        mixed["Content-Type"] = f'multipart/mixed; boundary="=_mixed_{self._new_id()}"'
-        mixed.attach(text)
-        mixed.attach(attachment)
-        return mixed
+        attachment = _FACTS_HEAD + _base64_lines(encode_facts(facts))
+        new_id = self._new_id()
+        head = self._folds.with_id(
+            "Content-Type", 'multipart/mixed; boundary="=_mixed_{id}"', new_id
+        )
+        return _multipart(head, f"=_mixed_{new_id}", [text, attachment])
 
     def _key_values(self) -> dict[str, str]:
         """Where a reader gets the key that signs receipts (the receipt template names it)."""
@@ -264,35 +344,44 @@ class MailComposer:
             ),
         }
 
-    def _headers(self, recipient: str, subject: str, court_name: str | None) -> EmailMessage:
-        headers = EmailMessage(policy=POLICY)
+    def _headers(self, recipient: str, subject: str, court_name: str | None) -> bytes:
         # Mail about a court goes out in the name of its greffe; the address stays ours
         # (DKIM, WKD). The policy writes a non-ASCII name as an RFC 2047 encoded-word.
-        headers["From"] = (
+        sender = (
             Address(display_name=greffe_name(court_name), addr_spec=self._from.addr_spec)
             if court_name and court_name.strip()
             else self._from
         )
-        headers["To"] = recipient
-        headers["Subject"] = subject
-        headers["Date"] = email.utils.format_datetime(self._clock())
-        headers["Message-ID"] = f"<{self._new_id()}@{self._domain}>"
-        headers["Auto-Submitted"] = "auto-generated"
-        headers["MIME-Version"] = "1.0"
-        return headers
+        to = (
+            f"To: {recipient}\r\n".encode("ascii")
+            if _PLAIN_ADDRESS.fullmatch(recipient) and len(recipient) <= 70
+            else fold("To", recipient)
+        )
+        return b"".join(
+            [
+                self._folds.address("From", sender),
+                to,
+                _unstructured("Subject", subject),
+                _unstructured("Date", email.utils.format_datetime(self._clock())),
+                _unstructured("Message-ID", f"<{self._new_id()}@{self._domain}>"),
+                b"Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n",
+            ]
+        )
 
-    def _pgp_mime(self, headers: EmailMessage, part: MIMEPart) -> bytes:
+    def _pgp_mime(self, head: bytes, signed: bytes) -> bytes:
         """RFC 3156 multipart/signed, assembled byte by byte around the exact signed part."""
         if self._signer is None:
             raise ConfigError("this message must be OpenPGP-signed but no signing key is loaded")
-        signed = part.as_bytes(policy=POLICY)
         signature = self._signer.sign_detached(signed)
-        boundary = f"=_signed_{self._new_id()}"
-        headers["Content-Type"] = (
-            f'multipart/signed; boundary="{boundary}"; micalg={self._signer.micalg}; '
-            'protocol="application/pgp-signature"'
+        new_id = self._new_id()
+        boundary = f"=_signed_{new_id}"
+        head += self._folds.with_id(
+            "Content-Type",
+            'multipart/signed; boundary="=_signed_{id}"; '
+            f"micalg={self._signer.micalg}; "
+            'protocol="application/pgp-signature"',
+            new_id,
         )
-        head = b"".join(POLICY.fold_binary(name, value) for name, value in headers.items())
         delimiter = f"--{boundary}".encode("ascii")
         signature_part = (
             b'Content-Type: application/pgp-signature; name="signature.asc"\r\n'

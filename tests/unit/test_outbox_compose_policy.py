@@ -1,9 +1,10 @@
-"""The composer's header registry keeps header classes: the bytes are those of email.policy.SMTP."""
+"""Composed bytes are those the email package makes (email.policy.SMTP) of the same message."""
 
 from __future__ import annotations
 
 import email.policy
 import itertools
+import json
 import string
 from datetime import UTC, datetime
 from email.headerregistry import AddressHeader, UnstructuredHeader
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.outbox import compose as compose_module
 from gateway.outbox.compose import CachedHeaderRegistry, MailComposer
 from gateway.outbox.templates import Templates
+from tests.fixtures import composeref
+from tests.fixtures.composeref import ReferenceComposer
 from tests.fixtures.dkimkeys import generate_key
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
@@ -39,11 +41,14 @@ def dkim_pem() -> bytes:
     return generate_key().private_pem
 
 
-def composer(dkim_pem: bytes, templates: Templates) -> MailComposer:
+def composer(
+    dkim_pem: bytes, templates: Templates, cls: type[MailComposer] = MailComposer,
+    from_name: str = "Greffe du tribunal judiciaire de Paris, service des tutelles",
+) -> MailComposer:
     ids = (f"{n:032x}" for n in itertools.count())
-    return MailComposer(
+    return cls(
         "greffe.example",
-        "Greffe du tribunal judiciaire de Paris, service des tutelles",
+        from_name,
         "greffe",
         dkim_pem,
         templates,
@@ -58,30 +63,51 @@ def values_for(templates: Templates, kind: str, text: str) -> dict[str, str]:
     return {name: f"{text} {name}" for name in identifiers}
 
 
-def compose_all(dkim_pem: bytes, templates: Templates, text: str) -> list[bytes]:
-    mail = composer(dkim_pem, templates)
-    return [
-        mail.compose(kind, "tuteur.helene@famille.example", **values_for(templates, kind, text))
-        for kind in KINDS
-    ]
+RECIPIENTS = ("tuteur.helene@famille.example", "o'brien+x{y}@exemple.fr", "a" * 64 + "@b.example")
+COURT_NAMES = (
+    "", "Tribunal judiciaire de Besançon", "Cour d'appel de Paris", 'TJ "Lyon", 1re ch.',
+    "Juridiction " + "très longue " * 8,
+)  # fmt: skip
 
 
-@pytest.mark.parametrize("text", ["12/345", LONG, "x" * 120, "=?utf-8?q?d=C3=A9j=C3=A0?="])
-def test_composed_bytes_are_those_of_the_standard_policy(
-    dkim_pem: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+def compose_all(mail: MailComposer, templates: Templates, text: str) -> list[bytes]:
+    out = []
+    for kind in KINDS:
+        for to, court_name in zip(RECIPIENTS * 2, COURT_NAMES, strict=False):
+            values = values_for(templates, kind, text)
+            values["court_name"] = court_name or " "  # blank: mail from the gateway itself
+            if kind == "receipt":  # with its facts attachment
+                values.update(received_at="25/11/2026 à 09:30:00 UTC", documents_json=json.dumps(
+                    [{"name": f"{text}.pdf", "size": 5000, "sha256": "ab" * 32}] * 3))
+            out.append(mail.compose(kind, to, **values))
+        out.append(mail.compose_forward("code", RECIPIENTS[0], b"Subject: x\r\n\r\nbody\r\n",
+                                        **values_for(templates, "code", text)))
+    return out
+
+
+@pytest.mark.parametrize("from_name", ["Passerelle", "Greffe du tribunal, service «tutelles»"])
+@pytest.mark.parametrize(
+    "text",
+    ["12/345", LONG, "x" * 120, "x" * 75, "=?utf-8?q?d=C3=A9j=C3=A0?=", "a  b\tc ", "é" * 90],
+)
+def test_composed_bytes_are_those_of_the_email_package(
+    dkim_pem: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, from_name: str
 ) -> None:
     # Operator templates whose subject is long, non-ASCII and full of values.
     for kind in KINDS:
         default = Templates(tmp_path / "none").source(kind)
         body = default.split("\n", 2)[2]
         (tmp_path / f"{kind}.txt").write_text(f"Subject: {LONG} $court\n\n{body}", "utf-8")
-    templates = Templates(tmp_path)
-
-    cached = compose_all(dkim_pem, templates, text)
-    monkeypatch.setattr(compose_module, "POLICY", email.policy.SMTP)
-    standard = compose_all(dkim_pem, templates, text)
-
-    assert cached == standard
+        (tmp_path / "short" / f"{kind}.txt").parent.mkdir(exist_ok=True)
+        (tmp_path / "short" / f"{kind}.txt").write_text(f"Subject: $court\n\n{body}", "utf-8")
+    # The reference with the standard registry: the cached one changes nothing either.
+    monkeypatch.setattr(composeref, "POLICY", email.policy.SMTP)
+    for templates in (Templates(tmp_path), Templates(tmp_path / "short")):
+        assembled = compose_all(composer(dkim_pem, templates, from_name=from_name), templates, text)
+        reference = compose_all(
+            composer(dkim_pem, templates, ReferenceComposer, from_name), templates, text
+        )
+        assert assembled == reference
 
 
 def test_cached_registry_builds_each_class_once_and_follows_the_map() -> None:
