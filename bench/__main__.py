@@ -54,12 +54,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="small counts, no 25 MB point, no 10^6 scale point (~3 minutes)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--only", default=None, metavar="SECTION,...",
+                        help=f"run only these sections ({', '.join(Bench.SECTIONS)})")
     args = parser.parse_args(argv)
+    only = None if args.only is None else frozenset(args.only.split(","))
+    if only is not None and not only <= set(Bench.SECTIONS):
+        parser.error(f"--only: unknown section(s) {', '.join(sorted(only - set(Bench.SECTIONS)))}")
     root = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     root.chmod(0o755)  # Postfix and PostgreSQL run as their own users below it
     started = time.monotonic()
     try:
-        results = Bench(make_plan(args.quick), root).run()
+        results = Bench(make_plan(args.quick), root, only).run()
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -67,14 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     data: dict[str, Any] = {
         "date": now.strftime("%Y-%m-%d %H:%M UTC"),
         "quick": args.quick,
-        "command": "make bench" if not args.quick else ".venv/bin/python -m bench --quick",
+        "command": ("make bench" if not args.quick else ".venv/bin/python -m bench --quick")
+        + (f" --only {args.only}" if only else ""),
         "environment": environment(),
         "duration_s": round(time.monotonic() - started, 1),
         **asdict(results),
     }
     data["targets"] = judge(data)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = now.strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
+    stem = now.strftime("%Y-%m-%d") + ("-quick" if args.quick else "") + (
+        "-" + "-".join(sorted(only)) if only else "")
     (args.out / f"{stem}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     (args.out / f"{stem}.md").write_text(render(data))
     print(f"wrote {args.out / stem}.md and .json in {data['duration_s']} s")

@@ -29,10 +29,13 @@ from bench.suite import MEASURES, Bench, make_plan
 from tests.fixtures.gpgkeys import generate_court_keypair, kill_agent, make_gnupghome
 
 
-def _pyspy(pid: int, out: Path, duration: int, native: bool) -> subprocess.Popen[bytes]:
+def _pyspy(pid: int, out: Path, duration: int, native: bool,
+           gil: bool) -> subprocess.Popen[bytes]:
     fmt = {".json": "speedscope", ".txt": "raw"}.get(out.suffix, "flamegraph")
-    args = ["py-spy", "record", "--gil", "--pid", str(pid), "--subprocesses",
+    args = ["py-spy", "record", "--pid", str(pid), "--subprocesses",
             "--duration", str(duration), "--rate", "200", "--format", fmt, "-o", str(out)]
+    if gil:
+        args.append("--gil")
     if native:
         args.append("--native")
     exe = Path(sys.executable).parent / "py-spy"
@@ -53,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster")
     parser.add_argument("--py-spy", type=Path, default=None, help="record the point into FILE")
     parser.add_argument("--native", action="store_true", help="py-spy --native")
+    parser.add_argument("--on-cpu", action="store_true",
+                        help="sample threads running on a CPU, not the GIL's holder: on a "
+                        "loaded machine the holder is often descheduled, which skews --gil")
     parser.add_argument("--repeat", type=int, default=1, help="measure the point N times")
     args = parser.parse_args(argv)
     points = [(size, int(n)) for size, n in (p.split(":") for p in args.point)] or [
@@ -90,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             for size, sessions in [p for _ in range(args.repeat) for p in points]:
                 spy = None
                 if args.py_spy is not None:
-                    spy = _pyspy(instance.proc.pid, args.py_spy, 600, args.native)  # type: ignore[union-attr]
+                    spy = _pyspy(instance.proc.pid, args.py_spy, 600,  # type: ignore[union-attr]
+                                 args.native, not args.on_cpu)
                     time.sleep(1.0)
                 point = measure(target, templates[size], size, sessions, args.count)
                 if spy is not None:

@@ -2,7 +2,10 @@
 
 Reads py-spy's collapsed stacks (`--format raw`: one `frame;frame;... count`
 line per distinct stack) and prints the share of samples whose stack holds a
-frame matching each pattern (inclusive), then the top frames by self samples.
+frame matching each pattern (inclusive), then each stage of a message's way
+(exclusive: a stack counts for the first stage of STAGES it matches), then
+the top frames by self samples.  `--cpu MS` also turns the stage shares into
+milliseconds of a measured CPU per message.
 """
 
 from __future__ import annotations
@@ -20,6 +23,34 @@ DEFAULT_PATTERNS = [
 ]
 
 
+STAGES = [
+    ("outbox: compose and sign receipts", r"gateway/outbox/compose|compose_mail"),
+    ("outbox: relay and record", r"gateway/outbox/|aiosmtplib"),
+    ("group commit writer (rows, manifest, fsyncs)", r"gateway/storage/groupcommit"),
+    ("sender checks (DKIM, From:)", r"gateway/ingest/senderauth|gateway/adapters/dkimpy|dkim/"),
+    ("code, registration and duplicate reads", r"_look_up|active_for_address|RecipientPolicy"),
+    ("documents (PDF checks)", r"pikepdf|pdfcheck|_check_documents"),
+    ("encrypt and write blobs", r"write_payload|gateway/storage/payload|blobstore"),
+    ("MIME parse", r"gateway/ingest/mime|email/"),
+    ("rest of the pipeline", r"gateway/ingest/"),
+    ("SMTP session (aiosmtpd, DATA, event loop)", r"aiosmtpd|gateway/smtp/|asyncio/"),
+    ("other", r""),
+]
+
+
+def stage_shares(stacks: list[tuple[list[str], int]]) -> list[tuple[str, float]]:
+    """Each stage's share of the samples, each stack counted once (first stage that matches)."""
+    total = sum(count for _frames, count in stacks) or 1
+    counts = dict.fromkeys((name for name, _ in STAGES), 0)
+    compiled = [(name, re.compile(pattern)) for name, pattern in STAGES]
+    for frames, count in stacks:
+        for name, regex in compiled:
+            if any(regex.search(frame) for frame in frames):
+                counts[name] += count
+                break
+    return [(name, counts[name] / total) for name, _ in STAGES]
+
+
 def load(path: Path) -> list[tuple[list[str], int]]:
     stacks = []
     for line in path.read_text(errors="replace").splitlines():
@@ -31,6 +62,11 @@ def load(path: Path) -> list[tuple[list[str], int]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    cpu = None
+    if "--cpu" in args:
+        at = args.index("--cpu")
+        cpu = float(args[at + 1])
+        args = args[:at] + args[at + 2:]
     stacks = load(Path(args[0]))
     patterns = args[1:] or DEFAULT_PATTERNS
     total = sum(count for _frames, count in stacks) or 1
@@ -39,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         regex = re.compile(pattern)
         hit = sum(count for frames, count in stacks if any(regex.search(f) for f in frames))
         print(f"  {100 * hit / total:5.1f} %  {pattern}")
+    print("stages (exclusive):")
+    for name, share in stage_shares(stacks):
+        ms = f"  {share * cpu:5.1f} ms" if cpu is not None else ""
+        print(f"  {100 * share:5.1f} %{ms}  {name}")
     own: Counter[str] = Counter()
     for frames, count in stacks:
         own[frames[-1]] += count

@@ -109,12 +109,16 @@ class MaildirSettle:
 class Bench:
     """Holds what the sections share: DNS, the relay sink, keys, templates."""
 
-    def __init__(self, plan: Plan, root: Path) -> None:
+    def __init__(self, plan: Plan, root: Path, only: frozenset[str] | None = None) -> None:
         self.plan, self.root, self.results = plan, root, Results()
+        self.only = only
+        """The sections to run (`python -m bench --only`); all when None."""
         self.dns, self.sink = DnsServer(), SmtpSink()
         self.dkim: DkimKey = generate_key()
         self.court_armored = ""
         self.templates: dict[str, Path] = {}
+
+    SECTIONS = ("discard", "postfix", "peer", "gateway", "postgres", "scale", "imap")
 
     def run(self) -> Results:
         self.dns.start()
@@ -125,6 +129,8 @@ class Bench:
                                   ("peer", self.peer),
                                   ("gateway", self.gateway_sqlite), ("postgres", self.gateway_pg),
                                   ("scale", self.scale), ("imap", self.imap)):
+                if self.only is not None and name not in self.only:
+                    continue
                 print(f"== {name}", flush=True)
                 self._guard(name, section)
         finally:
