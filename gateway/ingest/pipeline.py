@@ -39,8 +39,7 @@ from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Channel, Clock
 from gateway.storage.audit import append_event
 from gateway.storage.db import Database
-from gateway.storage.models import Registration
-from gateway.storage.registrations import RegistrationRepository
+from gateway.storage.registrations import ActiveRegistration, RegistrationRepository
 
 log = logging.getLogger("gateway.ingest")
 P = ParamSpec("P")
@@ -102,7 +101,7 @@ class Context:
     verdict: SenderVerdict
     raw_sha256: str
     """SHA-256 of the raw message (hex), computed once for every stage."""
-    registrations: list[Registration] = field(default_factory=list)
+    registrations: list[ActiveRegistration] = field(default_factory=list)
 
     @property
     def throttle_keys(self) -> list[str]:
@@ -223,7 +222,7 @@ class Pipeline:
 
     def _handle(self, ctx: Context, handler: RoleHandler) -> Outcome:
         with self.db.reading() as session:
-            ctx.registrations = list(
+            ctx.registrations = (
                 RegistrationRepository(session).active_for_address(ctx.verdict.from_address.key)
             )
             session.expunge_all()

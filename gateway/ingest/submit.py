@@ -28,9 +28,9 @@ from gateway.storage.audit import append_event
 from gateway.storage.crypto import Encryptor
 from gateway.storage.db import Database, Session
 from gateway.storage.groupcommit import Batch, GroupCommitter, Work
-from gateway.storage.models import Registration
 from gateway.storage.outbox import enqueue
 from gateway.storage.payload import PayloadWriter
+from gateway.storage.registrations import ActiveRegistration
 from gateway.storage.requests import RequestRepository
 from gateway.storage.submissions import (
     DocumentRow,
@@ -65,7 +65,7 @@ class _Pending:
 
     ctx: Context
     admitted: Admitted
-    registration: Registration
+    registration: ActiveRegistration
     documents: Sequence[CheckedDocument]
     written: list[StoredBlob]
     mid_sha256: str

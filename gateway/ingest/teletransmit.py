@@ -42,8 +42,8 @@ from gateway.storage.courts import CourtRepository
 from gateway.storage.crypto import Encryptor
 from gateway.storage.db import Database, Session
 from gateway.storage.groupcommit import Batch, GroupCommitter
-from gateway.storage.models import Registration
 from gateway.storage.payload import PayloadWriter
+from gateway.storage.registrations import ActiveRegistration
 from gateway.storage.requests import RequestRepository
 from gateway.storage.submissions import NewSubmission, StoredBlob, SubmissionRepository
 
@@ -57,7 +57,7 @@ class _Filed:
     court: str
     measure: str
     kind: RequestKind
-    registration: Registration
+    registration: ActiveRegistration
     encryptor: Encryptor
     software: str
     court_name: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -11,6 +11,7 @@ from gateway.model import Channel, RequestKind, RequestStatus
 from gateway.otp.codes import CodeHasher, generate_code
 from gateway.storage.db import Session
 from gateway.storage.models import Code, Registration, Request
+from gateway.storage.registrations import ActiveRegistration
 from gateway.storage.requests import CodeRepository, RequestRepository
 from gateway.storage.throttles import ThrottleRepository
 
@@ -80,7 +81,8 @@ class CodeService:
             raise CodeLocked("too many failed codes; try again later")
 
     def find(
-        self, session: Session, canonical: str, sender_key: str, registrations: list[Registration]
+        self, session: Session, canonical: str, sender_key: str,
+        registrations: Sequence[ActiveRegistration],
     ) -> tuple[Code, Request]:
         """Look a code up and check it belongs to the sender; raises the refusal."""
         code = CodeRepository(session).by_hmac(self.hasher.digest(canonical))

@@ -19,7 +19,8 @@ from gateway.otp.service import CodeService
 from gateway.storage.audit import append_event
 from gateway.storage.courts import CourtRepository
 from gateway.storage.db import Database, Session
-from gateway.storage.models import Code, Court, Registration, Request
+from gateway.storage.models import Code, Court, Request
+from gateway.storage.registrations import ActiveRegistration
 from gateway.storage.requests import CodeRepository, RequestRepository
 
 
@@ -30,7 +31,7 @@ class CodeClaim:
     canonical: str | None
     """The code in canonical form, or None when the message carries none."""
     sender_key: str
-    registrations: Sequence[Registration]
+    registrations: Sequence[ActiveRegistration]
     throttle_keys: list[str]
     actor: str
 
@@ -39,7 +40,7 @@ def claim_of(
     tag: str,
     subject: str,
     sender_key: str,
-    registrations: Sequence[Registration],
+    registrations: Sequence[ActiveRegistration],
     throttle_keys: list[str],
     actor: str,
 ) -> CodeClaim:

@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.storage.models import MAX_ID, Court, Registration
 
+
+@dataclass(frozen=True, slots=True)
+class ActiveRegistration:
+    """An active registration as the accept path reads it: a plain row, not an ORM object.
+
+    Every message reads all its sender's registrations (a guardian may hold
+    many measures); building ORM instances for them was a tenth of the CPU
+    of a 5 KB message.
+    """
+
+    id: int
+    court_id: int
+    measure: str
+    address: str
+    address_key: str
+
+
 # Built once: every message looks its sender's registrations up.
-ACTIVE_FOR_ADDRESS = select(Registration).where(
+ACTIVE_FOR_ADDRESS = select(
+    Registration.id, Registration.court_id, Registration.measure, Registration.address,
+    Registration.address_key,
+).where(
     Registration.address_key == bindparam("address_key"), Registration.status == "active"
-)
+)  # fmt: skip
 
 
 class RegistrationRepository:
@@ -32,8 +53,9 @@ class RegistrationRepository:
             )
         ).one_or_none()
 
-    def active_for_address(self, address_key: str) -> Sequence[Registration]:
-        return self.session.scalars(ACTIVE_FOR_ADDRESS, {"address_key": address_key}).all()
+    def active_for_address(self, address_key: str) -> list[ActiveRegistration]:
+        rows = self.session.connection().execute(ACTIVE_FOR_ADDRESS, {"address_key": address_key})
+        return [ActiveRegistration(*row) for row in rows]
 
     def add(self, registration: Registration) -> Registration:
         self.session.add(registration)

@@ -27,6 +27,7 @@ from gateway.storage.models import (
     Submission,
     table_of,
 )
+from gateway.storage.registrations import ActiveRegistration
 
 REQUESTS, CODES = table_of(Request), table_of(Code)
 # Statements built once: they run for every message with a code.
@@ -75,7 +76,7 @@ class RequestRepository:
 
     def open(
         self,
-        registration: Registration,
+        registration: Registration | ActiveRegistration,
         court_code: str,
         kind: RequestKind,
         channel: Channel,
@@ -100,7 +101,7 @@ class RequestRepository:
 
     def open_sealed(
         self,
-        registration: Registration,
+        registration: Registration | ActiveRegistration,
         court_code: str,
         kind: RequestKind,
         channel: Channel,
