@@ -37,7 +37,11 @@ def descendants(pid: int) -> list[int]:
     while queue:
         current = queue.pop()
         found.append(current)
-        for task in (PROC / str(current) / "task").glob("*"):
+        try:  # a child may exit while we look (Postfix's pipe(8) runs one per message)
+            tasks = list((PROC / str(current) / "task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
             try:
                 queue.extend(int(c) for c in (task / "children").read_text().split())
             except OSError:
