@@ -53,6 +53,8 @@ FRENCH: dict[type[errors.GatewayError], str] = {
     errors.AuthLocked: "trop d'echecs d'authentification, reessayez plus tard",
     errors.TemporaryFailure: "erreur temporaire, reessayez plus tard",
     errors.StorageUnavailable: "stockage momentanement indisponible, reessayez plus tard",
+    errors.BlobStoreFull: "stockage de la passerelle plein, reessayez plus tard",
+    errors.CommitUncertain: "enregistrement incertain, renvoyez le message plus tard",
     errors.DnsTemporaryFailure: "DNS momentanement indisponible, reessayez plus tard",
     errors.DiskFull: "espace de stockage insuffisant, reessayez plus tard",
     errors.CourtKeyExpired: "cle de chiffrement de la juridiction expiree, reessayez plus tard",
