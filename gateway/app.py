@@ -167,8 +167,8 @@ class Services:
     @functools.cached_property
     def signer(self) -> ReceiptSigner:
         try:
-            armored = self.settings.signing_key_file.read_text("ascii")
-        except OSError:
+            armored = self.settings.signing_key_file.read_text("utf-8")
+        except (OSError, UnicodeDecodeError):
             raise ConfigError(
                 f"signing key {self.settings.signing_key_file} is unreadable (run `gateway init`)"
             ) from None
