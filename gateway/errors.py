@@ -56,6 +56,8 @@ exit codes) in one table each.
     │       └── FilingRefused        a depot.json that does not meet gateway.filing/1
     └── TemporaryFailure             try again later (4xx)
         ├── StorageUnavailable       database, blob store or encryption
+        │   ├── CommitUncertain      the commit was sent but its answer lost
+        │   └── BlobStoreFull        the blob store ran out of space mid-write
         ├── DnsTemporaryFailure      resolver timed out
         ├── DiskFull                 below the configured reserve
         ├── CourtKeyExpired          a court key can no longer receive data
@@ -291,6 +293,23 @@ class TemporaryFailure(GatewayError):
 
 class StorageUnavailable(TemporaryFailure):
     """Storage temporarily unavailable."""
+
+
+class BlobStoreFull(StorageUnavailable):
+    """The blob store ran out of space while writing (ENOSPC, an S3 quota): 451, try later.
+
+    Not `DiskFull` (452 4.3.1), which is the gateway's own refusal before any
+    write, when free space is below `limits.disk_reserve_bytes`.
+    """
+
+
+class CommitUncertain(StorageUnavailable):
+    """The database connection failed while committing: the rows may or may not be stored.
+
+    Whoever wrote files for those rows must leave them: if the commit landed,
+    the rows name them (the client's retry is then answered as a duplicate);
+    if not, the blob sweep removes them once no row names them.
+    """
 
 
 class DnsTemporaryFailure(TemporaryFailure):

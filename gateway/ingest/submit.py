@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.errors import AlreadyStored, DiskFull
+from gateway.errors import AlreadyStored, CommitUncertain, DiskFull
 from gateway.ingest.documents import CheckedDocument, DocumentPolicy, check_documents
 from gateway.ingest.manifest import Arrival, Filing, encode, submission_manifest
 from gateway.ingest.mime import Attachment, filing_attachments
@@ -281,10 +281,14 @@ def commit_or_discard(
     """Commit the rows in the group commit; remove the blobs if that fails.
 
     The same message committed meanwhile (a client retry racing us) is
-    answered with the reference it got.
+    answered with the reference it got.  When the commit's own answer was
+    lost (`CommitUncertain`) the rows may be stored: the blobs stay, for the
+    retry to find (or for the blob sweep, if no row names them).
     """
     try:
         return committer.run(work)
+    except CommitUncertain:
+        raise
     except AlreadyStored:
         payload.discard(written)
         existing = find_duplicate()

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from gateway.errors import DiskFull, NotFound, StorageUnavailable
+from gateway.errors import BlobStoreFull, NotFound, StorageUnavailable
 
 KINDS = ("raw", "doc", "manifest")
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -303,5 +303,5 @@ _SYNC_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-sync")
 
 def _storage_error(exc: OSError) -> Exception:
     if exc.errno in _FULL_ERRNOS:
-        return DiskFull("blob store is full")
+        return BlobStoreFull("blob store is full")
     return StorageUnavailable("blob store unavailable")

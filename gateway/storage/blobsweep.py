@@ -73,12 +73,14 @@ def _sweep_chunk(db: Database, blobs: BlobStorage, keys: list[str], cutoff: date
     if not keys:
         return []
     with db.reading() as session:
-        unnamed = [key for key in keys if key not in BlobRepository(session).recorded(keys)]
+        recorded = BlobRepository(session).recorded(keys)
+    unnamed = [key for key in keys if key not in recorded]
     old = [key for key in unnamed if _older(blobs, key, cutoff)]
     if not old:
         return []
     with db.reading() as session:  # asked again: a row committed meanwhile keeps its blob
-        still = [key for key in old if key not in BlobRepository(session).recorded(old)]
+        recorded = BlobRepository(session).recorded(old)
+    still = [key for key in old if key not in recorded]
     return [key for key in still if blobs.delete(key)]
 
 

@@ -37,7 +37,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.exc import OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
-from gateway.errors import StorageUnavailable
+from gateway.errors import CommitUncertain, StorageUnavailable
 from gateway.storage.db import Database
 
 log = logging.getLogger("gateway.storage")
@@ -167,6 +167,7 @@ class GroupCommitter:
 
     def _commit(self, items: list[_Item[Any]]) -> None:
         batch = Batch()
+        committing = False
         try:
             with self.db.transaction() as session:
                 if self.on_begin is not None:
@@ -176,8 +177,9 @@ class GroupCommitter:
                 if any(item.error is None for item in items):
                     batch.run_hooks()
                     session.flush()
-        except BaseException as exc:  # the commit failed: nothing of the batch is stored
-            error = exc if isinstance(exc, Exception) else StorageUnavailable("writer stopped")
+                committing = True  # leaving the block sends COMMIT
+        except BaseException as exc:
+            error = _batch_error(exc, committing)
             for item in items:
                 if item.error is None:
                     item.error = error
@@ -207,3 +209,18 @@ class GroupCommitter:
     def _release(items: list[_Item[Any]]) -> None:
         for item in items:
             item.done.set()
+
+
+def _batch_error(exc: BaseException, committing: bool) -> Exception:
+    """What each unit of a failed batch is told.
+
+    Before COMMIT was sent, nothing of the batch is stored.  A failure of the
+    COMMIT itself (the connection lost while the server commits) leaves it
+    unknown whether the rows are stored: `CommitUncertain`, so that nobody
+    deletes files the rows may name.
+    """
+    if not isinstance(exc, Exception):
+        return StorageUnavailable("writer stopped")
+    if committing and isinstance(exc, StorageUnavailable):
+        return CommitUncertain("database connection lost while committing")
+    return exc

@@ -15,7 +15,7 @@ configured prefix plus the key.  What is kept where:
 Failures map onto the domain tree: a missing object is `NotFound`; a refused
 connection, a timeout, a 5xx, refused credentials or a missing bucket are
 `StorageUnavailable` (the SMTP layer answers ``451 4.3.0``, and the operator
-reads the cause in the log); a 507 is `DiskFull`.  Timeouts and retries are
+reads the cause in the log); a 507 is `BlobStoreFull`.  Timeouts and retries are
 bounded (`connect`), so a dead server costs seconds, not minutes.
 """
 
@@ -36,7 +36,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from gateway.errors import DiskFull, GatewayError, NotFound, StorageUnavailable
+from gateway.errors import BlobStoreFull, GatewayError, NotFound, StorageUnavailable
 from gateway.storage.blobstore import check_key, is_key, new_blob_key
 
 if TYPE_CHECKING:
@@ -229,7 +229,7 @@ class S3BlobStore:
 
         The reserve guards a local file system against filling up; a bucket's
         quota, where there is one, answers a PUT with an error instead, which
-        `write` turns into `DiskFull`.
+        `write` turns into `BlobStoreFull`.
         """
         return UNBOUNDED
 
@@ -261,5 +261,5 @@ def _client_error(exc: ClientError, operation: str, key: str | None) -> GatewayE
         return NotFound(f"blob {key} not found")
     log.warning("S3 %s refused: HTTP %s %s", operation, status, code)
     if status == 507 or code in _FULL:
-        return DiskFull("blob store is full")
+        return BlobStoreFull("blob store is full")
     return StorageUnavailable("blob store unavailable")

@@ -129,7 +129,7 @@ def test_free_space_below_the_reserve_gets_452_then_acceptance_resumes(
     assert rows(world) == (1, 3)
 
 
-def test_blob_disk_full_mid_write_gets_452_leaves_no_row_and_no_orphan(
+def test_blob_disk_full_mid_write_gets_451_leaves_no_row_and_no_orphan(
     tiny_disk: tuple[World, SmallDisk],
 ) -> None:
     """The pre-check passes (twice the message fits) but the third blob finds no page left."""
@@ -140,7 +140,7 @@ def test_blob_disk_full_mid_write_gets_452_leaves_no_row_and_no_orphan(
     disk.leave_free(2 * PAGE)
     assert disk.free() >= 2 * len(raw)  # so the reserve check lets the write begin
     status, reply = world.gw.send(raw)
-    assert (status, reply[:5]) == (452, "4.3.1"), reply
+    assert (status, reply[:5]) == (451, "4.3.0"), reply
     assert rows(world) == (0, 0)
     services = world.gw.services
     assert list(services.blobs.iter_keys()) == []  # the blobs written so far were removed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -9,11 +10,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from gateway.audit.chain import verify_chain
-from gateway.errors import StorageUnavailable
+from gateway.errors import CommitUncertain, StorageUnavailable
 from gateway.storage.audit import AuditRepository, append_event, lock_head
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import Batch, GroupCommitter
@@ -71,7 +72,11 @@ def run_batch(
         except Exception as exc:
             results[index] = exc
 
-    first = threading.Thread(target=committer.run, args=(gate,))
+    def hold() -> None:
+        with contextlib.suppress(Exception):  # the gate's own unit shares the batch's fate
+            committer.run(gate)
+
+    first = threading.Thread(target=hold)
     first.start()
     assert gate.entered.wait(30)
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(works))]
@@ -138,6 +143,39 @@ def test_a_failed_pre_commit_hook_stores_nothing_of_the_batch(db: Database) -> N
     committer.close()
     assert all(isinstance(result, StorageUnavailable) for result in results)
     assert court_codes(db) == ["TJ-GATE"]
+
+
+def test_a_failed_pre_commit_hook_is_not_an_uncertain_commit(db: Database) -> None:
+    """Nothing was sent to COMMIT: the callers may remove their files."""
+
+    def breaks_the_batch(session: Session, batch: Batch) -> str:
+        def hook() -> None:
+            raise StorageUnavailable("blob store unavailable")
+
+        batch.before_commit("sync", hook)
+        return add_court("TJ-HOOK")(session, batch)
+
+    committer = GroupCommitter(db)
+    [result] = run_batch(committer, [breaks_the_batch])
+    committer.close()
+    assert isinstance(result, StorageUnavailable) and not isinstance(result, CommitUncertain)
+
+
+def test_commit_lost_with_its_connection_is_uncertain_for_every_unit(db: Database) -> None:
+    """The COMMIT itself fails (the connection drops while the server commits): the rows
+    may be stored, so each unit hears CommitUncertain and must leave its files."""
+
+    def lose_the_commit(conn: object) -> None:
+        raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
+
+    committer = GroupCommitter(db)
+    event.listen(db.engine, "commit", lose_the_commit)
+    try:
+        results = run_batch(committer, [add_court("TJ-A"), add_court("TJ-B")])
+    finally:
+        event.remove(db.engine, "commit", lose_the_commit)
+        committer.close()
+    assert all(isinstance(result, CommitUncertain) for result in results), results
 
 
 def test_hooks_run_once_per_key_before_the_commit(db: Database) -> None:

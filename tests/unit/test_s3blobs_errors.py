@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from gateway.errors import DiskFull, GatewayError, NotFound, StorageUnavailable
+from gateway.errors import BlobStoreFull, GatewayError, NotFound, StorageUnavailable
 from gateway.storage.s3blobs import S3BlobStore, S3Options, connect
 
 SECRET = "the-secret-never-logged"
@@ -42,8 +42,8 @@ def stubbed(client: Any) -> Iterator[tuple[S3BlobStore, Stubber]]:
         ("SignatureDoesNotMatch", 403, StorageUnavailable),
         ("InternalError", 500, StorageUnavailable),
         ("SlowDown", 503, StorageUnavailable),
-        ("XMinioStorageFull", 507, DiskFull),
-        ("QuotaExceeded", 403, DiskFull),
+        ("XMinioStorageFull", 507, BlobStoreFull),
+        ("QuotaExceeded", 403, BlobStoreFull),
     ],
 )
 def test_s3_get_error_maps_to_domain(
@@ -65,7 +65,7 @@ def test_s3_get_error_maps_to_domain(
 def test_s3_put_quota_is_disk_full(stubbed: tuple[S3BlobStore, Stubber]) -> None:
     store, stubber = stubbed
     stubber.add_client_error("put_object", service_error_code="QuotaExceeded", http_status_code=507)
-    with pytest.raises(DiskFull):
+    with pytest.raises(BlobStoreFull):
         store.write(KEY, b"x")
 
 
