@@ -465,7 +465,7 @@ class Services:
             session_key=session_key(self.server_secret),
             idle_timeout=settings.console.idle_timeout,
             session_lifetime=settings.console.session_lifetime,
-            secure_cookies=bool(settings.http.tls_cert),
+            secure_cookies=settings.public_url.startswith("https://"),  # TLS here, or at a proxy
             templates_dir=settings.templates_dir / "console",
             public_url=settings.public_url,
         )

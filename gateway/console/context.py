@@ -23,7 +23,7 @@ class ConsoleConfig:
     idle_timeout: timedelta
     session_lifetime: timedelta
     secure_cookies: bool
-    """Mark cookies Secure: the listener speaks HTTPS."""
+    """Mark cookies Secure: the listener speaks HTTPS, or `http.public_url` is https (a proxy)."""
     templates_dir: Path
     """Operator overrides of the console's templates (a file here wins over the packaged one)."""
     public_url: str
