@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,15 @@ class CliResult:
 
 
 CliRunner = Callable[..., CliResult]
+
+
+@pytest.fixture(autouse=True)
+def _ports_chosen_by_the_system(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test binds a fixed default port (2587, 8025): tests run in parallel, and a
+    `serve` a test starts without naming these ports must not collide with another's."""
+    for name in ("GATEWAY__SMTP__SUBMISSION_LISTEN", "GATEWAY__HTTP__LISTEN"):
+        if name not in os.environ:
+            monkeypatch.setenv(name, "127.0.0.1:0")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -193,6 +193,8 @@ class Demo:
         with self.step("registration", "the greffe registers the guardian's address"):
             row = services.admin.add_registration(COURT, MEASURE, guardian.address, ACTOR)
             self.detail(f"registration {row.id}: {row.address} for {COURT} {row.measure}")
+            notice = self._captured(services, "registration", guardian.address)
+            self.detail(f"the guardian is told by mail: outbox {notice.outbox_id}")
 
     def code_request(self, running: Running, services: Services, guardian: Guardian) -> None:
         to = services.settings.address("codes")

@@ -31,6 +31,7 @@ url = "sqlite:///var/gateway.db"
 
 [smtp]
 listen = "127.0.0.1:0"               # any free port: `serve` says which
+submission_listen = "127.0.0.1:0"    # the teletransmission port, likewise
 shutdown_grace = "5s"
 
 [http]

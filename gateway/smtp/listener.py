@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.errors import ConfigError
 from gateway.smtp.auth import CredentialAuthenticator, SubmissionSMTP
 from gateway.smtp.handler import GatewayHandler
 from gateway.smtp.limits import ClientTracker, SmtpLimits
@@ -115,9 +117,20 @@ class SmtpListener:
     async def start(self) -> None:
         spec = self.spec
         implicit = spec.tls_context if spec.tls is TlsMode.IMPLICIT else None
-        self.server = await asyncio.get_running_loop().create_server(
-            self._protocol, spec.host, spec.port, ssl=implicit, reuse_port=spec.reuse_port or None
-        )
+        try:
+            self.server = await asyncio.get_running_loop().create_server(
+                self._protocol,
+                spec.host,
+                spec.port,
+                ssl=implicit,
+                reuse_port=spec.reuse_port or None,
+            )
+        except OSError as exc:  # the port is taken, or the address is not this host's
+            setting = "smtp.listen" if spec.name == "inbound" else f"smtp.{spec.name}_listen"
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError(
+                f"{setting}: cannot listen on {spec.host}:{spec.port}: {reason}"
+            ) from None
         self.port = int(self.server.sockets[0].getsockname()[1])
         log.info(
             "smtp listening",

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from gateway.backup import Backup
 from gateway.retention import Retention
+from gateway.storage import migrate
 from gateway.storage.crypto import GpgKeyring
 from gateway.storage.db import Database
 from gateway.storage.models import Request, Submission
@@ -217,7 +218,11 @@ def test_backup_on_postgresql_points_to_pg_dump(
     postgres_cluster: PostgresCluster,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("GATEWAY__DATABASE__URL", postgres_cluster.create_database())
+    url = postgres_cluster.create_database()
+    database = Database.from_url(url)
+    migrate.upgrade(database)  # an initialised PostgreSQL gateway
+    database.dispose()
+    monkeypatch.setenv("GATEWAY__DATABASE__URL", url)
     result = cli("backup", "--out", str(tmp_path / "backup"))
     assert result.code == 1
     assert "pg_dump" in result.err and "README" in result.err

@@ -84,10 +84,11 @@ def test_demo_keep_leaves_a_folder_the_cli_explores(short_tmp: Path) -> None:
         assert listed.returncode == 0, listed.stderr
         rows = json.loads(listed.stdout)
         assert [(row["kind"], row["status"]) for row in rows] == [
+            ("registration", "sent"),
             ("code", "sent"),
             ("receipt", "sent"),
         ]
-        shown = run(short_tmp, "--config", str(config), "outbox", "show", str(rows[1]["id"]))
+        shown = run(short_tmp, "--config", str(config), "outbox", "show", str(rows[2]["id"]))
         assert shown.returncode == 0, shown.stderr
         (short_tmp / "accuse.eml").write_text(shown.stdout)
         pdf = folder / "guardian" / "compte-de-gestion-2025.pdf"
