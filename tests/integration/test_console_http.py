@@ -325,12 +325,13 @@ def test_console_admin_pages(world: World) -> None:
         client.close()
 
 
-def test_cli_users_add_list_disable(cli: CliRunner) -> None:
+def test_cli_users_add_list_disable(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY__HTTP__PUBLIC_URL", "https://greffe.example/")
     cli("courts", "add", "TJ-LYON", "--name", "Tribunal judiciaire de Lyon")
     added = cli("users", "add", "--email", "Greffier@TJ-Lyon.example", "--role", "greffe",
                 "--court", "tj-lyon")  # fmt: skip
     assert added.code == 0, added.err
-    assert added.out.startswith("http://127.0.0.1:8025/console/inscription/")
+    assert added.out.startswith("https://greffe.example/console/inscription/")
     assert "shown once" in added.err
     listed = json.loads(cli("users", "list", "--json").out)
     assert listed[0]["email"] == "greffier@tj-lyon.example"
