@@ -721,11 +721,13 @@ def build_outbox_parts(
 ) -> list[RunningPart]:
     """The outbox worker, and on PostgreSQL the LISTEN connection that wakes it.
 
-    On PostgreSQL every node's worker wakes on the NOTIFY sent by the
+    The worker wakes after any commit of this process that queued a mail
+    (`Database.outbox_queued`). On PostgreSQL every node's worker wakes on the NOTIFY sent by the
     transaction that queued a mail (`storage/notify.py`), whichever node or
     process queued it; the poll interval is only the fallback.
     """
     outbox = services.outbox
+    services.db.outbox_queued.subscribe(outbox.wake)  # mail this process queues goes at once
     if services.db.is_sqlite:
         return [LoopingPart("outbox", functools.partial(outbox.run, interval=interval))]
     listener = OutboxListener(listen_url(services.db.engine), outbox.wake)
