@@ -194,16 +194,24 @@ class Admin:
             return [_registration_dict(reg, code) for reg, code in rows]
 
     def import_registrations(
-        self, data: bytes, actor: str, progress: Progress | None = None, *, notify: bool = True
+        self,
+        data: bytes,
+        actor: str,
+        progress: Progress | None = None,
+        *,
+        notify: bool = True,
+        courts: Collection[str] | None = None,
     ) -> int:
         """All-or-nothing CSV import; the refusal names every bad line.
 
         Each imported address gets its registration notice, unless `notify` is
         False (registrations moved from another system, already announced).
+        `courts` limits the import to those courts (a clerk's): a line of any
+        other court is refused as an unknown court.
         """
         rows, problems = _parse_csv(data)
         with self.db.transaction() as session:
-            problems += self._check_rows(session, rows)
+            problems += self._check_rows(session, rows, courts)
             if problems:
                 problems.sort()
                 raise ImportRefused(problems)
@@ -278,7 +286,10 @@ class Admin:
         return registration
 
     def _check_rows(
-        self, session: Any, rows: Sequence[tuple[int, RegistrationRow]]
+        self,
+        session: Any,
+        rows: Sequence[tuple[int, RegistrationRow]],
+        scope: Collection[str] | None = None,
     ) -> list[tuple[int, str]]:
         courts, registrations = CourtRepository(session), RegistrationRepository(session)
         known: dict[str, Court | None] = {}
@@ -286,7 +297,8 @@ class Admin:
         problems: list[tuple[int, str]] = []
         for line, row in rows:
             if row.court not in known:
-                known[row.court] = courts.by_code(row.court)
+                outside = scope is not None and row.court not in scope
+                known[row.court] = None if outside else courts.by_code(row.court)
             court = known[row.court]
             key = (row.court, row.measure, row.address.key)
             if court is None:

@@ -33,6 +33,9 @@ from gateway.api.server import ApiServer, TlsFiles
 from gateway.apikeys import ApiKeyHasher, ApiKeys, AuthThrottlePolicy
 from gateway.audit.daily import DailyCheck
 from gateway.backup import Backup
+from gateway.console.app import session_key
+from gateway.console.context import ConsoleConfig, ConsoleDeps
+from gateway.console.worklist import Worklist
 from gateway.credentials.notices import NOTICE_INTERVAL, ExpiryNotifier
 from gateway.credentials.service import CredentialAdmin
 from gateway.credentials.tokens import CredentialHasher
@@ -93,6 +96,7 @@ from gateway.storage.imap import ImapState
 from gateway.storage.leases import DbLease, new_holder_id
 from gateway.storage.notify import OutboxListener, listen_url
 from gateway.storage.payload import PayloadWriter
+from gateway.users import LoginPolicy, Users
 from gateway.wkd import WkdDirectory
 
 log = logging.getLogger("gateway.serve")
@@ -167,8 +171,8 @@ class Services:
     @functools.cached_property
     def signer(self) -> ReceiptSigner:
         try:
-            armored = self.settings.signing_key_file.read_text("ascii")
-        except OSError:
+            armored = self.settings.signing_key_file.read_text("utf-8")
+        except (OSError, UnicodeDecodeError):
             raise ConfigError(
                 f"signing key {self.settings.signing_key_file} is unreadable (run `gateway init`)"
             ) from None
@@ -445,6 +449,33 @@ class Services:
         )
 
     @functools.cached_property
+    def users(self) -> Users:
+        """Console accounts (`gateway users`, the console's login and enrolment)."""
+        console = self.settings.console
+        policy = LoginPolicy(
+            console.max_login_failures, console.max_address_failures,
+            console.login_window, console.login_lockout,
+        )  # fmt: skip
+        return Users(self.db, self.clock, self.server_secret, policy, console.enrolment_ttl)
+
+    def console(self) -> ConsoleDeps:
+        """What the clerks' console calls, built in the caller's thread like the API's deps."""
+        settings = self.settings
+        config = ConsoleConfig(
+            session_key=session_key(self.server_secret),
+            idle_timeout=settings.console.idle_timeout,
+            session_lifetime=settings.console.session_lifetime,
+            secure_cookies=settings.public_url.startswith("https://"),  # TLS here, or at a proxy
+            templates_dir=settings.templates_dir / "console",
+            public_url=settings.public_url,
+        )
+        return ConsoleDeps(
+            users=self.users, worklist=Worklist(self.db, self.clock), review=self.review,
+            admin=self.admin, records=self.records, api_keys=self.api_keys, db=self.db,
+            clock=self.clock, config=config,
+        )  # fmt: skip
+
+    @functools.cached_property
     def records(self) -> Records:
         return Records(self.db, self.blobs)
 
@@ -690,11 +721,13 @@ def build_outbox_parts(
 ) -> list[RunningPart]:
     """The outbox worker, and on PostgreSQL the LISTEN connection that wakes it.
 
-    On PostgreSQL every node's worker wakes on the NOTIFY sent by the
+    The worker wakes after any commit of this process that queued a mail
+    (`Database.outbox_queued`). On PostgreSQL every node's worker wakes on the NOTIFY sent by the
     transaction that queued a mail (`storage/notify.py`), whichever node or
     process queued it; the poll interval is only the fallback.
     """
     outbox = services.outbox
+    services.db.outbox_queued.subscribe(outbox.wake)  # mail this process queues goes at once
     if services.db.is_sqlite:
         return [LoopingPart("outbox", functools.partial(outbox.run, interval=interval))]
     listener = OutboxListener(listen_url(services.db.engine), outbox.wake)
@@ -741,6 +774,7 @@ def build_http(services: Services, registry: CollectorRegistry) -> ApiServer:
         metrics=registry,
         readiness=services.readiness_checks(),
         max_body_bytes=settings.http.max_body_bytes,
+        console=services.console(),
     )
     http = settings.http
     tls = TlsFiles(http.tls_cert, http.tls_key) if http.tls_cert and http.tls_key else None

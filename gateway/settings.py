@@ -250,6 +250,17 @@ class HttpSection(Section):
     auth_window: Duration = timedelta(minutes=15)
     auth_lockout: Duration = timedelta(minutes=5)
     """The first lock-out; each next one lasts twice as long."""
+    public_url: str = ""
+    """How people reach this listener (`https://greffe.example`), for the links the gateway
+    prints (console enrolment); empty: http(s)://<http.listen>."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        text = value.strip().rstrip("/")
+        if text and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[A-Za-z0-9._~/-]*)?", text):
+            raise ValueError(f"expected a URL like https://greffe.example, got {value!r}")
+        return text
 
     @field_validator("listen")
     @classmethod
@@ -261,6 +272,24 @@ class HttpSection(Section):
     @classmethod
     def _empty_path(cls, value: object) -> object:
         return None if value in ("", None) else value
+
+
+class ConsoleSection(Section):
+    """The clerks' web console (`gateway.console`): sessions, enrolment, login throttling."""
+
+    idle_timeout: Duration = timedelta(minutes=30)
+    """A session unused this long is closed (the clerk logs in again)."""
+    session_lifetime: Duration = timedelta(hours=12)
+    """A session is closed this long after its login, however busy."""
+    enrolment_ttl: Duration = timedelta(hours=24)
+    """How long an enrolment link printed by `gateway users add` stays valid."""
+    max_login_failures: int = Field(default=5, ge=1)
+    """Failed logins for one account within login_window before it is locked."""
+    max_address_failures: int = Field(default=20, ge=1)
+    """Failed logins from one client address within login_window before it is locked."""
+    login_window: Duration = timedelta(minutes=15)
+    login_lockout: Duration = timedelta(minutes=15)
+    """The first lock-out; each next one lasts twice as long."""
 
 
 class LoggingSection(Section):
@@ -462,6 +491,7 @@ class Settings(Section):
     credentials: CredentialsSection = CredentialsSection()
     limits: LimitsSection = LimitsSection()
     http: HttpSection = HttpSection()
+    console: ConsoleSection = ConsoleSection()
     logging: LoggingSection = LoggingSection()
     retention: RetentionSection = RetentionSection()
     blobs: BlobsSection = BlobsSection()
@@ -524,6 +554,14 @@ class Settings(Section):
     def templates_dir(self) -> Path:
         base = self.config_path.parent if self.config_path else Path("config")
         return base / "templates"
+
+    @property
+    def public_url(self) -> str:
+        """The base URL of the HTTP listener for printed links (`http.public_url`, else listen)."""
+        if self.http.public_url:
+            return self.http.public_url
+        scheme = "https" if self.http.tls_cert else "http"
+        return f"{scheme}://{self.http.listen}"
 
     def address(self, role: Literal["codes", "submit", "status"]) -> str:
         return f"{getattr(self.addresses, role)}@{self.gateway.domain}"

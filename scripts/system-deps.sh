@@ -17,6 +17,7 @@ if [ "$what" = test ]; then
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
   [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+  [ -x /usr/bin/chromium ] || need+=(chromium)                         # console browser tests
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -35,6 +35,8 @@ OWN_OVERSIZE_REPLY_PREFIX = "552 Error:"
 """How aiosmtpd's own replies to an oversized message begin (MAIL ... SIZE=, DATA)."""
 OWN_STARTTLS_FIRST_REPLY = "530 Must issue a STARTTLS command first"
 """aiosmtpd's reply (no enhanced code) to a command before STARTTLS when TLS is required."""
+OWN_AUTH_REQUIRED_REPLY = "530 5.7.0 Authentication required"
+"""aiosmtpd's reply to MAIL (and the like) before AUTH when AUTH is required."""
 OWN_AUTH_ADVERTISEMENT_PREFIX = "250-AUTH "
 """The EHLO line aiosmtpd adds to advertise its AUTH mechanisms."""
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
 from starlette.exceptions import HTTPException
 
 from gateway.api.bodylimit import BodyLimit
@@ -20,6 +21,7 @@ from gateway.api.problems import (
 )
 from gateway.api.routes import audit, codes, courts, health, registrations, requests, submissions
 from gateway.api.routes import wkd as wkd_routes
+from gateway.console.app import create_console
 from gateway.errors import GatewayError
 
 DESCRIPTION = """\
@@ -64,6 +66,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.state.deps = deps
     for module in (health, wkd_routes, courts, registrations, codes, requests, submissions, audit):
         app.include_router(module.router)
+    if deps.console is not None:
+        app.mount("/console", create_console(deps.console))
+        app.add_api_route("/", _to_console, include_in_schema=False)
     app.add_exception_handler(GatewayError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
@@ -71,6 +76,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=deps.max_body_bytes)
     app.add_middleware(InternalFaults)
     return app
+
+
+def _to_console() -> RedirectResponse:
+    """People who open the server's address land on the clerks' console."""
+    return RedirectResponse("/console/", status_code=303)
 
 
 def _version() -> str:

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.admin import Admin
 from gateway.apikeys import ApiKeys
+from gateway.console.context import ConsoleDeps
 from gateway.ingest.codereq import CodeIssuer
 from gateway.readiness import ReadinessCheck
 from gateway.records import Records
@@ -32,6 +33,8 @@ class ApiDeps:
     """The registry /metrics exposes (under --workers: every process's, aggregated)."""
     readiness: Sequence[ReadinessCheck]
     max_body_bytes: int
+    console: ConsoleDeps | None = None
+    """The clerks' console, mounted under /console/ (None: no console on this server)."""
 
 
 def get_deps(request: Request) -> ApiDeps:

@@ -164,7 +164,7 @@ def _check_court_keys(db: Database, now: datetime, findings: Findings) -> None:
     findings.counts["court_keys"] = len(keys)
     for court, key in keys:
         try:
-            expires_at = encryption_expiry(key.armored.encode("ascii"))
+            expires_at = encryption_expiry(key.armored.encode())
         except KeyRefused:
             findings.problems.append(f"court {court}: key {key.fingerprint} cannot encrypt")
             continue

@@ -28,7 +28,7 @@ def keys_export(ctx: CliContext, dkim: bool) -> None:
         click.echo(dkim_record(settings))
         return
     try:
-        armored = settings.signing_pub_file.read_text("ascii")
+        armored = settings.signing_pub_file.read_text("utf-8")
     except (OSError, UnicodeDecodeError):
         raise ConfigError(
             f"public signing key {settings.signing_pub_file} is unreadable (run `gateway init`)"

@@ -23,6 +23,7 @@ from gateway.cli import (
     outbox_cmds,
     receipts_cmds,
     setup_cmds,
+    users_cmds,
 )
 from gateway.cli.context import CliContext
 from gateway.errors import GatewayError, ImportRefused
@@ -60,6 +61,7 @@ for group in (
     demo_cmds,
     credentials_cmds,
     apikeys_cmds,
+    users_cmds,
 ):
     group.register(cli)
 

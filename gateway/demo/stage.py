@@ -24,7 +24,7 @@ DEMO_CONFIG = """\
 [gateway]
 domain = "greffe.example"
 data_dir = "var"
-name = "Passerelle du greffe (demo)"   # ASCII: see the report on non-ASCII names
+name = "Passerelle du greffe (demo)"
 
 [database]
 url = "sqlite:///var/gateway.db"

@@ -250,11 +250,11 @@ def _key_problem_at(key: _Key, now: datetime) -> str | None:
     """Why the key cannot encrypt now or in 30 days (the same inspection `add-key` does)."""
     fingerprint, armored, expires = key
     try:
-        inspect_public_key(armored.encode("ascii"), now=now)
+        inspect_public_key(armored.encode(), now=now)
     except KeyRefused as exc:
         return exc.message
     try:
-        inspect_public_key(armored.encode("ascii"), now=now + WINDOW)
+        inspect_public_key(armored.encode(), now=now + WINDOW)
     except KeyRefused:
         # The primary key's expiry is recorded; an encryption subkey's is not.
         when = (

@@ -19,15 +19,15 @@ from typing import Any
 
 import httpx
 
-from gateway.errors import GatewayError, TemporaryFailure
+from gateway.errors import GatewayError
 
 USER_AGENT = "greffe-gateway-sync/1"
 PAGE_LIMIT = 500  # the API's largest page (api/paging.py MAX_LIMIT)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-class GatewayUnreachable(TemporaryFailure):
-    """The gateway's API cannot be reached (connection, TLS or timeout)."""
+class GatewayUnreachable(GatewayError):
+    """The gateway's API cannot be reached (connection, TLS or timeout); never an SMTP reply."""
 
 
 class ApiRefused(GatewayError):

@@ -37,6 +37,12 @@ from gateway.smtp.protocol import GatewaySMTP
 
 log = logging.getLogger("gateway.smtp")
 
+_OWN_REFUSALS = {
+    adapter.OWN_STARTTLS_FIRST_REPLY: replies.R530_STARTTLS_FIRST,
+    adapter.OWN_AUTH_REQUIRED_REPLY: replies.R530_AUTH_REQUIRED,
+}
+"""aiosmtpd's own replies on the submission port, and ours in their place."""
+
 Verify = Callable[[str, str, str], Identity]
 """(login, password, client IP) -> Identity, or raises AuthRefused: blocking."""
 Sleep = Callable[[float], Awaitable[None]]
@@ -129,9 +135,11 @@ class SubmissionSMTP(GatewaySMTP):
             super().__init__(handler, require_starttls=True, **options)
 
     async def push(self, status: AnyStr) -> None:
-        # aiosmtpd refuses commands before STARTTLS without an enhanced status code.
-        if status == adapter.OWN_STARTTLS_FIRST_REPLY:
-            await super().push(replies.R530_STARTTLS_FIRST)
+        # aiosmtpd's refusals before STARTTLS (no enhanced status code) and before AUTH
+        # are English only: ours say them in French first, like every refusal.
+        ours = _OWN_REFUSALS.get(status) if isinstance(status, str) else None
+        if ours is not None:
+            await super().push(ours)
             return
         await super().push(status)
 

@@ -1,37 +1,122 @@
-"""The one table from domain errors to SMTP replies, and the named reply constants."""
+"""The one table from domain errors to SMTP replies, and the named reply constants.
+
+Every refusal reads ``<code> <enhanced code> <French> (<English>)``: a
+guardian reads it in their provider's bounce, so French comes first
+(ASCII, as SMTP requires; the words are in `gateway.smtp.french`), then the
+English that says it in detail.  A reply line stays within RFC 5321's 512
+octets (4.5.3.1.5).  The 2xx replies stay as they are: nobody reads them in
+a bounce, and programs parse ``250 2.0.0 Accepted <reference>`` (SPEC §3.2).
+"""
 
 from __future__ import annotations
 
 import re
 
 from gateway import errors
+from gateway.smtp.french import french_for
+
+MAX_REPLY_CHARS = 510
+"""RFC 5321 4.5.3.1.5: a reply line is at most 512 octets, the final CRLF included."""
+MAX_ENGLISH_CHARS = 300
+"""The English part of a refusal is cut there (a DocumentRefused names a sender's file)."""
+
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+_CODE = re.compile(r"[2-5][0-9][0-9](?: [245]\.[0-9]{1,3}\.[0-9]{1,3})?")
+
+
+def refusal(code: str, french: str, english: str) -> str:
+    """``<code> <French> (<English>)`` in printable ASCII, within MAX_REPLY_CHARS."""
+    head = f"{code} {_UNSAFE.sub('?', french)} ("
+    room = min(MAX_ENGLISH_CHARS, MAX_REPLY_CHARS - len(head) - 1)
+    return f"{head}{_UNSAFE.sub('?', english)[:room]})"
+
 
 R250_ACCEPTED = "250 2.0.0 Accepted {reference}"
 R250_OK = "250 2.0.0 Message accepted"
 R250_RECIPIENT_OK = "250 2.1.5 Recipient OK"
 R250_SENDER_OK = "250 2.1.0 Sender OK"
-R550_UNKNOWN_RECIPIENT = "550 5.1.1 Recipient address rejected: no such user here"
-R452_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
-R452_ONE_ADDRESS = "452 4.5.3 One gateway address per message; send the rest separately"
-R421_TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
-R450_TOO_MANY_MESSAGES = "450 4.7.1 Too many messages from this client, try again later"
-R451_INTERNAL = "451 4.3.0 Temporary internal error, try again later (ref {ref})"
-R421_SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
-R552_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
-R500_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
-R421_TLS_FAILED = "421 4.7.0 TLS handshake failed (TLS 1.2 or newer is required)"
-R530_STARTTLS_FIRST = "530 5.7.0 Must issue a STARTTLS command first"
-R502_NO_AUTH = "502 5.5.1 AUTH is not offered on this port"
 R235_AUTH_OK = "235 2.7.0 Authentication successful"
-R454_AUTH_TEMPORARY = "454 4.7.0 Temporary authentication failure, try again later"
-R501_AUTH_BASE64 = "501 5.5.2 Cannot decode base64"
-R501_AUTH_SPLIT = "501 5.5.2 Cannot split the PLAIN response"
-R421_TOO_MANY_COMMANDS = "421 4.7.0 Too many commands in one session, closing connection"
-R421_SESSION_TIME = "421 4.7.0 Session time limit reached, closing connection"
-R421_IDLE = "421 4.4.2 Idle for too long, closing connection"
-R421_TOO_SLOW = "421 4.4.2 Message data arriving too slowly, closing connection"
-R554_EARLY_DATA = "554 5.5.0 Data sent before the 354 reply (no PIPELINING here), closing"
-R503_TLS_ACTIVE = "503 5.5.1 TLS already active"
+
+R550_UNKNOWN_RECIPIENT = refusal(
+    "550 5.1.1", "adresse inconnue ici", "Recipient address rejected: no such user here"
+)
+R452_TOO_MANY_RECIPIENTS = refusal("452 4.5.3", "trop de destinataires", "Too many recipients")
+R452_ONE_ADDRESS = refusal(
+    "452 4.5.3",
+    "une seule adresse de la passerelle par message, envoyez les autres a part",
+    "One gateway address per message; send the rest separately",
+)
+R421_TOO_MANY_CONNECTIONS = refusal(
+    "421 4.7.0", "trop de connexions, reessayez plus tard", "Too many connections, try again later"
+)
+R450_TOO_MANY_MESSAGES = refusal(
+    "450 4.7.1",
+    "trop de messages de ce client, reessayez plus tard",
+    "Too many messages from this client, try again later",
+)
+# The correlation id closes the line, where `451 4.3.0 ... (ref <id>)` has always put it.
+R451_INTERNAL = (
+    refusal(
+        "451 4.3.0",
+        "erreur interne temporaire, reessayez plus tard",
+        "Temporary internal error, try again later",
+    )
+    + " (ref {ref})"
+)
+R421_SHUTTING_DOWN = refusal(
+    "421 4.3.2",
+    "service en cours d'arret, reessayez plus tard",
+    "Service shutting down, try again later",
+)
+R552_TOO_BIG = refusal(
+    "552 5.3.4", "message trop volumineux", "Message size exceeds fixed maximum message size"
+)
+R500_LINE_TOO_LONG = refusal("500", "ligne trop longue", "Line too long, see RFC 5321 4.5.3.1.6")
+R421_TLS_FAILED = refusal(
+    "421 4.7.0",
+    "echec de la negociation TLS, TLS 1.2 ou plus recent requis",
+    "TLS handshake failed, TLS 1.2 or newer is required",
+)
+R530_STARTTLS_FIRST = refusal(
+    "530 5.7.0", "commencez par STARTTLS", "Must issue a STARTTLS command first"
+)
+R530_AUTH_REQUIRED = refusal("530 5.7.0", "authentification requise", "Authentication required")
+R502_NO_AUTH = refusal(
+    "502 5.5.1", "AUTH n'est pas proposee sur ce port", "AUTH is not offered on this port"
+)
+R454_AUTH_TEMPORARY = refusal(
+    "454 4.7.0",
+    "echec temporaire de l'authentification, reessayez plus tard",
+    "Temporary authentication failure, try again later",
+)
+R501_AUTH_BASE64 = refusal("501 5.5.2", "base64 illisible", "Cannot decode base64")
+R501_AUTH_SPLIT = refusal(
+    "501 5.5.2", "reponse PLAIN mal formee", "Cannot split the PLAIN response"
+)
+R421_TOO_MANY_COMMANDS = refusal(
+    "421 4.7.0",
+    "trop de commandes dans la session, fermeture",
+    "Too many commands in one session, closing connection",
+)
+R421_SESSION_TIME = refusal(
+    "421 4.7.0",
+    "duree de session depassee, fermeture",
+    "Session time limit reached, closing connection",
+)
+R421_IDLE = refusal(
+    "421 4.4.2", "inactif trop longtemps, fermeture", "Idle for too long, closing connection"
+)
+R421_TOO_SLOW = refusal(
+    "421 4.4.2",
+    "donnees recues trop lentement, fermeture",
+    "Message data arriving too slowly, closing connection",
+)
+R554_EARLY_DATA = refusal(
+    "554 5.5.0",
+    "donnees envoyees avant la reponse 354, fermeture",
+    "Data sent before the 354 reply, no PIPELINING here, closing",
+)
+R503_TLS_ACTIVE = refusal("503 5.5.1", "TLS deja actif", "TLS already active")
 
 # Order matters: the first class that matches wins, so subclasses come first.
 _TABLE: list[tuple[type[errors.GatewayError], str]] = [
@@ -55,9 +140,6 @@ _TABLE: list[tuple[type[errors.GatewayError], str]] = [
     (errors.MessageRefused, "554 5.7.0"),
 ]
 
-_UNSAFE = re.compile(r"[^\x20-\x7e]")
-_CODE = re.compile(r"[2-5][0-9][0-9](?: [245]\.[0-9]{1,3}\.[0-9]{1,3})?")
-
 
 def reply_code(reply: str) -> str:
     """A reply's code and enhanced code (``554 5.6.0``), without the text, for the logs."""
@@ -65,10 +147,11 @@ def reply_code(reply: str) -> str:
     return found.group(0) if found else reply[:3]
 
 
+def code_for(error: errors.GatewayError) -> str:
+    """The code and enhanced code the table gives `error` (``451 4.3.0`` when it has none)."""
+    return next((code for cls, code in _TABLE if isinstance(error, cls)), "451 4.3.0")
+
+
 def reply_for(error: errors.GatewayError) -> str:
-    """The SMTP reply for a domain error: code, enhanced code, and its safe message."""
-    text = _UNSAFE.sub("?", error.message)[:300]
-    for cls, code in _TABLE:
-        if isinstance(error, cls):
-            return f"{code} {text}"
-    return f"451 4.3.0 {text}"
+    """The SMTP reply for a domain error: its code, then French, then its own (English) message."""
+    return refusal(code_for(error), french_for(error), error.message)

@@ -93,6 +93,13 @@ class AuditRepository:
             query = query.where(AuditEvent.action == action)
         return self.session.scalars(query.order_by(AuditEvent.seq).limit(limit)).all()
 
+    def about(self, subjects: Sequence[str], limit: int = 500) -> Sequence[AuditEvent]:
+        """Events whose subject is one of `subjects`, in chain order (a request's history)."""
+        if not subjects:
+            return []
+        query = select(AuditEvent).where(AuditEvent.subject.in_(list(subjects)))
+        return self.session.scalars(query.order_by(AuditEvent.seq).limit(limit)).all()
+
     def head(self) -> AuditHead | None:
         return self.session.get(AuditHead, 1)
 

@@ -51,11 +51,12 @@ class Encryptor:
         certs = []
         ends = []
         for armored in armored_keys:
+            # UTF-8, not ASCII: sequoia's armour names each user id in a Comment: line.
             try:
-                certs.append(pysequoia.Cert.from_bytes(armored.encode("ascii")))
+                certs.append(pysequoia.Cert.from_bytes(armored.encode()))
             except Exception:  # the binding raises bare RuntimeErrors with parser text
                 raise KeyRefused("a court key cannot be read as an OpenPGP key") from None
-            ends.append(encryption_expiry(armored.encode("ascii")))
+            ends.append(encryption_expiry(armored.encode()))
         return cls(certs, min((end for end in ends if end is not None), default=None))
 
     def refuse_expired(self, now: datetime) -> None:
@@ -83,7 +84,7 @@ class ReceiptSigner:
     """Makes detached signatures with the gateway's own key, for PGP/MIME receipts (RFC 3156)."""
 
     def __init__(self, armored_secret_key: str) -> None:
-        data = armored_secret_key.encode("ascii")
+        data = armored_secret_key.encode()
         try:
             tags = [packet.tag for packet in PacketPile.from_bytes(data)]
         except Exception:  # the binding raises bare RuntimeErrors with parser text
@@ -165,7 +166,9 @@ class GpgKeyring:
 
     def import_public(self, armored: str) -> str:
         """Import a public key; return its fingerprint (upper hex)."""
-        result = self._gpg.import_keys(armored)
+        # Bytes: python-gnupg encodes a str as Latin-1, and an armour's Comment: lines carry
+        # the user ids in UTF-8 (RFC 4880 6.2), accents and dashes included.
+        result = self._gpg.import_keys(armored.encode())
         fingerprints = [fpr for fpr in result.fingerprints if fpr]
         if not fingerprints:
             raise KeyRefused("gpg did not import the key")

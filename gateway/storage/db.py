@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.errors import ConfigError, StorageUnavailable
+
+log = logging.getLogger("gateway.storage")
 
 __all__ = ["Database", "Session", "make_engine"]
 """`Session` is re-exported: modules outside storage/ name it in signatures, never query it."""
@@ -131,11 +134,40 @@ class WriterLock:
         self._fd = None
 
 
+OUTBOX_QUEUED = "gateway.outbox_queued"
+"""`Session.info` key: the transaction queued outgoing mail (`notify.notify_outbox`)."""
+
+
+class CommitSignal:
+    """Callbacks run in this process after a transaction that queued outgoing mail commits.
+
+    The outbox worker subscribes, so a mail queued by any path (an API call, the
+    console, a review action) is sent at once rather than at the next poll; on
+    PostgreSQL the NOTIFY does the same for the other nodes and processes.
+    """
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[], None]] = []
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Add `callback`; returns what removes it again."""
+        self._callbacks.append(callback)
+        return lambda: self._callbacks.remove(callback)
+
+    def fire(self) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback()
+            except Exception:  # a wake-up is an optimisation: never fail the committed work
+                log.exception("outbox wake-up failed")
+
+
 class Database:
     """The engine plus a session factory; `transaction()` is the unit of work."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.outbox_queued = CommitSignal()
         self._writer_lock: WriterLock | None = None
         database = engine.url.database if engine.dialect.name == "sqlite" else None
         if database and database != ":memory:":
@@ -165,6 +197,8 @@ class Database:
                 yield session
         except OperationalError as exc:
             raise StorageUnavailable("database unavailable") from exc
+        if session.info.pop(OUTBOX_QUEUED, False):
+            self.outbox_queued.fire()
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -352,6 +352,61 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class ConsoleUser(Base):
+    """A personal account of the clerks' console (décret 2011, art. 3): one person, one login."""
+
+    __tablename__ = "console_user"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    """The login, in comparison form (local part folded to lower case, domain IDNA)."""
+    role: Mapped[str] = mapped_column(String(16))
+    """admin | greffe"""
+    courts: Mapped[dict[str, Any]]
+    """{"courts": [...]}: the courts a greffe user sees (empty for an admin)."""
+    password_hash: Mapped[str | None] = mapped_column(String(300))
+    """argon2id (PHC string); NULL until the person enrols."""
+    totp_secret: Mapped[str | None] = mapped_column(String(300))
+    """The RFC 6238 secret, AES-GCM encrypted under a key derived from the server secret."""
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    """The last 30-second step whose code was accepted: a code is never taken twice."""
+    enrolment_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    """Keyed hash of the one-time enrolment token; NULL once used."""
+    enrolment_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    enrolled_at: Mapped[datetime | None]
+    last_login_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+    disabled_by: Mapped[str | None] = mapped_column(String(200))
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Bumped at logout and when disabled: every session cookie signed before is refused."""
+
+
+class ReadMark(Base):
+    """When a console user last opened a request (unread: never, or before its last change)."""
+
+    __tablename__ = "read_mark"
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("console_user.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[int] = mapped_column(
+        ForeignKey("request.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    read_at: Mapped[datetime]
+
+
+class RequestAssignment(Base):
+    """The clerk a request is assigned to (at most one); the purge takes it with the request."""
+
+    __tablename__ = "request_assignment"
+    request_id: Mapped[int] = mapped_column(
+        ForeignKey("request.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("console_user.id"), index=True)
+    assigned_at: Mapped[datetime]
+    assigned_by: Mapped[str] = mapped_column(String(200))
+
+
 class ImapCursor(Base):
     __tablename__ = "imap_cursor"
     mailbox: Mapped[str] = mapped_column(String(100), primary_key=True)

@@ -3,8 +3,9 @@
 `enqueue` sends `NOTIFY gateway_outbox` in the transaction that queues the
 row, so the notification is delivered when (and only if) that transaction
 commits.  Each node listens on a connection of its own and wakes its outbox
-worker, instead of polling; on SQLite (one machine) the worker is woken in
-process, and this listener is not built.  If the listening connection is
+worker, instead of polling; the worker of the process that queued the row
+is also woken in process, after the commit (on SQLite, with one machine,
+that is all there is, and this listener is not built).  If the listening connection is
 lost the worker still polls (its interval is the fallback), and the
 listener reconnects with back-off.
 """
@@ -20,6 +21,8 @@ import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
+from gateway.storage.db import OUTBOX_QUEUED
+
 log = logging.getLogger("gateway.outbox")
 CHANNEL = "gateway_outbox"
 NOTIFY = text(f"NOTIFY {CHANNEL}")
@@ -27,7 +30,9 @@ MAX_BACKOFF = 30.0
 
 
 def notify_outbox(session: Session) -> None:
-    """Tell the listening nodes that a row is due, at commit (PostgreSQL only)."""
+    """Tell the outbox that a row is due, at commit: this process's worker
+    (`Database.outbox_queued`), and on PostgreSQL every listening node."""
+    session.info[OUTBOX_QUEUED] = True
     if session.get_bind().dialect.name == "postgresql":
         session.execute(NOTIFY)
 

@@ -142,6 +142,14 @@ def entries(session: Session, status: str | None = None) -> list[OutboxEntry]:
     return [_entry(row, last) for row, last in session.execute(query).all()]
 
 
+def entries_about(session: Session, references: Sequence[str]) -> list[OutboxEntry]:
+    """The rows sent about these references (a request's and its submissions'), oldest first."""
+    if not references:
+        return []
+    query = _ENTRIES.where(Outbox.related_reference.in_(list(references))).order_by(Outbox.id)
+    return [_entry(row, last) for row, last in session.execute(query).all()]
+
+
 def entry(session: Session, outbox_id: int) -> OutboxEntry | None:
     """One row with its last attempt, or None."""
     found = session.execute(_ENTRIES.where(Outbox.id == outbox_id)).one_or_none()

@@ -104,7 +104,7 @@ def test_demo_keep_leaves_a_folder_the_cli_explores(short_tmp: Path) -> None:
 @pytest.mark.parametrize(
     ("step", "seen"),
     [
-        ("submission", "S: 550 5.7.1 DKIM signature does not verify"),
+        ("submission", "S: 550 5.7.1 signature DKIM non valide (DKIM signature does not verify)"),
         ("receipt", "signature does not match the receipt"),
     ],
 )

@@ -80,9 +80,10 @@ class Greffe:
 
 
 @pytest.fixture
-def greffe(world: World, tmp_path: Path) -> Iterator[Greffe]:
-    home = tmp_path / "greffe-machine"
-    home.mkdir()
+def greffe(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Greffe]:
+    # Short: gpg-agent's sockets live in the GnuPG home, and a Unix socket's path is
+    # at most 107 bytes (a pytest-xdist worker's tmp_path is too long for it).
+    home = tmp_path_factory.mktemp("g")
     gnupghome = make_gnupghome(home)
     secret = export_secret(world.court_key.gnupghome, world.court_key.fingerprint)
     assert gnupg.GPG(gnupghome=str(gnupghome)).import_keys(secret).sec_imported == 1

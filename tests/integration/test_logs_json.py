@@ -120,6 +120,9 @@ def served(
     )
     try:
         _wait_for_port(port, process)
+        # The registration notice goes first (within the outbox's poll on SQLite):
+        # the test's next mail must be the code, not that notice.
+        smtp_sink.wait_for(1, timeout=30)
         yield process, Sender(port, dns_server)
     finally:
         if process.poll() is None:

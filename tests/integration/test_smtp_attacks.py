@@ -515,5 +515,8 @@ def test_postmaster_notice_that_cannot_be_composed_451_nothing_queued(
     templates.mkdir(exist_ok=True)
     (templates / "postmaster.txt").write_text("no subject line\n", encoding="utf-8")
     code, text = world.gw.send(_bounce(), rcpt=f"postmaster@{DOMAIN}", mail_from="")
-    assert (code, text) == (451, "4.3.0 temporary internal error, try again later")
+    assert (code, text) == (
+        451,
+        "4.3.0 erreur temporaire, reessayez plus tard (temporary internal error, try again later)",
+    )
     assert_nothing_stored(world.gw)

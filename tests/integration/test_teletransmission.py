@@ -118,7 +118,7 @@ def test_auth_before_starttls_refused_530(tele: Teletransmission) -> None:
         client.ehlo("software.test")
         assert client.has_extn("starttls") and not client.has_extn("auth")
         assert client.docmd("AUTH", "PLAIN AGZvbwBiYXI=")[0:2] == (
-            530, b"5.7.0 Must issue a STARTTLS command first",
+            530, b"5.7.0 commencez par STARTTLS (Must issue a STARTTLS command first)",
         )  # fmt: skip
         assert client.mail(GUARDIAN)[0] == 530
     assert submissions(tele) == 0
@@ -130,7 +130,7 @@ def test_no_mail_taken_before_auth(tele: Teletransmission) -> None:
         assert client.has_extn("auth")
         assert sorted(client.esmtp_features["auth"].split()) == ["LOGIN", "PLAIN"]
         code, text = client.mail(GUARDIAN)
-        assert (code, text) == (530, b"5.7.0 Authentication required")
+        assert (code, text) == (530, b"5.7.0 authentification requise (Authentication required)")
     finally:
         client.quit()
 

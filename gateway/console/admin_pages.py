@@ -1,0 +1,199 @@
+"""The administrators' pages: courts and keys, users, API keys, the outbox and the audit trail.
+
+Secrets made here (an enrolment link, an API key) are shown once, in the
+answer to the form that made them, and never kept in the session cookie.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from starlette.datastructures import UploadFile
+
+from gateway.console import french
+from gateway.console.auth_pages import pages
+from gateway.console.security import AdminUser, Deps, flash, form_of
+from gateway.errors import GatewayError
+from gateway.outbox.operator import STATUSES, list_outbox, retry_now
+from gateway.users import Account, Enrolment
+
+router = APIRouter(prefix="/admin")
+Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
+PAGE = 50
+
+
+def _to(request: Request, where: str) -> Response:
+    return RedirectResponse(f"{request.scope.get('root_path', '')}/admin/{where}", status_code=303)
+
+
+def _form_text(request: Request, name: str) -> str:
+    return str(form_of(request).get(name, "")).strip()
+
+
+# -- courts and keys ------------------------------------------------------------------
+@router.get("/tribunaux")
+def courts(request: Request, deps: Deps, account: AdminUser) -> Response:
+    context = {"courts": deps.records.courts(None)}
+    return pages(request).render(request, "admin_courts.html", context, account=account)
+
+
+@router.post("/tribunaux")
+def add_court(request: Request, deps: Deps, account: AdminUser) -> Response:
+    code, name = _form_text(request, "code"), _form_text(request, "name")
+    try:
+        court = deps.admin.add_court(code, name, account.actor)
+        flash(request, "ok", f"Tribunal {court.code} ajouté : déposez maintenant sa clé publique.")
+    except GatewayError as exc:
+        flash(request, "error", french.message(exc))
+    return _to(request, "tribunaux")
+
+
+@router.post("/tribunaux/{code}/cles")
+def add_key(request: Request, deps: Deps, account: AdminUser, code: str) -> Response:
+    form = form_of(request)
+    upload = form.get("keyfile")
+    data = upload.file.read() if isinstance(upload, UploadFile) else b""
+    data = data or str(form.get("armored", "")).encode("utf-8")
+    try:
+        if not data.strip():
+            raise GatewayError("no key given")
+        added = deps.admin.add_court_key(code, data, account.actor)
+        flash(request, "ok", f"Clé {added.fingerprint} ajoutée au tribunal {added.court}.")
+    except GatewayError as exc:
+        text = "aucune clé fournie" if exc.message == "no key given" else french.message(exc)
+        flash(request, "error", f"Clé refusée pour {code[:16]} — {text}")
+    return _to(request, "tribunaux")
+
+
+# -- users ------------------------------------------------------------------------------
+def _users_page(
+    request: Request, deps: Any, account: Account, enrolment: Enrolment | None = None
+) -> Response:
+    link = None
+    if enrolment is not None:
+        link = f"{deps.config.public_url}{request.scope.get('root_path', '')}/inscription/" + (
+            enrolment.token
+        )
+    context = {
+        "users": deps.users.accounts(),
+        "courts": deps.records.courts(None),
+        "enrolment": enrolment,
+        "link": link,
+    }
+    return pages(request).render(request, "admin_users.html", context, account=account)
+
+
+@router.get("/utilisateurs")
+def users(request: Request, deps: Deps, account: AdminUser) -> Response:
+    return _users_page(request, deps, account)
+
+
+@router.post("/utilisateurs")
+def add_user(request: Request, deps: Deps, account: AdminUser) -> Response:
+    form = form_of(request)
+    role = _form_text(request, "role")
+    chosen = [str(code) for code in form.getlist("courts")] if role == "greffe" else []
+    try:
+        enrolment = deps.users.add(_form_text(request, "email"), role, chosen, account.actor)
+    except GatewayError as exc:
+        flash(request, "error", french.message(exc))
+        return _to(request, "utilisateurs")
+    return _users_page(request, deps, account, enrolment)
+
+
+@router.post("/utilisateurs/{user_id}/desactiver")
+def disable_user(request: Request, deps: Deps, account: AdminUser, user_id: Id) -> Response:
+    try:
+        deps.users.disable(user_id, account.actor)
+        flash(request, "ok", f"Compte {user_id} désactivé ; ses sessions sont closes.")
+    except GatewayError as exc:
+        flash(request, "error", french.message(exc))
+    return _to(request, "utilisateurs")
+
+
+@router.post("/utilisateurs/{user_id}/reinitialiser")
+def reset_user(request: Request, deps: Deps, account: AdminUser, user_id: Id) -> Response:
+    try:
+        enrolment = deps.users.reset(user_id, account.actor)
+    except GatewayError as exc:
+        flash(request, "error", french.message(exc))
+        return _to(request, "utilisateurs")
+    return _users_page(request, deps, account, enrolment)
+
+
+# -- API keys ---------------------------------------------------------------------------
+def _keys_page(request: Request, deps: Any, account: Account, issued: Any = None) -> Response:
+    context = {"keys": deps.api_keys.list(), "courts": deps.records.courts(None), "issued": issued}
+    return pages(request).render(request, "admin_apikeys.html", context, account=account)
+
+
+@router.get("/cles-api")
+def api_keys(request: Request, deps: Deps, account: AdminUser) -> Response:
+    return _keys_page(request, deps, account)
+
+
+@router.post("/cles-api")
+def create_key(request: Request, deps: Deps, account: AdminUser) -> Response:
+    form = form_of(request)
+    role = _form_text(request, "role")
+    chosen = [str(code) for code in form.getlist("courts")] if role == "greffe" else []
+    try:
+        issued = deps.api_keys.create(role, chosen, _form_text(request, "name"), account.actor)
+    except GatewayError as exc:
+        flash(request, "error", french.message(exc))
+        return _to(request, "cles-api")
+    return _keys_page(request, deps, account, issued)
+
+
+@router.post("/cles-api/{key_id}/revoquer")
+def revoke_key(request: Request, deps: Deps, account: AdminUser, key_id: Id) -> Response:
+    try:
+        deps.api_keys.revoke(key_id, account.actor)
+        flash(request, "ok", f"Clé d'API {key_id} révoquée.")
+    except GatewayError as exc:
+        flash(request, "error", french.message(exc))
+    return _to(request, "cles-api")
+
+
+# -- outbox -----------------------------------------------------------------------------
+@router.get("/courriers")
+def outbox(
+    request: Request, deps: Deps, account: AdminUser, statut: str = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:  # fmt: skip
+    status = statut if statut in STATUSES else None
+    rows = list(reversed(list_outbox(deps.db, status)))  # newest first
+    pages_count = max(1, -(-len(rows) // PAGE))
+    context = {
+        "rows": rows[(page - 1) * PAGE : page * PAGE], "statut": status or "", "page": page,
+        "pages": pages_count, "total": len(rows),
+    }  # fmt: skip
+    return pages(request).render(request, "admin_outbox.html", context, account=account)
+
+
+@router.post("/courriers/{outbox_id}/relancer")
+def retry(request: Request, deps: Deps, account: AdminUser, outbox_id: Id) -> Response:
+    try:
+        retry_now(deps.db, outbox_id, deps.clock(), account.actor)
+        flash(request, "ok", f"Courrier {outbox_id} relancé : il part au prochain passage.")
+    except GatewayError as exc:
+        flash(request, "error", french.message(exc))
+    return _to(request, "courriers")
+
+
+# -- audit ------------------------------------------------------------------------------
+@router.get("/journal")
+def audit(
+    request: Request, deps: Deps, account: AdminUser,
+    action: Annotated[str, Query(pattern=r"^[a-z0-9_.]{0,64}$")] = "",
+    apres: Annotated[int, Query(ge=0)] = 0, verifier: str = "",
+) -> Response:  # fmt: skip
+    found = deps.records.audit_events(apres, PAGE, action or None)
+    context = {
+        "events": found.items, "after": found.after, "action": action,
+        "verified": deps.records.verify_audit() if verifier else None,
+        "emails": {f"user:{row['id']}": row["email"] for row in deps.users.accounts()},
+    }  # fmt: skip
+    return pages(request).render(request, "admin_audit.html", context, account=account)
