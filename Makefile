@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) sysdeps lint
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --durations=30
+	$(BIN)/pytest -q -p no:cacheprovider -n 4 --durations=30
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python -m bench
