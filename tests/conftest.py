@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,15 +72,38 @@ def db(db_url: str) -> Iterator[Database]:
     database.dispose()
 
 
-@pytest.fixture
-def gateway_config(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A gateway home made by `gateway init`, its database on db_url."""
-    monkeypatch.setenv("GATEWAY__DATABASE__URL", db_url)
-    monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
-    config = tmp_path / "home" / "gateway.toml"
+def _init(config: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--config", str(config), "init"])
     assert exit_info.value.code == 0
+
+
+@pytest.fixture(scope="session")
+def _initialised_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `gateway init` per worker: its configuration and keys (the DKIM key pair alone
+    costs half a second of openssl), which each test's home starts from as a copy."""
+    root = tmp_path_factory.mktemp("init-template")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GATEWAY__DATABASE__URL", f"sqlite:///{root / 'template.db'}")
+        patch.delenv("GATEWAY_CONFIG", raising=False)
+        _init(root / "home" / "gateway.toml")
+    return root / "home"
+
+
+@pytest.fixture
+def gateway_config(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, _initialised_home: Path
+) -> Path:
+    """A gateway home as `gateway init` makes it, its database on db_url.
+
+    The configuration and keys are a copy of the worker's template; `gateway init`
+    then runs on the copy, which creates the schema in the test's own database.
+    """
+    monkeypatch.setenv("GATEWAY__DATABASE__URL", db_url)
+    monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
+    shutil.copytree(_initialised_home, tmp_path / "home")
+    config = tmp_path / "home" / "gateway.toml"
+    _init(config)
     return config
 
 
