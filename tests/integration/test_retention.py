@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -224,3 +225,35 @@ def test_requests_hold_unknown_reference_refused(world: World, cli: CliRunner) -
     result = cli("requests", "hold", "TJ-LYON-2026-999999")
     assert result.code == 1
     assert "no request TJ-LYON-2026-999999" in result.err
+
+
+class PurgedWhileListed(BlobStore):
+    """The directory store; listing it first lets another node's retention purge run."""
+
+    def __init__(self, root: Path, purge: Retention) -> None:
+        super().__init__(root)
+        self.purge = purge
+
+    def iter_keys(self) -> Iterator[str]:
+        self.purge.purge("other-node")  # rows and blobs go after the check read its rows
+        yield from super().iter_keys()
+
+
+def test_check_racing_a_purge_on_another_node_reports_nothing_missing(world: World) -> None:
+    services = world.gw.services
+    filing = _file(world)
+    _set(world, filing, "accepted", DAYS + 1)
+    purge = Retention(services.db, services.blobs, services.clock, DAYS)
+    racing = PurgedWhileListed(services.settings.blob_dir, purge)
+    findings = run_check(services.db, racing, services.clock())
+    assert not any(path.exists() for path in _paths(world, filing))  # the purge did run
+    assert findings.ok, findings.problems
+
+
+def test_check_names_a_blob_that_is_really_missing(world: World) -> None:
+    services = world.gw.services
+    filing = _file(world)
+    key = filing.blob_keys[0]
+    (services.settings.blob_dir / key).unlink()
+    findings = run_check(services.db, services.blobs, services.clock())
+    assert findings.problems == [f"blob {key} is missing"]
