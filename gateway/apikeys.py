@@ -47,8 +47,25 @@ class Role(enum.StrEnum):
     GREFFE = "greffe"
 
 
+class CourtScoped:
+    """What a role and its courts let one see: an API key's principal, a console account."""
+
+    __slots__ = ()
+    role: Role
+    courts: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def scope(self) -> frozenset[str] | None:
+        """The courts this principal may see, or None for every court."""
+        return None if self.is_admin else self.courts
+
+
 @dataclass(frozen=True, slots=True)
-class Principal:
+class Principal(CourtScoped):
     """Who a request authenticated as: an API key's id, role and courts."""
 
     key_id: int
@@ -60,15 +77,6 @@ class Principal:
     def actor(self) -> str:
         """How the audit trail names what this key did."""
         return f"api-key:{self.key_id}"
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role is Role.ADMIN
-
-    @property
-    def scope(self) -> frozenset[str] | None:
-        """The courts this key may see, or None for every court."""
-        return None if self.is_admin else self.courts
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.apikeys import Role
+from gateway.apikeys import CourtScoped, Role
 from gateway.errors import Conflict, InputError, NotFound, Throttled, Unauthenticated
 from gateway.model import Clock, Mailbox, court_code
 from gateway.storage.audit import append_event
@@ -66,7 +66,7 @@ class LoginPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class Account:
+class Account(CourtScoped):
     """A console user as a session sees them."""
 
     id: int
@@ -80,15 +80,6 @@ class Account:
     def actor(self) -> str:
         """How the audit trail names what this user did."""
         return f"user:{self.id}"
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role is Role.ADMIN
-
-    @property
-    def scope(self) -> frozenset[str] | None:
-        """The courts this user may see, or None for every court."""
-        return None if self.is_admin else self.courts
 
 
 @dataclass(frozen=True, slots=True)
