@@ -15,10 +15,11 @@ import enum
 import functools
 import hashlib
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -113,8 +114,23 @@ class Context:
         return results
 
 
+@dataclass(frozen=True, slots=True)
+class PendingCommit:
+    """A message whose rows wait for their group commit: the handler's thread is free again.
+
+    The pipeline awaits `committed` on the event loop, so a message waiting
+    for its batch holds no worker thread.  When the commit fails, `settle`
+    runs in a worker thread with the error: it undoes what the handler did
+    outside the database (its blob files) and returns the outcome after all
+    (the same message committed meanwhile: a duplicate) or raises.
+    """
+
+    committed: Future[Outcome]
+    settle: Callable[[Exception], Outcome]
+
+
 class RoleHandler(Protocol):
-    def __call__(self, ctx: Context) -> Outcome: ...
+    def __call__(self, ctx: Context) -> Outcome | PendingCommit: ...
 
 
 class Pipeline:
@@ -188,9 +204,37 @@ class Pipeline:
             raise MessageTooLarge("message exceeds fixed maximum message size")
         if has_bare_line_ending(inbound.raw):
             raise BareLineEnding("bare CR or LF in message data")
-        return await self._in_thread(self._check_and_handle, inbound)
+        parsed, handled = await self._in_thread(self._check_and_handle, inbound)
+        outcome = await self._settled(handled) if isinstance(handled, PendingCommit) else handled
+        return dataclasses.replace(outcome, message=parsed)
 
-    def _check_and_handle(self, inbound: Inbound) -> Outcome:
+    async def _settled(self, pending: PendingCommit) -> Outcome:
+        """The outcome once the message's batch is committed (or failed and was undone)."""
+        started = time.perf_counter()
+        try:
+            # Shielded: a session that ends while its message waits cancels only this
+            # wait; the unit is still committed or failed, and undone if it failed.
+            return await asyncio.shield(asyncio.wrap_future(pending.committed))
+        except asyncio.CancelledError:
+            pending.committed.add_done_callback(functools.partial(self._settle_unwaited, pending))
+            raise
+        except Exception as exc:
+            return await self._in_thread(pending.settle, exc)
+        finally:
+            self.observe("commit", time.perf_counter() - started)
+
+    def _settle_unwaited(self, pending: PendingCommit, committed: Future[Outcome]) -> None:
+        """Undo a failed commit nobody waits for any more (runs in the writer thread)."""
+        error = committed.exception()
+        if error is None:
+            return
+        settle = functools.partial(_settle_quietly, pending, error)
+        try:
+            self._threads.submit(settle)
+        except RuntimeError:  # the pool is shut down (the gateway is stopping): do it here
+            settle()
+
+    def _check_and_handle(self, inbound: Inbound) -> tuple[ParsedMessage, Outcome | PendingCommit]:
         """Every blocking stage in one worker thread: one hand-over per message, not three."""
         raw_sha256 = hashlib.sha256(inbound.raw).digest()
         with timed(self.observe, "parse"):
@@ -201,8 +245,7 @@ class Pipeline:
         with timed(self.observe, "dkim"):
             verdict = authenticator.authenticate(inbound.raw)
         ctx = Context(inbound, parsed, verdict, raw_sha256.hex())
-        outcome = self._handle(ctx, self.handlers[inbound.recipient.role])
-        return dataclasses.replace(outcome, message=parsed)
+        return parsed, self._handle(ctx, self.handlers[inbound.recipient.role])
 
     async def _in_thread(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
@@ -220,7 +263,7 @@ class Pipeline:
             new_uuid=lambda: uuid.UUID(bytes=digest, version=4),
         )
 
-    def _handle(self, ctx: Context, handler: RoleHandler) -> Outcome:
+    def _handle(self, ctx: Context, handler: RoleHandler) -> Outcome | PendingCommit:
         with self.db.reading() as session:
             ctx.registrations = (
                 RegistrationRepository(session).active_for_address(ctx.verdict.from_address.key)
@@ -254,3 +297,12 @@ def refusal_audit_data(exc: MessageRefused) -> dict[str, Any]:
     if not isinstance(exc, DocumentRefused):
         data["detail"] = exc.message
     return data
+
+
+def _settle_quietly(pending: PendingCommit, error: BaseException) -> None:
+    if not isinstance(error, Exception):
+        return
+    try:
+        pending.settle(error)
+    except Exception:  # the refusal or the commit error: nobody is there to be told
+        log.debug("a failed commit nobody waited for was undone", exc_info=True)

@@ -18,7 +18,7 @@ from gateway.errors import AlreadyStored, CommitUncertain, DiskFull
 from gateway.ingest.documents import CheckedDocument, DocumentPolicy, check_documents
 from gateway.ingest.manifest import Arrival, Filing, encode, submission_manifest
 from gateway.ingest.mime import Attachment, filing_attachments
-from gateway.ingest.pipeline import Action, Context, Outcome
+from gateway.ingest.pipeline import Action, Context, Outcome, PendingCommit
 from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Clock
 from gateway.otp.verify import CodeClaim, CodeVerifier, VerifiedCode, claim_of
@@ -95,7 +95,7 @@ class SubmissionStore:
         self.committer = committer
         self.observe = observe
 
-    def handle(self, ctx: Context) -> Outcome:
+    def handle(self, ctx: Context) -> Outcome | PendingCommit:
         mid_sha256 = message_id_hash(ctx.parsed.message_id)
         with timed(self.observe, "code"):
             found = self._look_up(ctx, mid_sha256)
@@ -109,14 +109,13 @@ class SubmissionStore:
         )
         registration = next(r for r in ctx.registrations if r.id == found.verified.registration_id)
         pending = _Pending(ctx, found, registration, documents, written, mid_sha256)
-        with timed(self.observe, "commit"):
-            return commit_or_discard(
-                self.committer,
-                self.payload,
-                written,
-                lambda session, batch: self._commit(session, batch, pending),
-                lambda: self._find_duplicate(mid_sha256, ctx.raw_sha256),
-            )
+        return queue_commit(
+            self.committer,
+            self.payload,
+            written,
+            lambda session, batch: self._commit(session, batch, pending),
+            lambda: self._find_duplicate(mid_sha256, ctx.raw_sha256),
+        )
 
     def _look_up(self, ctx: Context, mid_sha256: str) -> Duplicate | Admitted:
         """One read for what the message needs: a duplicate's reference, or its code and keys.
@@ -271,14 +270,14 @@ def write_payload(
     return payload.write_message(encryptor, raw, [a.content for a in attachments])
 
 
-def commit_or_discard(
+def queue_commit(
     committer: GroupCommitter,
     payload: PayloadWriter,
     written: list[StoredBlob],
     work: Work[Outcome],
     find_duplicate: Callable[[], str | None],
-) -> Outcome:
-    """Commit the rows in the group commit; remove the blobs if that fails.
+) -> PendingCommit:
+    """Queue the rows for the group commit; if that fails, `settle` removes the blobs.
 
     The same message committed meanwhile (a client retry racing us) is
     answered with the reference it got.  When the commit's own answer was
@@ -286,18 +285,22 @@ def commit_or_discard(
     retry to find (or for the blob sweep, if no row names them).
     """
     try:
-        return committer.run(work)
-    except CommitUncertain:
-        raise
-    except AlreadyStored:
-        payload.discard(written)
-        existing = find_duplicate()
-        if existing is None:
-            raise
-        return Outcome(Action.SUBMITTED, existing, duplicate=True)
+        committed = committer.submit(work)
     except BaseException:
         payload.discard(written)
         raise
+
+    def settle(error: Exception) -> Outcome:
+        if isinstance(error, CommitUncertain):
+            raise error
+        payload.discard(written)
+        if isinstance(error, AlreadyStored):
+            existing = find_duplicate()
+            if existing is not None:
+                return Outcome(Action.SUBMITTED, existing, duplicate=True)
+        raise error
+
+    return PendingCommit(committed, settle)
 
 
 def queue_receipt(

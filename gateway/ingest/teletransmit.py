@@ -24,14 +24,14 @@ from gateway.ingest.documents import CheckedDocument, DocumentPolicy
 from gateway.ingest.filing import check_filing, split_filing_part
 from gateway.ingest.manifest import Arrival, Filing, encode, submission_manifest
 from gateway.ingest.mime import filing_attachments
-from gateway.ingest.pipeline import Action, Context, Outcome
+from gateway.ingest.pipeline import Action, Context, Outcome, PendingCommit
 from gateway.ingest.submit import (
     Duplicate,
     actor_of,
     checked_documents,
-    commit_or_discard,
     document_rows,
     message_id_hash,
+    queue_commit,
     queue_receipt,
     write_payload,
 )
@@ -98,7 +98,7 @@ class TeletransmissionStore:
         self.committer = committer
         self.observe = observe
 
-    def handle(self, ctx: Context) -> Outcome:
+    def handle(self, ctx: Context) -> Outcome | PendingCommit:
         credential_id = ctx.inbound.credential_id
         if credential_id is None:  # only the submission port hands messages here, after AUTH
             raise CredentialRefused("teletransmission needs an authenticated credential")
@@ -119,14 +119,13 @@ class TeletransmissionStore:
             self.payload, self.disk_reserve, found.encryptor, ctx.inbound.raw, attachments
         )
         pending = _Pending(ctx, credential_id, found, documents, filing_data, written, mid_sha256)
-        with timed(self.observe, "commit"):
-            return commit_or_discard(
-                self.committer,
-                self.payload,
-                written,
-                lambda session, batch: self._commit(session, batch, pending),
-                lambda: self._find_duplicate(mid_sha256, ctx.raw_sha256),
-            )
+        return queue_commit(
+            self.committer,
+            self.payload,
+            written,
+            lambda session, batch: self._commit(session, batch, pending),
+            lambda: self._find_duplicate(mid_sha256, ctx.raw_sha256),
+        )
 
     def _look_up(
         self,

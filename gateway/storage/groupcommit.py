@@ -31,6 +31,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Hashable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -83,7 +84,7 @@ Work = Callable[[Session, Batch], T]
 @dataclass(eq=False)
 class _Item(Generic[T]):
     work: Work[T]
-    done: threading.Event = field(default_factory=threading.Event)
+    done: Future[T] = field(default_factory=Future)
     result: T | None = None
     error: BaseException | None = None
 
@@ -117,16 +118,24 @@ class GroupCommitter:
         Raises what `work` raised (its savepoint rolled back), or the batch's
         commit error (nothing of the batch stored).
         """
+        return self.submit(work).result()
+
+    def submit(self, work: Work[T]) -> Future[T]:
+        """Queue `work` for the next batch; the future is settled once that batch is committed.
+
+        Its result is what `work` returned; its exception what `work` raised or
+        the batch's commit error, as `run` raises them.  For callers that need
+        not hold a thread while they wait (the pipeline awaits it on the event
+        loop).  The future is never cancelled by the writer, and cancelling it
+        does not stop the unit: once queued, it is committed or fails.
+        """
         item: _Item[T] = _Item(work)
         with self._lock:
             if self._closed:
                 raise StorageUnavailable("the database writer is stopped")
             self._ensure_thread()
             self._queue.put(item)
-        item.done.wait()
-        if item.error is not None:
-            raise item.error
-        return item.result  # type: ignore[return-value]  # set when error is None
+        return item.done
 
     def close(self) -> None:
         """Finish what is queued, then stop the writer thread."""
@@ -208,7 +217,12 @@ class GroupCommitter:
     @staticmethod
     def _release(items: list[_Item[Any]]) -> None:
         for item in items:
-            item.done.set()
+            if not item.done.set_running_or_notify_cancel():
+                continue  # its caller cancelled the future: nobody is told
+            if item.error is not None:
+                item.done.set_exception(item.error)
+            else:
+                item.done.set_result(item.result)
 
 
 def _batch_error(exc: BaseException, committing: bool) -> Exception:
