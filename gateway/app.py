@@ -320,7 +320,7 @@ class Services:
         status = StatusReporter(self.db, self.verifier, self.clock)
         return {
             Role.CODES: self.code_issuer.handle,
-            Role.SUBMIT: self.submissions.handle,
+            Role.SUBMIT: self.submissions,
             Role.STATUS: status.handle,
             Role.TELETRANSMISSION: self.teletransmission.handle,
         }

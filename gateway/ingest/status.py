@@ -58,8 +58,8 @@ class StatusReporter:
         closing = wants_closure(ctx.parsed.subject)
         now = self.clock()
         with self.db.transaction() as session:
-            live = RequestRepository(session).get(verified.request.id, for_update=True)
-            live_code = CodeRepository(session).get(verified.code.id)
+            live = RequestRepository(session).get(verified.request_id, for_update=True)
+            live_code = CodeRepository(session).get(verified.code_id)
             registration = RegistrationRepository(session).get(verified.registration_id)
             assert live is not None and live_code is not None and registration is not None
             if closing and live.status == "open":

@@ -158,7 +158,7 @@ class TeletransmissionStore:
                 raise SenderNotRegistered(
                     f"{ctx.verdict.from_address.key} is not registered for {court} {measure}"
                 )
-            encryptor = self.payload.encryptors.for_court(session, court_row.id)
+            encryptor = self.payload.encryptors.for_court(session.connection(), court_row.id)
         return _Filed(court, measure, kind, registration, encryptor, software, court_row.name)
 
     def _commit(self, session: Session, batch: Batch, pending: _Pending) -> Outcome:
