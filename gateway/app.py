@@ -321,8 +321,8 @@ class Services:
         return {
             Role.CODES: self.code_issuer.handle,
             Role.SUBMIT: self.submissions,
-            Role.STATUS: status.handle,
-            Role.TELETRANSMISSION: self.teletransmission.handle,
+            Role.STATUS: status,
+            Role.TELETRANSMISSION: self.teletransmission,
         }
 
     # -- teletransmission credentials ---------------------------------------------

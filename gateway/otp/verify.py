@@ -1,7 +1,7 @@
 """Verifying the code a message carries: find it, check it, record a failure or seal on expiry.
 
 depot@ and etat@ both need a live code of the sender's.  Checking only
-reads (so a submission can do it in the same read transaction as its other
+reads (a message does it in the pipeline's read transaction, with its other
 look-ups); `settle` then writes what a refusal leaves behind — a failure
 counted against the sender, or the request sealed when its code expired —
 in its own short transaction, and raises the refusal.
@@ -84,14 +84,6 @@ class CodeVerifier:
     def __init__(self, db: Database, codes: CodeService) -> None:
         self.db = db
         self.codes = codes
-
-    def verify(self, claim: CodeClaim, now: datetime) -> VerifiedCode:
-        """Check in a read transaction of its own, then settle."""
-        if claim.canonical is None:
-            raise CodeMissing("no code found in the subject or the address")
-        with self.db.read_connection() as connection:
-            checked = self.check(connection, claim, now)
-        return self.settle(checked, claim, now)
 
     def check(self, connection: Connection, claim: CodeClaim, now: datetime) -> CodeCheck:
         """Read and check the code in the caller's read transaction (Core reads, plain rows)."""

@@ -22,6 +22,16 @@ ACTIVE_KEYS = (
 )
 
 
+COURTS = table_of(Court)
+COURT_BY_CODE = select(COURTS.c.id, COURTS.c.name).where(COURTS.c.code == bindparam("code"))
+
+
+def court_by_code(connection: Connection, code: str) -> tuple[int, str] | None:
+    """(id, name) of the court with this code, if any (one narrow read)."""
+    row = connection.execute(COURT_BY_CODE, {"code": code}).first()
+    return None if row is None else (row[0], row[1])
+
+
 def active_fingerprints(connection: Connection, court_id: int) -> tuple[str, ...]:
     """The fingerprints of the court's active keys, sorted (one narrow query)."""
     rows = connection.execute(ACTIVE_FINGERPRINTS, {"court_id": court_id})
