@@ -320,9 +320,9 @@ class Services:
         status = StatusReporter(self.db, self.verifier, self.clock)
         return {
             Role.CODES: self.code_issuer.handle,
-            Role.SUBMIT: self.submissions.handle,
-            Role.STATUS: status.handle,
-            Role.TELETRANSMISSION: self.teletransmission.handle,
+            Role.SUBMIT: self.submissions,
+            Role.STATUS: status,
+            Role.TELETRANSMISSION: self.teletransmission,
         }
 
     # -- teletransmission credentials ---------------------------------------------

@@ -17,8 +17,13 @@ from gateway.credentials.tokens import CredentialHasher, lookup_id_of
 from gateway.errors import AuthLocked, CredentialInvalid, CredentialRefused, InvalidAddress
 from gateway.model import Clock, Mailbox
 from gateway.storage.audit import append_event
-from gateway.storage.credentials import CredentialRepository, SoftwareRepository
-from gateway.storage.db import Database, Session
+from gateway.storage.credentials import (
+    CredentialRepository,
+    CredentialState,
+    SoftwareRepository,
+    credential_state,
+)
+from gateway.storage.db import Connection, Database, Session
 from gateway.storage.models import Credential
 from gateway.storage.throttles import ThrottleRepository
 
@@ -170,21 +175,21 @@ def _mailbox(login: str) -> Mailbox | None:
         return None
 
 
-def software_in_use(session: Session, credential_id: int, now: datetime) -> str:
-    """The software of a credential still usable now, read in the caller's session.
+def software_in_use(connection: Connection, credential_id: int, now: datetime) -> str:
+    """The software of a credential still usable now, read in the caller's transaction.
 
     Raises CredentialRefused otherwise: a session authenticated before a
     revocation must not file after it.
     """
-    credential = CredentialRepository(session).get(credential_id)
+    state = credential_state(connection, credential_id)
     refusal = (
-        _why_not_live(credential, _software_live(session, credential), now)
-        if credential is not None
+        _why_not_live(state, state.software_live, now)
+        if state is not None
         else "credential unknown"
     )
-    if refusal or credential is None:
+    if refusal or state is None:
         raise CredentialRefused(f"credential no longer valid: {refusal}")
-    return credential.software
+    return state.software
 
 
 def _software_live(session: Session, credential: Credential) -> bool:
@@ -192,7 +197,9 @@ def _software_live(session: Session, credential: Credential) -> bool:
     return software is not None and software.revoked_at is None
 
 
-def _why_not_live(credential: Credential, software_live: bool, now: datetime) -> str:
+def _why_not_live(
+    credential: Credential | CredentialState, software_live: bool, now: datetime
+) -> str:
     if credential.revoked_at is not None:
         return "credential revoked"
     if credential.expires_at <= now:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
+from datetime import datetime
 
 from gateway.ingest.pipeline import Action, Context, Outcome
 from gateway.ingest.submit import actor_of
 from gateway.model import Clock, fold_accents
-from gateway.otp.verify import CodeVerifier, claim_of
+from gateway.otp.verify import CodeCheck, CodeClaim, CodeVerifier, claim_of
 from gateway.outbox.templates import STATUS_LABELS, DocumentLine, SubmissionLine, format_submissions
 from gateway.storage.audit import append_event
 from gateway.storage.courts import CourtRepository
-from gateway.storage.db import Database, Session
+from gateway.storage.db import Connection, Database, Session
 from gateway.storage.outbox import enqueue
 from gateway.storage.registrations import RegistrationRepository
 from gateway.storage.requests import CodeRepository, RequestRepository
@@ -45,7 +48,14 @@ class StatusReporter:
         self.verifier = verifier
         self.clock = clock
 
-    def handle(self, ctx: Context) -> Outcome:
+    def __call__(self, ctx: Context) -> Outcome:
+        """The whole role, its read in a transaction of its own."""
+        with self.db.read_connection() as connection:
+            rest = self.read(connection, ctx)
+        return rest()
+
+    def read(self, connection: Connection, ctx: Context) -> Callable[[], Outcome]:
+        """The code check, in the pipeline's read transaction (`ReadsFirst`)."""
         claim = claim_of(
             ctx.inbound.recipient.tag,
             ctx.parsed.subject,
@@ -54,12 +64,18 @@ class StatusReporter:
             ctx.throttle_keys,
             actor_of(ctx),
         )
-        verified = self.verifier.verify(claim, self.clock())
+        now = self.clock()
+        checked = self.verifier.check(connection, claim, now)
+        return functools.partial(self._report, ctx, claim, checked, now)
+
+    def _report(self, ctx: Context, claim: CodeClaim, checked: CodeCheck, at: datetime) -> Outcome:
+        """After the read: settle the code, then seal if asked and queue the state mail."""
+        verified = self.verifier.settle(checked, claim, at)
         closing = wants_closure(ctx.parsed.subject)
         now = self.clock()
         with self.db.transaction() as session:
-            live = RequestRepository(session).get(verified.request.id, for_update=True)
-            live_code = CodeRepository(session).get(verified.code.id)
+            live = RequestRepository(session).get(verified.request_id, for_update=True)
+            live_code = CodeRepository(session).get(verified.code_id)
             registration = RegistrationRepository(session).get(verified.registration_id)
             assert live is not None and live_code is not None and registration is not None
             if closing and live.status == "open":

@@ -9,6 +9,7 @@ module orders them and undoes the blobs when the commit fails.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,12 +22,12 @@ from gateway.ingest.mime import Attachment, filing_attachments
 from gateway.ingest.pipeline import Action, Context, Outcome, PendingCommit
 from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Clock
-from gateway.otp.verify import CodeClaim, CodeVerifier, VerifiedCode, claim_of
+from gateway.otp.verify import CodeCheck, CodeClaim, CodeVerifier, VerifiedCode, claim_of
 from gateway.outbox.receiptfacts import documents_json
 from gateway.outbox.templates import DocumentLine, format_documents, format_utc
 from gateway.storage.audit import append_event
 from gateway.storage.crypto import Encryptor
-from gateway.storage.db import Database, Session
+from gateway.storage.db import Connection, Database, Session
 from gateway.storage.groupcommit import Batch, GroupCommitter, Work
 from gateway.storage.outbox import enqueue
 from gateway.storage.payload import PayloadWriter
@@ -37,6 +38,7 @@ from gateway.storage.submissions import (
     NewSubmission,
     StoredBlob,
     SubmissionRepository,
+    duplicate_of,
 )
 
 
@@ -57,6 +59,16 @@ class Admitted:
 
     verified: VerifiedCode
     encryptor: Encryptor
+
+
+@dataclass(frozen=True, slots=True)
+class _LookedUp:
+    """What the read found of a message's code: settled (refusal written) after the read."""
+
+    claim: CodeClaim
+    now: datetime
+    checked: CodeCheck
+    encryptor: Encryptor | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,20 +107,38 @@ class SubmissionStore:
         self.committer = committer
         self.observe = observe
 
-    def handle(self, ctx: Context) -> Outcome | PendingCommit:
+    def __call__(self, ctx: Context) -> Outcome | PendingCommit:
+        """The whole role, its reads in a transaction of their own."""
+        with self.db.read_connection() as connection:
+            rest = self.read(connection, ctx)
+        return rest()
+
+    def read(
+        self, connection: Connection, ctx: Context
+    ) -> Callable[[], Outcome | PendingCommit]:
+        """The message's reads, in the pipeline's read transaction (`ReadsFirst`)."""
         mid_sha256 = message_id_hash(ctx.parsed.message_id)
         with timed(self.observe, "code"):
-            found = self._look_up(ctx, mid_sha256)
+            found = self._look_up(connection, ctx, mid_sha256)
+        return functools.partial(self._submit, ctx, mid_sha256, found)
+
+    def _submit(
+        self, ctx: Context, mid_sha256: str, found: Duplicate | _LookedUp
+    ) -> Outcome | PendingCommit:
+        """After the read: settle the code, then documents, blobs and the group commit."""
         if isinstance(found, Duplicate):
             return Outcome(Action.SUBMITTED, found.reference, duplicate=True)
+        verified = self.verifier.settle(found.checked, found.claim, found.now)
+        assert found.encryptor is not None
+        admitted = Admitted(verified, found.encryptor)
         attachments = filing_attachments(ctx.parsed)
         with timed(self.observe, "documents"):
             documents = self._check_documents(attachments)
         written = write_payload(
-            self.payload, self.disk_reserve, found.encryptor, ctx.inbound.raw, attachments
+            self.payload, self.disk_reserve, admitted.encryptor, ctx.inbound.raw, attachments
         )
-        registration = next(r for r in ctx.registrations if r.id == found.verified.registration_id)
-        pending = _Pending(ctx, found, registration, documents, written, mid_sha256)
+        registration = next(r for r in ctx.registrations if r.id == verified.registration_id)
+        pending = _Pending(ctx, admitted, registration, documents, written, mid_sha256)
         return queue_commit(
             self.committer,
             self.payload,
@@ -117,26 +147,24 @@ class SubmissionStore:
             lambda: self._find_duplicate(mid_sha256, ctx.raw_sha256),
         )
 
-    def _look_up(self, ctx: Context, mid_sha256: str) -> Duplicate | Admitted:
-        """One read for what the message needs: a duplicate's reference, or its code and keys.
+    def _look_up(
+        self, connection: Connection, ctx: Context, mid_sha256: str
+    ) -> Duplicate | _LookedUp:
+        """The reads a message needs: a duplicate's reference, or its code and keys.
 
         A duplicate is answered before the code is looked at (its code may be
         spent or sealed by now).
         """
+        existing = duplicate_of(connection, mid_sha256, ctx.raw_sha256)
+        if existing is not None:
+            return Duplicate(existing)
         claim = self._claim(ctx)
         now = self.clock()
-        with self.db.reading() as session:
-            existing = SubmissionRepository(session).duplicate_of(mid_sha256, ctx.raw_sha256)
-            if existing is not None:
-                return Duplicate(existing)
-            checked = self.verifier.check(session, claim, now)
-            encryptor = None
-            if checked.verified is not None:
-                encryptor = self.payload.encryptors.for_court(session, checked.verified.court.id)
-            session.expunge_all()
-        verified = self.verifier.settle(checked, claim, now)
-        assert encryptor is not None
-        return Admitted(verified, encryptor)
+        checked = self.verifier.check(connection, claim, now)
+        encryptor = None
+        if checked.verified is not None:
+            encryptor = self.payload.encryptors.for_court(connection, checked.verified.court_id)
+        return _LookedUp(claim, now, checked, encryptor)
 
     @staticmethod
     def _claim(ctx: Context) -> CodeClaim:
@@ -160,20 +188,20 @@ class SubmissionStore:
         """
         now = self.clock()
         ctx, verified = pending.ctx, pending.admitted.verified
-        self.verifier.codes.consume(session, verified.code, now)
+        self.verifier.codes.consume(session, verified.code_id, now)
         # Counting the submission also takes the request's row lock (PostgreSQL).
         request_reference, number = RequestRepository(session).count_submission(
-            verified.request.id, now
+            verified.request_id, now
         )
         filing = Filing(
             request_reference=request_reference,
             submission_reference=f"{request_reference}/{number}",
-            court=verified.court.code,
+            court=verified.court_code,
             measure=pending.registration.measure,
-            kind=verified.request.kind,
+            kind=verified.request_kind,
             sender_address=pending.registration.address,
             registration_id=pending.registration.id,
-            court_name=verified.court.name,
+            court_name=verified.court_name,
         )
         manifest = submission_manifest(filing, self._arrival(ctx, verified), pending.documents)
         written = pending.written  # the manifest joins it: discarded too if the batch fails
@@ -212,7 +240,7 @@ class SubmissionStore:
             received_at=ctx.inbound.received_at,
             authentication={
                 **ctx.auth_results(),
-                "code_id": verified.code.id,
+                "code_id": verified.code_id,
                 "credential_id": None,
             },
             parsed=ctx.parsed,
@@ -226,7 +254,7 @@ class SubmissionStore:
         ctx = pending.ctx
         return NewSubmission(
             reference=filing.submission_reference,
-            request_id=pending.admitted.verified.request.id,
+            request_id=pending.admitted.verified.request_id,
             number=number,
             channel=ctx.inbound.channel.value,
             message_id_sha256=pending.mid_sha256,
@@ -241,8 +269,8 @@ class SubmissionStore:
         )
 
     def _find_duplicate(self, mid_sha256: str, raw_sha256: str) -> str | None:
-        with self.db.reading() as session:
-            return SubmissionRepository(session).duplicate_of(mid_sha256, raw_sha256)
+        with self.db.read_connection() as connection:
+            return duplicate_of(connection, mid_sha256, raw_sha256)
 
 
 # -- the steps every submitting role shares (depot@, and teletransmission) -------

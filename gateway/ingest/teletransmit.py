@@ -13,7 +13,8 @@ reference.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +39,19 @@ from gateway.ingest.submit import (
 from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Channel, Clock, RequestKind
 from gateway.storage.audit import append_event
-from gateway.storage.courts import CourtRepository
+from gateway.storage.courts import court_by_code
 from gateway.storage.crypto import Encryptor
-from gateway.storage.db import Database, Session
+from gateway.storage.db import Connection, Database, Session
 from gateway.storage.groupcommit import Batch, GroupCommitter
 from gateway.storage.payload import PayloadWriter
 from gateway.storage.registrations import ActiveRegistration
 from gateway.storage.requests import RequestRepository
-from gateway.storage.submissions import NewSubmission, StoredBlob, SubmissionRepository
+from gateway.storage.submissions import (
+    NewSubmission,
+    StoredBlob,
+    SubmissionRepository,
+    duplicate_of,
+)
 
 USAGE = "subject must be: DEPOT <court> <measure> [requete|compte|inventaire]"
 
@@ -98,15 +104,31 @@ class TeletransmissionStore:
         self.committer = committer
         self.observe = observe
 
-    def handle(self, ctx: Context) -> Outcome | PendingCommit:
+    def __call__(self, ctx: Context) -> Outcome | PendingCommit:
+        """The whole role, its reads in a transaction of their own."""
+        with self.db.read_connection() as connection:
+            rest = self.read(connection, ctx)
+        return rest()
+
+    def read(
+        self, connection: Connection, ctx: Context
+    ) -> Callable[[], Outcome | PendingCommit]:
+        """The filing's reads, in the pipeline's read transaction (`ReadsFirst`)."""
         credential_id = ctx.inbound.credential_id
         if credential_id is None:  # only the submission port hands messages here, after AUTH
             raise CredentialRefused("teletransmission needs an authenticated credential")
-        court, measure, kind = parse_filing_command(ctx.parsed.subject, "DEPOT", USAGE)
+        asked = parse_filing_command(ctx.parsed.subject, "DEPOT", USAGE)
         mid_sha256 = message_id_hash(ctx.parsed.message_id)
-        found = self._look_up(ctx, credential_id, (court, measure, kind), mid_sha256)
+        found = self._look_up(connection, ctx, credential_id, asked, mid_sha256)
+        return functools.partial(self._file, ctx, credential_id, mid_sha256, found)
+
+    def _file(
+        self, ctx: Context, credential_id: int, mid_sha256: str, found: Duplicate | _Filed
+    ) -> Outcome | PendingCommit:
+        """After the read: documents, blobs and the group commit."""
         if isinstance(found, Duplicate):
             return Outcome(Action.SUBMITTED, found.reference, duplicate=True)
+        court, measure, kind = found.court, found.measure, found.kind
         part, attachments = split_filing_part(filing_attachments(ctx.parsed))
         with timed(self.observe, "documents"):
             documents = checked_documents(self.policy, attachments)
@@ -129,36 +151,37 @@ class TeletransmissionStore:
 
     def _look_up(
         self,
+        connection: Connection,
         ctx: Context,
         credential_id: int,
         asked: tuple[str, str, RequestKind],
         mid_sha256: str,
     ) -> Duplicate | _Filed:
-        """One read: a duplicate's reference, or the registration, the credential and the keys.
+        """The reads: a duplicate's reference, or the registration, the credential and the keys.
 
         A duplicate is answered first: a re-sent filing keeps its first reference.
         """
         court, measure, kind = asked
-        with self.db.reading() as session:
-            existing = SubmissionRepository(session).duplicate_of(mid_sha256, ctx.raw_sha256)
-            if existing is not None:
-                return Duplicate(existing)
-            software = software_in_use(session, credential_id, self.clock())
-            court_row = CourtRepository(session).by_code(court)
-            registration = next(
-                (
-                    r
-                    for r in ctx.registrations
-                    if court_row is not None and r.court_id == court_row.id and r.measure == measure
-                ),
-                None,
+        existing = duplicate_of(connection, mid_sha256, ctx.raw_sha256)
+        if existing is not None:
+            return Duplicate(existing)
+        software = software_in_use(connection, credential_id, self.clock())
+        court_row = court_by_code(connection, court)
+        registration = next(
+            (
+                r
+                for r in ctx.registrations
+                if court_row is not None and r.court_id == court_row[0] and r.measure == measure
+            ),
+            None,
+        )
+        if court_row is None or registration is None:
+            raise SenderNotRegistered(
+                f"{ctx.verdict.from_address.key} is not registered for {court} {measure}"
             )
-            if court_row is None or registration is None:
-                raise SenderNotRegistered(
-                    f"{ctx.verdict.from_address.key} is not registered for {court} {measure}"
-                )
-            encryptor = self.payload.encryptors.for_court(session, court_row.id)
-        return _Filed(court, measure, kind, registration, encryptor, software, court_row.name)
+        court_id, court_name = court_row
+        encryptor = self.payload.encryptors.for_court(connection, court_id)
+        return _Filed(court, measure, kind, registration, encryptor, software, court_name)
 
     def _commit(self, session: Session, batch: Batch, pending: _Pending) -> Outcome:
         """The request, opened and sealed, and its one submission: one savepoint of the batch."""
@@ -242,5 +265,5 @@ class TeletransmissionStore:
         )
 
     def _find_duplicate(self, mid_sha256: str, raw_sha256: str) -> str | None:
-        with self.db.reading() as session:
-            return SubmissionRepository(session).duplicate_of(mid_sha256, raw_sha256)
+        with self.db.read_connection() as connection:
+            return duplicate_of(connection, mid_sha256, raw_sha256)

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 from gateway.errors import CodeExpired, CodeLocked, CodeMismatch, CodeUnknown, RequestClosed
 from gateway.model import Channel, RequestKind, RequestStatus
 from gateway.otp.codes import CodeHasher, generate_code
-from gateway.storage.db import Session
+from gateway.storage.db import Connection, Session
 from gateway.storage.models import Code, Registration, Request
 from gateway.storage.registrations import ActiveRegistration
-from gateway.storage.requests import CodeRepository, RequestRepository
-from gateway.storage.throttles import ThrottleRepository
+from gateway.storage.requests import CodeRepository, CodeRow, RequestRepository, code_by_hmac
+from gateway.storage.throttles import ThrottleRepository, any_locked
 
 RandBytes = Callable[[int], bytes]
 FAILURE_WINDOW = timedelta(hours=24)
@@ -76,33 +76,31 @@ class CodeService:
         return IssuedCode(request, code, expires_at)
 
     # -- verifying --------------------------------------------------------
-    def check_not_locked(self, session: Session, keys: list[str], now: datetime) -> None:
-        if ThrottleRepository(session).any_locked(keys, now):
+    def check_not_locked(self, connection: Connection, keys: list[str], now: datetime) -> None:
+        if any_locked(connection, keys, now):
             raise CodeLocked("too many failed codes; try again later")
 
     def find(
-        self, session: Session, canonical: str, sender_key: str,
+        self, connection: Connection, canonical: str, sender_key: str,
         registrations: Sequence[ActiveRegistration],
-    ) -> tuple[Code, Request]:
-        """Look a code up and check it belongs to the sender; raises the refusal."""
-        code = CodeRepository(session).by_hmac(self.hasher.digest(canonical))
+    ) -> CodeRow:
+        """The code with its request and court, if it is the sender's; raises the refusal."""
+        code = code_by_hmac(connection, self.hasher.digest(canonical))
         if code is None:
             raise CodeUnknown("code is not valid")
         if code.registration_id not in {r.id for r in registrations}:
             raise CodeMismatch("code does not belong to this sender")
-        request = RequestRepository(session).get(code.request_id)
-        assert request is not None
-        return code, request
+        return code
 
-    def check_usable(self, code: Code, request: Request, now: datetime) -> None:
+    def check_usable(self, code: CodeRow, now: datetime) -> None:
         if code.expires_at <= now:
             raise CodeExpired("code has expired; ask for a new one")
-        if code.closed_at is not None or request.status != RequestStatus.OPEN.value:
+        if code.closed_at is not None or code.request_status != RequestStatus.OPEN.value:
             raise RequestClosed("request is closed; ask for a new code")
 
-    def consume(self, session: Session, code: Code, now: datetime) -> None:
+    def consume(self, session: Session, code_id: int, now: datetime) -> None:
         """Count one use with a conditional UPDATE, so a code sealed meanwhile cannot pass."""
-        if not CodeRepository(session).consume(code.id, now):
+        if not CodeRepository(session).consume(code_id, now):
             raise RequestClosed("request is closed; ask for a new code")
 
     @staticmethod

@@ -1,7 +1,7 @@
 """Verifying the code a message carries: find it, check it, record a failure or seal on expiry.
 
 depot@ and etat@ both need a live code of the sender's.  Checking only
-reads (so a submission can do it in the same read transaction as its other
+reads (a message does it in the pipeline's read transaction, with its other
 look-ups); `settle` then writes what a refusal leaves behind — a failure
 counted against the sender, or the request sealed when its code expired —
 in its own short transaction, and raises the refusal.
@@ -17,11 +17,9 @@ from gateway.errors import CodeError, CodeExpired, CodeMissing
 from gateway.otp.codes import find_code_in_subject, normalise_code
 from gateway.otp.service import CodeService
 from gateway.storage.audit import append_event
-from gateway.storage.courts import CourtRepository
-from gateway.storage.db import Database, Session
-from gateway.storage.models import Code, Court, Request
+from gateway.storage.db import Connection, Database
 from gateway.storage.registrations import ActiveRegistration
-from gateway.storage.requests import CodeRepository, RequestRepository
+from gateway.storage.requests import CodeRepository, CodeRow, RequestRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +49,23 @@ def claim_of(
 
 @dataclass(frozen=True, slots=True)
 class VerifiedCode:
-    """A live code of the sender's, with its request and court (detached rows)."""
+    """A live code of the sender's: what a message needs of it, its request and its court."""
 
-    code: Code
-    request: Request
-    court: Court
+    code_id: int
+    registration_id: int
+    request_id: int
+    request_reference: str
+    request_kind: str
+    court_id: int
+    court_code: str
+    court_name: str
 
-    @property
-    def registration_id(self) -> int:
-        return self.code.registration_id
+    @classmethod
+    def of(cls, code: CodeRow) -> VerifiedCode:
+        return cls(
+            code.id, code.registration_id, code.request_id, code.request_reference,
+            code.request_kind, code.court_id, code.court_code, code.court_name,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,35 +85,24 @@ class CodeVerifier:
         self.db = db
         self.codes = codes
 
-    def verify(self, claim: CodeClaim, now: datetime) -> VerifiedCode:
-        """Check in a read transaction of its own, then settle."""
-        if claim.canonical is None:
-            raise CodeMissing("no code found in the subject or the address")
-        with self.db.reading() as session:
-            checked = self.check(session, claim, now)
-            session.expunge_all()
-        return self.settle(checked, claim, now)
-
-    def check(self, session: Session, claim: CodeClaim, now: datetime) -> CodeCheck:
-        """Read and check the code in the caller's read transaction."""
+    def check(self, connection: Connection, claim: CodeClaim, now: datetime) -> CodeCheck:
+        """Read and check the code in the caller's read transaction (Core reads, plain rows)."""
         if claim.canonical is None:
             return CodeCheck(failure=CodeMissing("no code found in the subject or the address"))
         try:
-            self.codes.check_not_locked(session, claim.throttle_keys, now)
-            code, request = self.codes.find(
-                session, claim.canonical, claim.sender_key, list(claim.registrations)
+            self.codes.check_not_locked(connection, claim.throttle_keys, now)
+            code = self.codes.find(
+                connection, claim.canonical, claim.sender_key, claim.registrations
             )
         except CodeError as exc:
             return CodeCheck(failure=exc)
         try:
-            self.codes.check_usable(code, request, now)
+            self.codes.check_usable(code, now)
         except CodeExpired as exc:
             return CodeCheck(failure=exc, expired_code_id=code.id)
         except CodeError as exc:
             return CodeCheck(failure=exc)
-        court = CourtRepository(session).get(request.court_id)
-        assert court is not None
-        return CodeCheck(VerifiedCode(code, request, court))
+        return CodeCheck(VerifiedCode.of(code))
 
     def settle(self, checked: CodeCheck, claim: CodeClaim, now: datetime) -> VerifiedCode:
         """The live code, or the refusal recorded in its own write and raised."""

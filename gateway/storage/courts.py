@@ -5,15 +5,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from gateway.storage.models import Court, CourtKey
+from gateway.storage.models import Court, CourtKey, table_of
 
+COURT_KEYS = table_of(CourtKey)
 # Built once: every submission reads its court's active key fingerprints.
-ACTIVE_FINGERPRINTS = select(CourtKey.fingerprint).where(
-    CourtKey.court_id == bindparam("court_id"), CourtKey.status == "active"
+ACTIVE_FINGERPRINTS = select(COURT_KEYS.c.fingerprint).where(
+    COURT_KEYS.c.court_id == bindparam("court_id"), COURT_KEYS.c.status == "active"
 )
+ACTIVE_KEYS = (
+    select(COURT_KEYS.c.fingerprint, COURT_KEYS.c.armored)
+    .where(COURT_KEYS.c.court_id == bindparam("court_id"), COURT_KEYS.c.status == "active")
+    .order_by(COURT_KEYS.c.id)
+)
+
+
+COURTS = table_of(Court)
+COURT_BY_CODE = select(COURTS.c.id, COURTS.c.name).where(COURTS.c.code == bindparam("code"))
+
+
+def court_by_code(connection: Connection, code: str) -> tuple[int, str] | None:
+    """(id, name) of the court with this code, if any (one narrow read)."""
+    row = connection.execute(COURT_BY_CODE, {"code": code}).first()
+    return None if row is None else (row[0], row[1])
+
+
+def active_fingerprints(connection: Connection, court_id: int) -> tuple[str, ...]:
+    """The fingerprints of the court's active keys, sorted (one narrow query)."""
+    rows = connection.execute(ACTIVE_FINGERPRINTS, {"court_id": court_id})
+    return tuple(sorted(row[0] for row in rows))
+
+
+def active_keys(connection: Connection, court_id: int) -> list[tuple[str, str]]:
+    """(fingerprint, armoured public key) of the court's active keys, in the order added."""
+    rows = connection.execute(ACTIVE_KEYS, {"court_id": court_id})
+    return [(row[0], row[1]) for row in rows]
 
 
 class CourtRepository:
@@ -40,10 +68,6 @@ class CourtRepository:
         if active_only:
             query = query.where(CourtKey.status == "active")
         return self.session.scalars(query.order_by(CourtKey.id)).all()
-
-    def active_fingerprints(self, court_id: int) -> tuple[str, ...]:
-        """The fingerprints of the court's active keys, sorted (one narrow query)."""
-        return tuple(sorted(self.session.scalars(ACTIVE_FINGERPRINTS, {"court_id": court_id})))
 
     def key(self, court_id: int, fingerprint: str) -> CourtKey | None:
         return self.session.scalars(

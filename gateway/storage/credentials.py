@@ -3,14 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from gateway.storage.models import Credential, Software, table_of
 
-CREDENTIALS = table_of(Credential)
+CREDENTIALS, SOFTWARE = table_of(Credential), table_of(Software)
+# Built once: every teletransmitted filing re-checks its credential.
+CREDENTIAL_STATE = (
+    select(
+        CREDENTIALS.c.software, CREDENTIALS.c.expires_at, CREDENTIALS.c.revoked_at,
+        SOFTWARE.c.id, SOFTWARE.c.revoked_at,
+    )
+    .outerjoin(SOFTWARE, SOFTWARE.c.name == CREDENTIALS.c.software)
+    .where(CREDENTIALS.c.id == bindparam("credential_id"))
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialState:
+    """A credential as a filing re-checks it, with whether its software is still homologated."""
+
+    software: str
+    expires_at: datetime
+    revoked_at: datetime | None
+    software_live: bool
+
+
+def credential_state(connection: Connection, credential_id: int) -> CredentialState | None:
+    """The credential's state and its software's, in one read (None: no such credential)."""
+    row = connection.execute(CREDENTIAL_STATE, {"credential_id": credential_id}).first()
+    if row is None:
+        return None
+    software, expires_at, revoked_at, software_id, software_revoked_at = row
+    live = software_id is not None and software_revoked_at is None
+    return CredentialState(software, expires_at, revoked_at, live)
 
 
 class SoftwareRepository:

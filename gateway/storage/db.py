@@ -12,7 +12,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,8 +20,9 @@ from gateway.errors import ConfigError, StorageUnavailable
 
 log = logging.getLogger("gateway.storage")
 
-__all__ = ["Database", "Session", "make_engine"]
-"""`Session` is re-exported: modules outside storage/ name it in signatures, never query it."""
+__all__ = ["Connection", "Database", "Session", "make_engine"]
+"""`Session` and `Connection` are re-exported: modules outside storage/ name them in
+signatures, never query them."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -173,9 +174,8 @@ class Database:
         if database and database != ":memory:":
             self._writer_lock = WriterLock(Path(f"{database}-writer.lock"))
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._read_sessions = sessionmaker(
-            engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
-        )
+        self._read_engine = engine.execution_options(**{READ_ONLY: True})
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -210,6 +210,20 @@ class Database:
         try:
             with self._read_sessions() as session, session.begin():
                 yield session
+        except OperationalError as exc:
+            raise StorageUnavailable("database unavailable") from exc
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """Like `reading()`, on a plain Connection: no ORM session, for Core statements.
+
+        The accept path's reads (registrations, duplicate, code, keys) are a few
+        point reads per message; an ORM session and its unit of work around them
+        cost many times the reads themselves.
+        """
+        try:
+            with self._read_engine.connect() as connection, connection.begin():
+                yield connection
         except OperationalError as exc:
             raise StorageUnavailable("database unavailable") from exc
 

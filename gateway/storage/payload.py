@@ -14,13 +14,13 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from gateway.errors import KeyRefused
 from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Clock
 from gateway.storage.blobstore import BlobStorage
-from gateway.storage.courts import CourtRepository
+from gateway.storage.courts import active_fingerprints, active_keys
 from gateway.storage.crypto import Encryptor
 from gateway.storage.groupcommit import Batch
 from gateway.storage.submissions import StoredBlob
@@ -39,21 +39,21 @@ class CourtEncryptors:
         self._cache: dict[tuple[str, ...], Encryptor] = {}
         self._lock = threading.Lock()
 
-    def for_court(self, session: Session, court_id: int) -> Encryptor:
-        courts = CourtRepository(session)
-        marker = courts.active_fingerprints(court_id)
+    def for_court(self, connection: Connection, court_id: int) -> Encryptor:
+        """The court's encryptor, read in the caller's transaction (a Session's `connection()`)."""
+        marker = active_fingerprints(connection, court_id)
         if not marker:
             raise KeyRefused("court has no active encryption key")
         with self._lock:
             encryptor = self._cache.get(marker)
         if encryptor is not None:
             return encryptor
-        keys = courts.keys(court_id)
+        keys = active_keys(connection, court_id)
         if not keys:
             raise KeyRefused("court has no active encryption key")
-        encryptor = Encryptor.for_keys([k.armored for k in keys])
+        encryptor = Encryptor.for_keys([armored for _fingerprint, armored in keys])
         with self._lock:
-            self._cache[tuple(sorted(k.fingerprint for k in keys))] = encryptor
+            self._cache[tuple(sorted(fingerprint for fingerprint, _ in keys))] = encryptor
         return encryptor
 
 

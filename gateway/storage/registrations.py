@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.storage.models import MAX_ID, Court, Registration
@@ -36,6 +36,12 @@ ACTIVE_FOR_ADDRESS = select(
 )  # fmt: skip
 
 
+def active_for_address(connection: Connection, address_key: str) -> list[ActiveRegistration]:
+    """The address's active registrations, read on a plain connection (the accept path)."""
+    rows = connection.execute(ACTIVE_FOR_ADDRESS, {"address_key": address_key})
+    return [ActiveRegistration(*row) for row in rows]
+
+
 class RegistrationRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -54,8 +60,7 @@ class RegistrationRepository:
         ).one_or_none()
 
     def active_for_address(self, address_key: str) -> list[ActiveRegistration]:
-        rows = self.session.connection().execute(ACTIVE_FOR_ADDRESS, {"address_key": address_key})
-        return [ActiveRegistration(*row) for row in rows]
+        return active_for_address(self.session.connection(), address_key)
 
     def add(self, registration: Registration) -> Registration:
         self.session.add(registration)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,13 @@ DUPLICATE = select(SUBMISSIONS.c.reference).where(
     SUBMISSIONS.c.message_id_sha256 == bindparam("mid"),
     SUBMISSIONS.c.raw_sha256 == bindparam("raw"),
 )
+
+
+def duplicate_of(connection: Connection, message_id_sha256: str, raw_sha256: str) -> str | None:
+    """The reference already stored for these bytes under this Message-ID, if any."""
+    found = connection.execute(DUPLICATE, {"mid": message_id_sha256, "raw": raw_sha256})
+    reference = found.scalar()
+    return None if reference is None else str(reference)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +85,7 @@ class SubmissionRepository:
     # -- the accept path ------------------------------------------------------
     def duplicate_of(self, message_id_sha256: str, raw_sha256: str) -> str | None:
         """The reference already stored for these bytes under this Message-ID, if any."""
-        found = self.session.connection().execute(
-            DUPLICATE, {"mid": message_id_sha256, "raw": raw_sha256}
-        )
-        reference = found.scalar()
-        return None if reference is None else str(reference)
+        return duplicate_of(self.session.connection(), message_id_sha256, raw_sha256)
 
     def add(
         self,

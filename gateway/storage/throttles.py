@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,13 +22,17 @@ LOCKED_KEYS = (
 )
 
 
+def any_locked(connection: Connection, keys: list[str], now: datetime) -> bool:
+    """Whether one of the keys is locked out now (one narrow read)."""
+    return connection.execute(LOCKED_KEYS, {"keys": keys, "now": now}).first() is not None
+
+
 class ThrottleRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
     def any_locked(self, keys: list[str], now: datetime) -> bool:
-        found = self.session.connection().execute(LOCKED_KEYS, {"keys": keys, "now": now})
-        return found.first() is not None
+        return any_locked(self.session.connection(), keys, now)
 
     def locked_row(self, key: str, now: datetime) -> Throttle:
         """The key's row, created if missing, locked for the rest of the transaction."""
