@@ -326,22 +326,60 @@ def _parse_fields(lines: list[bytes]) -> _Fields:
 def _split_multipart(
     buf: bytes, start: int, end: int, delimiter: bytes
 ) -> Iterator[tuple[int, int]]:
-    """Yield (start, end) of each body part between delimiter lines (RFC 2046 5.1.1)."""
-    # Matching in the regex engine keeps look-alike lines ("--boundaryX") cheap.
-    line = re.escape(delimiter) + rb"(--)?[ \t\r]*(?:\n|\Z)"
-    first = re.compile(line).match(buf, start, end)
-    later = re.compile(rb"\n" + line).finditer(buf, start, end)
+    """Yield (start, end) of each body part between delimiter lines (RFC 2046 5.1.1).
+
+    A delimiter line is the delimiter, `--` if it closes, blanks, then a line
+    break (or the end).  Found with `bytes.find`: every message has a boundary
+    of its own, and compiling a pattern for it cost more than the search.
+    """
     part_start = -1
-    for match in itertools.chain([first] if first else [], later):
+    first = _delimiter_line(buf, start, end, delimiter)
+    later = _later_delimiters(buf, start, end, delimiter)
+    matches = itertools.chain([(start, *first)] if first else [], later)
+    for line_start, line_end, closing in matches:
         if part_start >= 0:  # the line break before a delimiter belongs to it
-            part_end = match.start()
+            part_end = line_start
             part_end -= part_end > part_start and buf[part_end - 1] == 0x0D
             yield part_start, max(part_start, part_end)
-        if match.group(1):
+        if closing:
             return
-        part_start = match.end()
+        part_start = line_end
     if part_start >= 0:
         yield part_start, end  # no closing delimiter: the last part runs to the end
+
+
+def _later_delimiters(
+    buf: bytes, start: int, end: int, delimiter: bytes
+) -> Iterator[tuple[int, int, bool]]:
+    """(start of its line break, end of line, closing) of each delimiter line after a line break."""
+    needle = b"\n" + delimiter
+    at = buf.find(needle, start, end)
+    while at >= 0:
+        found = _delimiter_line(buf, at + 1, end, delimiter)
+        if found is None:
+            at = buf.find(needle, at + 1, end)
+            continue
+        yield at, *found
+        at = buf.find(needle, found[0], end)
+
+
+def _delimiter_line(buf: bytes, at: int, end: int, delimiter: bytes) -> tuple[int, bool] | None:
+    """(end of the line, closing) if a delimiter line starts at `at`, else None."""
+    if not buf.startswith(delimiter, at, end):
+        return None
+    pos = at + len(delimiter)
+    closing = buf.startswith(b"--", pos, end)
+    pos += 2 * closing
+    while pos < end and buf[pos] in _LINE_BLANKS:
+        pos += 1
+    if pos >= end:
+        return end, closing
+    if buf[pos] == 0x0A:
+        return pos + 1, closing
+    return None
+
+
+_LINE_BLANKS = b" \t\r"
 
 
 def _decode_payload(buf: bytes, start: int, end: int, cte: str, number: int) -> bytes:
