@@ -15,7 +15,7 @@ import re
 import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -29,8 +29,7 @@ from gateway.model import Clock
 from gateway.settings import RelaySection
 from gateway.storage.audit import append_event, lock_head
 from gateway.storage.db import Database, Session
-from gateway.storage.models import Outbox
-from gateway.storage.outbox import FAILED, PENDING, SENT, OutboxRepository
+from gateway.storage.outbox import PENDING, LeasedRow, OutboxRepository
 
 log = logging.getLogger("gateway.outbox")
 
@@ -367,23 +366,13 @@ class OutboxWorker:
         now = self._clock()
         lease_until = now + self._lease
         with self._db.transaction() as session:
-            rows = OutboxRepository(session).due(now, self._batch)
-            claimed = []
-            for row in rows:
-                if row.message is None and row.template_values is None:
-                    continue  # cannot happen for a pending row; never send nothing
-                row.lease_until = lease_until
-                claimed.append(
-                    Claimed(
-                        row.id,
-                        row.kind,
-                        row.recipient,
-                        row.message,
-                        row.template_values,
-                        lease_until,
-                    )
-                )
-        return claimed
+            rows = OutboxRepository(session).claim(now, lease_until, self._batch)
+        return [
+            Claimed(row.id, row.kind, row.recipient, row.message, row.template_values, lease_until)
+            for row in rows
+            # Cannot happen for a pending row; never send nothing.
+            if row.message is not None or row.template_values is not None
+        ]
 
     async def _deliver(self, claimed: list[Claimed]) -> list[Delivered]:
         """Send a batch over at most `concurrency` connections, each taking the next message.
@@ -485,39 +474,44 @@ class OutboxWorker:
                 lock_head(session)
             outbox = OutboxRepository(session)
             by_id = outbox.locked([done.item.id for done in ordered])
-            recorded = [
-                done.outcome.result
-                for done in ordered
-                if self._record_one(session, outbox, by_id.get(done.item.id), done)
-            ]
+            changes = _Changes()
+            for done in ordered:
+                self._record_one(session, changes, by_id.get(done.item.id), done)
+            outbox.add_attempts(changes.attempts)
+            outbox.mark_sent(changes.sent)
+            outbox.mark_retry(changes.retry)
+            outbox.mark_failed(changes.failed)
         if self._count is not None:
-            for result in recorded:
+            for result in changes.recorded:
                 self._count(result)
 
     def _record_one(
-        self, session: Session, outbox: OutboxRepository, row: Outbox | None, done: Delivered
-    ) -> bool:
+        self, session: Session, changes: _Changes, row: LeasedRow | None, done: Delivered
+    ) -> None:
         """One row's attempt, as its own transaction recorded it before batches."""
         item, outcome, now = done.item, done.outcome, done.at
         if row is None or row.status != PENDING or row.lease_until != item.lease_until:
             # Our lease ran out and another worker took the row: its record wins.
             log.warning("outbox %s: lease lost, %s not recorded", item.id, outcome.result)
-            return False
-        outbox.add_attempt(row.id, now, outcome.result.value, outcome.detail)
-        row.attempts += 1
-        row.lease_until = None
-        self._apply(session, row, outcome, now)
-        return True
-
-    def _apply(self, session: Session, row: Outbox, outcome: Attempt, now: datetime) -> None:
+            return
+        attempts = row.attempts + 1
+        changes.recorded.append(outcome.result)
+        changes.attempts.append(
+            {
+                "outbox_id": row.id,
+                "attempted_at": now,
+                "result": outcome.result.value,
+                "detail": outcome.detail,
+            }
+        )
         if outcome.result is Result.SENT:
             # The message (or its values) may hold a code: keep neither once sent.
-            row.status, row.sent_at, row.message, row.template_values = SENT, now, None, None
-            log.info("outbox %s (%s): sent after %d attempt(s)", row.id, row.kind, row.attempts)
+            changes.sent.append({"row_id": row.id, "at": now, "attempts": attempts})
+            log.info("outbox %s (%s): sent after %d attempt(s)", row.id, row.kind, attempts)
             return
         too_old = now - row.created_at >= self._relay.give_up_after
         if outcome.result is Result.PERMANENT or too_old:
-            row.status, row.message, row.template_values = FAILED, None, None
+            changes.failed.append({"row_id": row.id, "attempts": attempts})
             log.warning("outbox %s (%s): gave up: %s", row.id, row.kind, outcome.detail)
             append_event(
                 session,
@@ -528,7 +522,7 @@ class OutboxWorker:
                 data={
                     "outbox_id": row.id,
                     "kind": row.kind,
-                    "attempts": row.attempts,
+                    "attempts": attempts,
                     "reason": (
                         "permanent refusal" if outcome.result is Result.PERMANENT else "expired"
                     ),
@@ -536,11 +530,25 @@ class OutboxWorker:
                 },
             )
             return
-        row.next_attempt_at = now + retry_delay(row.attempts, self._relay.max_backoff)
+        next_attempt_at = now + retry_delay(attempts, self._relay.max_backoff)
+        changes.retry.append(
+            {"row_id": row.id, "attempts": attempts, "next_attempt_at": next_attempt_at}
+        )
         log.info(
             "outbox %s (%s): %s, retry at %s",
             row.id,
             row.kind,
             outcome.detail,
-            row.next_attempt_at.isoformat(),
+            next_attempt_at.isoformat(),
         )
+
+
+@dataclass(slots=True)
+class _Changes:
+    """What recording a batch writes, gathered by outcome: one statement for each."""
+
+    recorded: list[Result] = field(default_factory=list)
+    attempts: list[dict[str, object]] = field(default_factory=list)
+    sent: list[dict[str, object]] = field(default_factory=list)
+    retry: list[dict[str, object]] = field(default_factory=list)
+    failed: list[dict[str, object]] = field(default_factory=list)
