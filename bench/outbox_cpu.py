@@ -155,6 +155,30 @@ def phases(services: Services, count: int) -> None:
     )
 
 
+def sends(services: Services, count: int) -> None:
+    """`RelayConnection.send` alone, on one open session: one receipt's bytes, `count` times."""
+    from gateway.outbox.worker import Claimed, RelayConnection, relay_tls_context
+
+    composed = services.compose_mail("receipt", "tuteur@famille.example", dict(VALUES))
+    item = Claimed(0, "receipt", "tuteur@famille.example", None, {}, datetime.now(UTC))
+
+    async def run() -> float:
+        connection = RelayConnection(services.settings.relay, relay_tls_context(), None)
+        assert await connection.open() is None
+        for _ in range(50):
+            await connection.send(item, composed)
+        cpu = time.process_time()
+        for _ in range(count):
+            outcome = await connection.send(item, composed)
+        cpu = time.process_time() - cpu
+        assert outcome.result == "sent", outcome
+        await connection.close()
+        return cpu
+
+    cpu = asyncio.run(run())
+    print(f"send alone: {cpu / count * 1000:.3f} ms CPU per message ({len(composed.data)} bytes)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--receipts", type=int, default=1000)
@@ -163,6 +187,8 @@ def main() -> None:
     parser.add_argument("--pipelining", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--phases", action="store_true")
+    parser.add_argument("--sends", action="store_true")
+    parser.add_argument("--no-deliver", dest="deliver", action="store_false")
     args = parser.parse_args()
     port = free_port()
     flags = ["PIPELINING"] if args.pipelining else []
@@ -177,15 +203,19 @@ def main() -> None:
             queue(services, 40)
             deliver(services, None)  # warm up: connections, caches, imports
             profile = cProfile.Profile() if args.profile else None
-            figures = []
-            for _ in range(args.rounds):
+            figures = [0.0]
+            for _ in range(args.rounds if args.deliver else 0):
                 queue(services, args.receipts)
                 sent, cpu, wall = deliver(services, profile)
                 assert sent == args.receipts, sent
                 figures.append(cpu / sent * 1000)
                 print(f"{sent} receipts: {cpu / sent * 1000:.3f} ms CPU, "
                       f"{wall / sent * 1000:.3f} ms wall per receipt")
-            print(f"best {min(figures):.3f} ms CPU per receipt")
+            if args.deliver:
+                print(f"best {min(figures[1:]):.3f} ms CPU per receipt")
+            if args.sends:
+                for _ in range(args.rounds):
+                    sends(services, args.receipts)
             if args.phases:
                 for _ in range(args.rounds):
                     phases(services, args.receipts)

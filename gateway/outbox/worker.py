@@ -8,6 +8,7 @@ the smarthost) or a local maildir (`gateway.outbox.maildir`, relay.mode =
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
@@ -23,6 +24,7 @@ from email.policy import default as default_policy
 from typing import Protocol
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 
 from gateway.errors import TemporaryFailure
 from gateway.model import Clock
@@ -195,14 +197,80 @@ def _first_address(name: str, value: str) -> str:
     return str(addresses[0].addr_spec) if addresses else ""
 
 
+async def mail_transaction(
+    client: aiosmtplib.SMTP, sender: str, recipient: str, message: bytes
+) -> None:
+    """MAIL, RCPT and DATA for one recipient, raising what `SMTP.sendmail` raises.
+
+    What `sendmail` does for one recipient and no options, on the public
+    commands, without its costs that buy us nothing: both addresses are
+    checked and quoted once (and the sender, always the same, once at all),
+    and the SIZE of a message already in CRLF lines is its length.  A refused
+    command is followed by RSET, so the session can carry the next message.
+    """
+    if client.is_ehlo_or_helo_needed:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            await client.helo()
+    mail_from = b"FROM:" + _command_address(sender)
+    rcpt_to = b"TO:" + _command_address(recipient)  # both checked before anything is sent
+    options = [b"SIZE=%d" % _wire_length(message)] if client.supports_extension("size") else []
+    try:
+        response = await client.execute_command(b"MAIL", mail_from, *options)
+        if response.code != aiosmtplib.SMTPStatus.completed:
+            raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+        response = await client.execute_command(b"RCPT", rcpt_to)
+        if response.code not in (
+            aiosmtplib.SMTPStatus.completed,
+            aiosmtplib.SMTPStatus.will_forward,
+        ):
+            refused = aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+            raise aiosmtplib.SMTPRecipientsRefused([refused])
+        await client.data(message)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        # Disconnected, or a bad status: the refusal is what we report.
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await client.rset()
+        raise
+
+
+# What aiosmtplib turns into CRLF in DATA (its `normalize_message_line_endings`).
+_LINE_ENDING = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
+# An addr-spec `quote_address` gives back as it is, between angle brackets.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _command_address(address: str) -> bytes:
+    """`<address>` for MAIL or RCPT, as aiosmtplib quotes and checks it (ValueError if unsafe)."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return b"<" + address.encode("ascii") + b">"
+    return quote_address(address).encode("ascii")
+
+
+def _wire_length(message: bytes) -> int:
+    """The SIZE (RFC 1870) of `message`: its length once in CRLF lines ending in CRLF."""
+    lines = message.count(b"\n")
+    if lines == message.count(b"\r") == message.count(b"\r\n") and message.endswith(b"\r\n"):
+        return len(message)  # what we compose: nothing to normalise
+    normalised = _LINE_ENDING.sub(b"\r\n", message)
+    return len(normalised) + (0 if normalised.endswith(b"\r\n") else 2)
+
+
 class RelayConnection:
     """One SMTP client session with the relay, opened on demand and reused message after message.
 
-    aiosmtplib's `sendmail` runs MAIL, RCPT and DATA on the open session and
-    sends RSET after a refusal, so the session stays usable after a message is
-    refused.  When the relay drops the connection (or aiosmtplib closes it
-    after a timeout or a 421), `open` connects again for the next message;
-    the same client object keeps its resolved local host name across reconnects.
+    Each message is one mail transaction (MAIL, RCPT, DATA) on the open
+    session, as aiosmtplib's `sendmail` runs it, and RSET after a refusal, so
+    the session stays usable after a message is refused (`mail_transaction`).
+    When the relay drops the connection (or aiosmtplib closes it after a
+    timeout or a 421), `open` connects again for the next message; the same
+    client object keeps its resolved local host name across reconnects.
     """
 
     def __init__(
@@ -235,7 +303,7 @@ class RelayConnection:
     async def send(self, item: Claimed, composed: Composed) -> Attempt:
         """One mail transaction on the open session, its result classified."""
         try:
-            await self._client.sendmail(composed.sender, [item.recipient], composed.data)
+            await mail_transaction(self._client, composed.sender, item.recipient, composed.data)
         except _DELIVERY_ERRORS as error:
             return classify(error)
         return SENT_OUTCOME
