@@ -73,6 +73,10 @@ class Claimed:
     lease_until: datetime
 
 
+Ready = tuple[Claimed, Composed | None]
+"""A claimed row and its message, or None when it could not be composed."""
+
+
 class Result(enum.StrEnum):
     """What one delivery attempt came to."""
 
@@ -385,11 +389,13 @@ class OutboxWorker:
 
     async def run_once(self) -> int:
         """Claim and attempt one batch of due rows; return how many were attempted."""
-        claimed = await asyncio.to_thread(self._claim)
-        if claimed:
-            delivered = await self._deliver(claimed)
+        # One hand-off for the claim and every message's composing (signatures
+        # included), one for the record: not one per message.
+        ready = await asyncio.to_thread(self._claim_and_compose)
+        if ready:
+            delivered = await self._deliver(ready)
             await self._record(delivered)
-        return len(claimed)
+        return len(ready)
 
     async def run(self, stop: asyncio.Event, interval: float = 5.0) -> None:
         """Deliver until `stop` is set; the batch in flight is always finished first."""
@@ -430,6 +436,10 @@ class OutboxWorker:
             await asyncio.gather(*waiters, return_exceptions=True)
         self._wake.clear()
 
+    def _claim_and_compose(self) -> list[Ready]:
+        """The batch claimed, each message ready to send (None: it could not be composed)."""
+        return [(item, self._ready(item)) for item in self._claim()]
+
     def _claim(self) -> list[Claimed]:
         now = self._clock()
         lease_until = now + self._lease
@@ -442,7 +452,7 @@ class OutboxWorker:
             if row.message is not None or row.template_values is not None
         ]
 
-    async def _deliver(self, claimed: list[Claimed]) -> list[Delivered]:
+    async def _deliver(self, claimed: list[Ready]) -> list[Delivered]:
         """Send a batch over at most `concurrency` connections, each taking the next message.
 
         A connection that cannot be opened ends its lane (the relay is down, or
@@ -456,10 +466,10 @@ class OutboxWorker:
         unreachable = next((failure for failure in failures if failure is not None), None)
         if queue and unreachable is not None:
             left = Attempt(Result.TEMPORARY, unreachable.detail)
-            delivered.extend(Delivered(item, left, self._clock()) for item in queue)
+            delivered.extend(Delivered(item, left, self._clock()) for item, _ in queue)
         return delivered
 
-    async def _lane(self, queue: deque[Claimed], delivered: list[Delivered]) -> Attempt | None:
+    async def _lane(self, queue: deque[Ready], delivered: list[Delivered]) -> Attempt | None:
         """Deliver messages from `queue` one after the other over one relay connection.
 
         Returns the failure to connect that ended the lane early, or None once
@@ -468,8 +478,8 @@ class OutboxWorker:
         connection = self._transport.connection()
         try:
             while queue:
-                item = queue.popleft()
-                outcome, reached = await self._attempt(connection, item)
+                item, composed = queue.popleft()
+                outcome, reached = await self._attempt(connection, item, composed)
                 delivered.append(Delivered(item, outcome, self._clock()))
                 if not reached:
                     return outcome
@@ -477,12 +487,10 @@ class OutboxWorker:
         finally:
             await connection.close()
 
-    async def _attempt(self, connection: Connection, item: Claimed) -> tuple[Attempt, bool]:
-        """Compose if needed and send one message; also say whether the relay was reached."""
-        if item.message is not None:
-            composed: Composed | None = Composed(envelope_sender(item.message), item.message)
-        else:
-            composed = await asyncio.to_thread(self._compose_now, item)
+    async def _attempt(
+        self, connection: Connection, item: Claimed, composed: Composed | None
+    ) -> tuple[Attempt, bool]:
+        """Send one message; also say whether the relay was reached."""
         if composed is None:
             return COMPOSE_FAILED, True
         try:
@@ -496,7 +504,10 @@ class OutboxWorker:
             connection.drop()
             return INTERNAL_ERROR, True
 
-    def _compose_now(self, item: Claimed) -> Composed | None:
+    def _ready(self, item: Claimed) -> Composed | None:
+        """The message to send for `item`: stored ready-made, or composed and signed now."""
+        if item.message is not None:
+            return Composed(envelope_sender(item.message), item.message)
         if self._compose is None or item.values is None:
             log.error("outbox %s: template values but no composer", item.id)
             return None
