@@ -116,6 +116,8 @@ _VERBATIM = re.compile(r"[!-~]+(?: [!-~]+)*")
 """Printable ASCII words, single spaces: an unstructured header POLICY leaves as it is."""
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+")
 _HEX_ID = re.compile(r"[0-9a-f]+")
+_VARYING_WORD = re.compile(r"(?<!\S)(?=[A-Za-z-]*[0-9])[A-Za-z0-9-]{4,}(?!\S)")
+"""A whole word of ASCII letters, digits and hyphens with a digit in it: a reference."""
 
 
 def fold(name: str, value: str | Address) -> bytes:
@@ -143,6 +145,39 @@ class _Folds:
             if len(self._cache) > 1024:  # court names are few; never grow without bound
                 self._cache.clear()
             found = self._cache[key] = fold(name, address)
+        return found
+
+    def unstructured(self, name: str, value: str) -> bytes:
+        """An unstructured header (a subject), folded once per shape of its words.
+
+        Folding sees a word of ASCII letters, digits and hyphens (a reference,
+        a measure number) by its length alone: each one is one byte in an RFC
+        2047 "Q" encoded word as outside one, never special, never a break.
+        Such words with a digit, four characters or more, are folded as runs
+        of one digit each ("0000", "1111" …), and put back where their run
+        came out whole, once; if a run came out cut in two or encoded
+        ("B" encoding), the value is folded as it is.
+        """
+        fits = len(name) + 2 + len(value) <= MAX_LINE
+        if fits and "=?" not in value and _VERBATIM.fullmatch(value):
+            return f"{name}: {value}\r\n".encode("ascii")
+        words = _VARYING_WORD.findall(value)
+        if not words or len(words) > 10:
+            return fold(name, value)
+        runs = [str(index) * len(word) for index, word in enumerate(words)]
+        each_run = iter(runs)
+        shape = _VARYING_WORD.sub(lambda _match: next(each_run), value)
+        key = (name, shape)
+        found = self._cache.get(key)
+        if found is None:
+            if len(self._cache) > 1024:
+                self._cache.clear()
+            found = self._cache[key] = fold(name, shape)
+        for run, word in zip(runs, words, strict=True):
+            marker = run.encode("ascii")
+            if shape.count(run) != 1 or found.count(marker) != 1:
+                return fold(name, value)
+            found = found.replace(marker, word.encode("ascii"), 1)
         return found
 
     def with_id(self, name: str, template: str, new_id: str) -> bytes:
@@ -361,7 +396,7 @@ class MailComposer:
             [
                 self._folds.address("From", sender),
                 to,
-                _unstructured("Subject", subject),
+                self._folds.unstructured("Subject", subject),
                 _unstructured("Date", email.utils.format_datetime(self._clock())),
                 _unstructured("Message-ID", f"<{self._new_id()}@{self._domain}>"),
                 b"Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n",

@@ -26,13 +26,21 @@ _FOLD = re.compile(rb"\r\n(?=[ \t])")
 
 def relaxed_header(name: bytes, value: bytes) -> bytes:
     """RFC 6376 3.4.2: lower-case name, unfolded value, runs of WSP as one SP, no edge WSP."""
-    unfolded = _FOLD.sub(b"", value)
-    return name.strip().lower() + b":" + _WSP_RUN.sub(b" ", unfolded).strip(b" \t") + b"\r\n"
+    unfolded = _FOLD.sub(b"", value) if b"\r\n" in value else value
+    if b"\t" in unfolded or b"  " in unfolded:  # else every run of WSP is one SP already
+        unfolded = _WSP_RUN.sub(b" ", unfolded)
+    return name.strip().lower() + b":" + unfolded.strip(b" \t") + b"\r\n"
 
 
 def relaxed_body(body: bytes) -> bytes:
     """RFC 6376 3.4.4: runs of WSP as one SP, no WSP at line ends, no empty lines at the end."""
-    text = _TRAILING_WSP.sub(b"\r\n", _WSP_RUN.sub(b" ", body))
+    # Without a tab or two spaces in a row every run of WSP is one SP already, and
+    # only " CRLF" is WSP at a line end: what we compose rarely needs the regexes.
+    text = body
+    if b"\t" in text or b"  " in text:
+        text = _WSP_RUN.sub(b" ", text)
+    if b" \r\n" in text:
+        text = _TRAILING_WSP.sub(b"\r\n", text)
     text = text.rstrip(b"\r\n")
     return text + b"\r\n" if text else b""
 

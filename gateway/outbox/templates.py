@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,8 @@ class Templates:
 
     def __init__(self, override_dir: Path) -> None:
         self._override_dir = override_dir
+        self._parsed: dict[str, tuple[tuple[int, ...], string.Template, string.Template]] = {}
+        """Each template as last read, under the state of its override file then."""
 
     def source(self, name: str) -> str:
         """The text of template `name`: the operator's file if there is one, else the default."""
@@ -51,10 +55,39 @@ class Templates:
 
     def render(self, name: str, /, **values: str) -> tuple[str, str]:
         """Return (subject, body) of template `name` filled with `values`."""
-        subject_template, body_template = _split(name, self.source(name))
-        subject = string.Template(subject_template).substitute(values)
-        body = string.Template(body_template).substitute(values)
-        return subject, body
+        subject_template, body_template = self._parse(name)
+        return subject_template.substitute(values), body_template.substitute(values)
+
+    def _parse(self, name: str) -> tuple[string.Template, string.Template]:
+        """The template split and parsed, read again only when its override file changed.
+
+        An edit takes effect at the next message without a restart, as when the
+        file was read for every message; reading it costs more than composing.
+        """
+        if not _NAME_RE.fullmatch(name):
+            raise KeyError(f"invalid template name {name!r}")
+        state = self._override_state(name)
+        found = self._parsed.get(name)
+        if found is not None and found[0] == state:
+            return found[1], found[2]
+        subject, body = _split(name, self.source(name))
+        parsed = (state, string.Template(subject), string.Template(body))
+        self._parsed[name] = parsed  # two threads may both read it: either copy is right
+        return parsed[1], parsed[2]
+
+    def _override_state(self, name: str) -> tuple[int, ...]:
+        """What tells an edited (added, removed, replaced) override file apart; () for none.
+
+        Two writes of the same size within one tick of the file system's clock
+        (milliseconds) would look alike: no one edits a template that fast.
+        """
+        try:
+            info = os.stat(os.path.join(self._override_dir, f"{name}.txt"))
+        except (OSError, ValueError):
+            return ()
+        if not stat.S_ISREG(info.st_mode):
+            return ()
+        return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _split(name: str, text: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ the smarthost) or a local maildir (`gateway.outbox.maildir`, relay.mode =
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
@@ -15,7 +16,7 @@ import re
 import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -23,14 +24,14 @@ from email.policy import default as default_policy
 from typing import Protocol
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 
 from gateway.errors import TemporaryFailure
 from gateway.model import Clock
 from gateway.settings import RelaySection
 from gateway.storage.audit import append_event, lock_head
 from gateway.storage.db import Database, Session
-from gateway.storage.models import Outbox
-from gateway.storage.outbox import FAILED, PENDING, SENT, OutboxRepository
+from gateway.storage.outbox import PENDING, LeasedRow, OutboxRepository
 
 log = logging.getLogger("gateway.outbox")
 
@@ -70,6 +71,10 @@ class Claimed:
     message: bytes | None
     values: dict[str, str] | None
     lease_until: datetime
+
+
+Ready = tuple[Claimed, Composed | None]
+"""A claimed row and its message, or None when it could not be composed."""
 
 
 class Result(enum.StrEnum):
@@ -196,14 +201,80 @@ def _first_address(name: str, value: str) -> str:
     return str(addresses[0].addr_spec) if addresses else ""
 
 
+async def mail_transaction(
+    client: aiosmtplib.SMTP, sender: str, recipient: str, message: bytes
+) -> None:
+    """MAIL, RCPT and DATA for one recipient, raising what `SMTP.sendmail` raises.
+
+    What `sendmail` does for one recipient and no options, on the public
+    commands, without its costs that buy us nothing: both addresses are
+    checked and quoted once (and the sender, always the same, once at all),
+    and the SIZE of a message already in CRLF lines is its length.  A refused
+    command is followed by RSET, so the session can carry the next message.
+    """
+    if client.is_ehlo_or_helo_needed:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            await client.helo()
+    mail_from = b"FROM:" + _command_address(sender)
+    rcpt_to = b"TO:" + _command_address(recipient)  # both checked before anything is sent
+    options = [b"SIZE=%d" % _wire_length(message)] if client.supports_extension("size") else []
+    try:
+        response = await client.execute_command(b"MAIL", mail_from, *options)
+        if response.code != aiosmtplib.SMTPStatus.completed:
+            raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+        response = await client.execute_command(b"RCPT", rcpt_to)
+        if response.code not in (
+            aiosmtplib.SMTPStatus.completed,
+            aiosmtplib.SMTPStatus.will_forward,
+        ):
+            refused = aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+            raise aiosmtplib.SMTPRecipientsRefused([refused])
+        await client.data(message)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        # Disconnected, or a bad status: the refusal is what we report.
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await client.rset()
+        raise
+
+
+# What aiosmtplib turns into CRLF in DATA (its `normalize_message_line_endings`).
+_LINE_ENDING = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
+# An addr-spec `quote_address` gives back as it is, between angle brackets.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _command_address(address: str) -> bytes:
+    """`<address>` for MAIL or RCPT, as aiosmtplib quotes and checks it (ValueError if unsafe)."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return b"<" + address.encode("ascii") + b">"
+    return quote_address(address).encode("ascii")
+
+
+def _wire_length(message: bytes) -> int:
+    """The SIZE (RFC 1870) of `message`: its length once in CRLF lines ending in CRLF."""
+    lines = message.count(b"\n")
+    if lines == message.count(b"\r") == message.count(b"\r\n") and message.endswith(b"\r\n"):
+        return len(message)  # what we compose: nothing to normalise
+    normalised = _LINE_ENDING.sub(b"\r\n", message)
+    return len(normalised) + (0 if normalised.endswith(b"\r\n") else 2)
+
+
 class RelayConnection:
     """One SMTP client session with the relay, opened on demand and reused message after message.
 
-    aiosmtplib's `sendmail` runs MAIL, RCPT and DATA on the open session and
-    sends RSET after a refusal, so the session stays usable after a message is
-    refused.  When the relay drops the connection (or aiosmtplib closes it
-    after a timeout or a 421), `open` connects again for the next message;
-    the same client object keeps its resolved local host name across reconnects.
+    Each message is one mail transaction (MAIL, RCPT, DATA) on the open
+    session, as aiosmtplib's `sendmail` runs it, and RSET after a refusal, so
+    the session stays usable after a message is refused (`mail_transaction`).
+    When the relay drops the connection (or aiosmtplib closes it after a
+    timeout or a 421), `open` connects again for the next message; the same
+    client object keeps its resolved local host name across reconnects.
     """
 
     def __init__(
@@ -236,7 +307,7 @@ class RelayConnection:
     async def send(self, item: Claimed, composed: Composed) -> Attempt:
         """One mail transaction on the open session, its result classified."""
         try:
-            await self._client.sendmail(composed.sender, [item.recipient], composed.data)
+            await mail_transaction(self._client, composed.sender, item.recipient, composed.data)
         except _DELIVERY_ERRORS as error:
             return classify(error)
         return SENT_OUTCOME
@@ -318,11 +389,13 @@ class OutboxWorker:
 
     async def run_once(self) -> int:
         """Claim and attempt one batch of due rows; return how many were attempted."""
-        claimed = await asyncio.to_thread(self._claim)
-        if claimed:
-            delivered = await self._deliver(claimed)
+        # One hand-off for the claim and every message's composing (signatures
+        # included), one for the record: not one per message.
+        ready = await asyncio.to_thread(self._claim_and_compose)
+        if ready:
+            delivered = await self._deliver(ready)
             await self._record(delivered)
-        return len(claimed)
+        return len(ready)
 
     async def run(self, stop: asyncio.Event, interval: float = 5.0) -> None:
         """Deliver until `stop` is set; the batch in flight is always finished first."""
@@ -363,29 +436,23 @@ class OutboxWorker:
             await asyncio.gather(*waiters, return_exceptions=True)
         self._wake.clear()
 
+    def _claim_and_compose(self) -> list[Ready]:
+        """The batch claimed, each message ready to send (None: it could not be composed)."""
+        return [(item, self._ready(item)) for item in self._claim()]
+
     def _claim(self) -> list[Claimed]:
         now = self._clock()
         lease_until = now + self._lease
         with self._db.transaction() as session:
-            rows = OutboxRepository(session).due(now, self._batch)
-            claimed = []
-            for row in rows:
-                if row.message is None and row.template_values is None:
-                    continue  # cannot happen for a pending row; never send nothing
-                row.lease_until = lease_until
-                claimed.append(
-                    Claimed(
-                        row.id,
-                        row.kind,
-                        row.recipient,
-                        row.message,
-                        row.template_values,
-                        lease_until,
-                    )
-                )
-        return claimed
+            rows = OutboxRepository(session).claim(now, lease_until, self._batch)
+        return [
+            Claimed(row.id, row.kind, row.recipient, row.message, row.template_values, lease_until)
+            for row in rows
+            # Cannot happen for a pending row; never send nothing.
+            if row.message is not None or row.template_values is not None
+        ]
 
-    async def _deliver(self, claimed: list[Claimed]) -> list[Delivered]:
+    async def _deliver(self, claimed: list[Ready]) -> list[Delivered]:
         """Send a batch over at most `concurrency` connections, each taking the next message.
 
         A connection that cannot be opened ends its lane (the relay is down, or
@@ -399,10 +466,10 @@ class OutboxWorker:
         unreachable = next((failure for failure in failures if failure is not None), None)
         if queue and unreachable is not None:
             left = Attempt(Result.TEMPORARY, unreachable.detail)
-            delivered.extend(Delivered(item, left, self._clock()) for item in queue)
+            delivered.extend(Delivered(item, left, self._clock()) for item, _ in queue)
         return delivered
 
-    async def _lane(self, queue: deque[Claimed], delivered: list[Delivered]) -> Attempt | None:
+    async def _lane(self, queue: deque[Ready], delivered: list[Delivered]) -> Attempt | None:
         """Deliver messages from `queue` one after the other over one relay connection.
 
         Returns the failure to connect that ended the lane early, or None once
@@ -411,8 +478,8 @@ class OutboxWorker:
         connection = self._transport.connection()
         try:
             while queue:
-                item = queue.popleft()
-                outcome, reached = await self._attempt(connection, item)
+                item, composed = queue.popleft()
+                outcome, reached = await self._attempt(connection, item, composed)
                 delivered.append(Delivered(item, outcome, self._clock()))
                 if not reached:
                     return outcome
@@ -420,12 +487,10 @@ class OutboxWorker:
         finally:
             await connection.close()
 
-    async def _attempt(self, connection: Connection, item: Claimed) -> tuple[Attempt, bool]:
-        """Compose if needed and send one message; also say whether the relay was reached."""
-        if item.message is not None:
-            composed: Composed | None = Composed(envelope_sender(item.message), item.message)
-        else:
-            composed = await asyncio.to_thread(self._compose_now, item)
+    async def _attempt(
+        self, connection: Connection, item: Claimed, composed: Composed | None
+    ) -> tuple[Attempt, bool]:
+        """Send one message; also say whether the relay was reached."""
         if composed is None:
             return COMPOSE_FAILED, True
         try:
@@ -439,7 +504,10 @@ class OutboxWorker:
             connection.drop()
             return INTERNAL_ERROR, True
 
-    def _compose_now(self, item: Claimed) -> Composed | None:
+    def _ready(self, item: Claimed) -> Composed | None:
+        """The message to send for `item`: stored ready-made, or composed and signed now."""
+        if item.message is not None:
+            return Composed(envelope_sender(item.message), item.message)
         if self._compose is None or item.values is None:
             log.error("outbox %s: template values but no composer", item.id)
             return None
@@ -485,39 +553,44 @@ class OutboxWorker:
                 lock_head(session)
             outbox = OutboxRepository(session)
             by_id = outbox.locked([done.item.id for done in ordered])
-            recorded = [
-                done.outcome.result
-                for done in ordered
-                if self._record_one(session, outbox, by_id.get(done.item.id), done)
-            ]
+            changes = _Changes()
+            for done in ordered:
+                self._record_one(session, changes, by_id.get(done.item.id), done)
+            outbox.add_attempts(changes.attempts)
+            outbox.mark_sent(changes.sent)
+            outbox.mark_retry(changes.retry)
+            outbox.mark_failed(changes.failed)
         if self._count is not None:
-            for result in recorded:
+            for result in changes.recorded:
                 self._count(result)
 
     def _record_one(
-        self, session: Session, outbox: OutboxRepository, row: Outbox | None, done: Delivered
-    ) -> bool:
+        self, session: Session, changes: _Changes, row: LeasedRow | None, done: Delivered
+    ) -> None:
         """One row's attempt, as its own transaction recorded it before batches."""
         item, outcome, now = done.item, done.outcome, done.at
         if row is None or row.status != PENDING or row.lease_until != item.lease_until:
             # Our lease ran out and another worker took the row: its record wins.
             log.warning("outbox %s: lease lost, %s not recorded", item.id, outcome.result)
-            return False
-        outbox.add_attempt(row.id, now, outcome.result.value, outcome.detail)
-        row.attempts += 1
-        row.lease_until = None
-        self._apply(session, row, outcome, now)
-        return True
-
-    def _apply(self, session: Session, row: Outbox, outcome: Attempt, now: datetime) -> None:
+            return
+        attempts = row.attempts + 1
+        changes.recorded.append(outcome.result)
+        changes.attempts.append(
+            {
+                "outbox_id": row.id,
+                "attempted_at": now,
+                "result": outcome.result.value,
+                "detail": outcome.detail,
+            }
+        )
         if outcome.result is Result.SENT:
             # The message (or its values) may hold a code: keep neither once sent.
-            row.status, row.sent_at, row.message, row.template_values = SENT, now, None, None
-            log.info("outbox %s (%s): sent after %d attempt(s)", row.id, row.kind, row.attempts)
+            changes.sent.append({"row_id": row.id, "at": now, "attempts": attempts})
+            log.info("outbox %s (%s): sent after %d attempt(s)", row.id, row.kind, attempts)
             return
         too_old = now - row.created_at >= self._relay.give_up_after
         if outcome.result is Result.PERMANENT or too_old:
-            row.status, row.message, row.template_values = FAILED, None, None
+            changes.failed.append({"row_id": row.id, "attempts": attempts})
             log.warning("outbox %s (%s): gave up: %s", row.id, row.kind, outcome.detail)
             append_event(
                 session,
@@ -528,7 +601,7 @@ class OutboxWorker:
                 data={
                     "outbox_id": row.id,
                     "kind": row.kind,
-                    "attempts": row.attempts,
+                    "attempts": attempts,
                     "reason": (
                         "permanent refusal" if outcome.result is Result.PERMANENT else "expired"
                     ),
@@ -536,11 +609,25 @@ class OutboxWorker:
                 },
             )
             return
-        row.next_attempt_at = now + retry_delay(row.attempts, self._relay.max_backoff)
+        next_attempt_at = now + retry_delay(attempts, self._relay.max_backoff)
+        changes.retry.append(
+            {"row_id": row.id, "attempts": attempts, "next_attempt_at": next_attempt_at}
+        )
         log.info(
             "outbox %s (%s): %s, retry at %s",
             row.id,
             row.kind,
             outcome.detail,
-            row.next_attempt_at.isoformat(),
+            next_attempt_at.isoformat(),
         )
+
+
+@dataclass(slots=True)
+class _Changes:
+    """What recording a batch writes, gathered by outcome: one statement for each."""
+
+    recorded: list[Result] = field(default_factory=list)
+    attempts: list[dict[str, object]] = field(default_factory=list)
+    sent: list[dict[str, object]] = field(default_factory=list)
+    retry: list[dict[str, object]] = field(default_factory=list)
+    failed: list[dict[str, object]] = field(default_factory=list)

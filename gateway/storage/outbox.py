@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.storage.models import Outbox, OutboxAttempt, table_of
@@ -171,38 +171,149 @@ def make_due(session: Session, outbox_id: int, now: datetime) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
+@dataclass(frozen=True, slots=True)
+class DueRow:
+    """A row just claimed: what delivery needs of it."""
+
+    id: int
+    kind: str
+    recipient: str
+    message: bytes | None
+    template_values: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedRow:
+    """A row about to be recorded, locked: what deciding its outcome needs of it."""
+
+    id: int
+    kind: str
+    status: str
+    attempts: int
+    created_at: datetime
+    lease_until: datetime | None
+    related_reference: str | None
+
+
+# Core statements built once: the worker claims and records a batch per pass,
+# and loading ORM objects cost more than the SQL itself.
+_C = OUTBOX.c
+_CLAIM = (
+    update(OUTBOX)
+    .where(
+        _C.id.in_(
+            select(_C.id)
+            .where(
+                _C.status == PENDING,
+                _C.next_attempt_at <= bindparam("now"),
+                or_(_C.lease_until.is_(None), _C.lease_until <= bindparam("now")),
+            )
+            .order_by(_C.next_attempt_at, _C.id)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+        )
+    )
+    .values(lease_until=bindparam("lease_until"))
+    .returning(_C.id, _C.kind, _C.recipient, _C.message, _C.template_values, _C.next_attempt_at)
+)
+_LOCK = (
+    select(
+        _C.id,
+        _C.kind,
+        _C.status,
+        _C.attempts,
+        _C.created_at,
+        _C.lease_until,
+        _C.related_reference,
+    )
+    .where(_C.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_C.id)
+    .with_for_update()
+)
+_ATTEMPT = table_of(OutboxAttempt)
+_ADD_ATTEMPTS = insert(_ATTEMPT)
+_BY_ID = _C.id == bindparam("row_id")
+# The values are bound parameters, never literals: None then goes through the JSON
+# type (a JSON null), as it did when the ORM wrote these rows.
+_SENT = (
+    update(OUTBOX)
+    .where(_BY_ID)
+    .values(
+        status=SENT,
+        sent_at=bindparam("at"),
+        message=bindparam("message"),
+        template_values=bindparam("template_values"),
+        attempts=bindparam("attempts"),
+        lease_until=bindparam("lease_until"),
+    )
+)
+_FAILED = (
+    update(OUTBOX)
+    .where(_BY_ID)
+    .values(
+        status=FAILED,
+        message=bindparam("message"),
+        template_values=bindparam("template_values"),
+        attempts=bindparam("attempts"),
+        lease_until=bindparam("lease_until"),
+    )
+)
+_RETRY = (
+    update(OUTBOX)
+    .where(_BY_ID)
+    .values(
+        next_attempt_at=bindparam("next_attempt_at"),
+        attempts=bindparam("attempts"),
+        lease_until=bindparam("lease_until"),
+    )
+)
+
+
 class OutboxRepository:
     """The delivery side: due rows claimed under a lease, then their attempts recorded."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def due(self, now: datetime, limit: int) -> Sequence[Outbox]:
-        """Pending rows due now whose lease (if any) ran out, oldest first, locked.
+    def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[DueRow]:
+        """Lease the pending rows due now whose lease (if any) ran out, oldest first.
 
-        `FOR UPDATE SKIP LOCKED` on PostgreSQL lets two nodes claim different
-        rows at once; SQLite's write lock serialises claims.
+        One statement: `FOR UPDATE SKIP LOCKED` on PostgreSQL lets two nodes
+        claim different rows at once; SQLite's write lock serialises claims.
         """
-        return self.session.scalars(
-            select(Outbox)
-            .where(
-                Outbox.status == PENDING,
-                Outbox.next_attempt_at <= now,
-                or_(Outbox.lease_until.is_(None), Outbox.lease_until <= now),
-            )
-            .order_by(Outbox.next_attempt_at, Outbox.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-
-    def locked(self, ids: Sequence[int]) -> dict[int, Outbox]:
-        """The rows with these ids, locked in id order (one order for every recorder)."""
-        rows = self.session.scalars(
-            select(Outbox).where(Outbox.id.in_(ids)).order_by(Outbox.id).with_for_update()
-        ).all()
-        return {row.id: row for row in rows}
-
-    def add_attempt(self, outbox_id: int, at: datetime, result: str, detail: str) -> None:
-        self.session.add(
-            OutboxAttempt(outbox_id=outbox_id, attempted_at=at, result=result, detail=detail)
+        result = self.session.connection().execute(
+            _CLAIM, {"now": now, "limit": limit, "lease_until": lease_until}
         )
+        rows = sorted(result.all(), key=lambda row: (row[5], row[0]))
+        return [DueRow(*row[:5]) for row in rows]
+
+    def locked(self, ids: Sequence[int]) -> dict[int, LeasedRow]:
+        """The rows with these ids, locked in id order (one order for every recorder)."""
+        if not ids:
+            return {}
+        result = self.session.connection().execute(_LOCK, {"ids": list(ids)})
+        return {row[0]: LeasedRow(*row) for row in result}
+
+    def add_attempts(self, attempts: list[dict[str, object]]) -> None:
+        """`outbox_id`, `attempted_at`, `result`, `detail` of each attempt."""
+        if attempts:
+            self.session.connection().execute(_ADD_ATTEMPTS, attempts)
+
+    def mark_sent(self, rows: list[dict[str, object]]) -> None:
+        """`row_id`, `at`, `attempts` of each row: delivered, its message and values cleared."""
+        if rows:
+            cleared = {"message": None, "template_values": None, "lease_until": None}
+            self.session.connection().execute(_SENT, [{**row, **cleared} for row in rows])
+
+    def mark_failed(self, rows: list[dict[str, object]]) -> None:
+        """`row_id`, `attempts` of each row: given up, its message and values cleared."""
+        if rows:
+            cleared = {"message": None, "template_values": None, "lease_until": None}
+            self.session.connection().execute(_FAILED, [{**row, **cleared} for row in rows])
+
+    def mark_retry(self, rows: list[dict[str, object]]) -> None:
+        """`row_id`, `attempts`, `next_attempt_at` of each row: pending again, unleased."""
+        if rows:
+            self.session.connection().execute(
+                _RETRY, [{**row, "lease_until": None} for row in rows]
+            )

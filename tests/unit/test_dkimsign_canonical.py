@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
 from gateway.outbox.dkimsign import relaxed_body, relaxed_header
 
 
@@ -19,3 +23,20 @@ def test_relaxed_body_empty_and_unterminated() -> None:
     assert relaxed_body(b"") == b""
     assert relaxed_body(b"\r\n\r\n") == b""
     assert relaxed_body(b"last line") == b"last line\r\n"
+
+
+def _regex_only_body(body: bytes) -> bytes:
+    """The canonical body by the two substitutions alone (before the shortcuts)."""
+    text = re.sub(rb"[ \t]+\r\n", b"\r\n", re.sub(rb"[ \t]+", b" ", body)).rstrip(b"\r\n")
+    return text + b"\r\n" if text else b""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"a b\r\nc\r\n", b"a  b\r\n", b"a\tb\r\n", b"a \r\nb", b"a\t\r\n", b" \r\n \r\n",
+     b"a \t \r\n", b"x" * 80 + b"\r\n", b"  \r\n\t\r\n"],
+)  # fmt: skip
+def test_relaxed_shortcuts_change_nothing(text: bytes) -> None:
+    assert relaxed_body(text) == _regex_only_body(text)
+    unfolded = re.sub(rb"[ \t]+", b" ", re.sub(rb"\r\n(?=[ \t])", b"", text)).strip(b" \t")
+    assert relaxed_header(b"X", text) == b"x:" + unfolded + b"\r\n"

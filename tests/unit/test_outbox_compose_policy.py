@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.policy
 import itertools
 import json
+import random
 import string
 from datetime import UTC, datetime
 from email.headerregistry import AddressHeader, UnstructuredHeader
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.outbox import compose
 from gateway.outbox.compose import CachedHeaderRegistry, MailComposer
 from gateway.outbox.templates import Templates
 from tests.fixtures import composeref
@@ -118,3 +120,36 @@ def test_cached_registry_builds_each_class_once_and_follows_the_map() -> None:
     registry.map_to_type("from", UnstructuredHeader)
     assert issubclass(registry["From"], UnstructuredHeader)
     assert str(registry("Subject", "Accusé de réception")) == "Accusé de réception"
+
+
+def _reference_fold(name: str, value: str) -> bytes:
+    policy = email.policy.SMTP
+    return policy.fold_binary(name, policy.header_store_parse(name, value)[1])
+
+
+def _reference_like(rng: random.Random) -> str:
+    """A word folding sees by its length: letters, digits, hyphens, one digit at least."""
+    alphabet = "ABCDEFGHJKMNPQRSTVWXYZ0123456789-" + "abcxyz" * rng.randint(0, 1)
+    return str(rng.randint(0, 9)) + "".join(
+        rng.choice(alphabet) for _ in range(rng.choice([0, 1, 3, 5, 12, 15, 30, 60, 90]))
+    )
+
+
+def test_subjects_folded_by_shape_are_those_of_the_email_package() -> None:
+    rng = random.Random(19)
+    templates = Templates(Path("/nonexistent"))
+    subjects = [
+        templates.source(kind).split("\n", 1)[0].removeprefix("Subject:").strip()
+        for kind in KINDS
+    ]
+    extras = ["é $a é $b é", '"$a" é', "$a $b $a", "n°$a é", "é=22 $a", "$a" * 3, "=?$a?= é"]
+    folds = compose._Folds()  # one for all: its cached shapes serve the later subjects
+    odd = ["2222", "1-1-1", "é1234", "12/34", "a b"]
+    for _ in range(3000):
+        template = string.Template(rng.choice(subjects + extras + [LONG + " $a"]))
+        values = {name: _reference_like(rng) for name in template.get_identifiers()}
+        if rng.random() < 0.2:
+            values = {name: rng.choice(odd) for name in values}
+        subject = template.safe_substitute(values).replace("$", "")
+        expected = _reference_fold("Subject", subject)
+        assert folds.unstructured("Subject", subject) == expected, subject

@@ -184,3 +184,20 @@ def test_format_utc_converts_to_utc() -> None:
 
 def test_format_size_singular() -> None:
     assert format_size(1) == "1 octet"
+
+
+def test_templates_override_edit_takes_effect_without_a_restart(tmp_path: Path) -> None:
+    templates = Templates(tmp_path)
+    values = {**COMMON, **VALUES["rejection"]}
+    default_subject, _ = templates.render("rejection", **values)
+    override = tmp_path / "rejection.txt"
+
+    override.write_text("Subject: Premier $reference\n\nx\n", encoding="utf-8")
+    first, _ = templates.render("rejection", **values)
+    override.write_text("Subject: Second $reference\n\ny\n", encoding="utf-8")
+    second, body = templates.render("rejection", **values)
+    override.unlink()
+    again, _ = templates.render("rejection", **values)
+
+    assert first.startswith("Premier ") and second.startswith("Second ") and body == "y\n"
+    assert again == default_subject
