@@ -2,29 +2,42 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.storage.models import Throttle, table_of
 
 THROTTLES = table_of(Throttle)
-# Built once: every message with a code checks its keys.
-LOCKED_KEYS = (
-    select(THROTTLES.c.key)
-    .where(
-        THROTTLES.c.key.in_(bindparam("keys", expanding=True)),
-        THROTTLES.c.locked_until > bindparam("now"),
+
+
+@functools.lru_cache(maxsize=8)
+def _locked_keys(count: int) -> Select[tuple[str]]:
+    """The read for `count` keys, built once per count: every message with a code checks its keys.
+
+    One bound parameter per key rather than an expanding IN, whose list
+    SQLAlchemy renders into the statement again at every execution.
+    """
+    return (
+        select(THROTTLES.c.key)
+        .where(
+            THROTTLES.c.key.in_([bindparam(f"k{i}") for i in range(count)]),
+            THROTTLES.c.locked_until > bindparam("now"),
+        )
+        .limit(1)
     )
-    .limit(1)
-)
 
 
 def any_locked(connection: Connection, keys: list[str], now: datetime) -> bool:
     """Whether one of the keys is locked out now (one narrow read)."""
-    return connection.execute(LOCKED_KEYS, {"keys": keys, "now": now}).first() is not None
+    if not keys:
+        return False
+    values: dict[str, object] = {f"k{i}": key for i, key in enumerate(keys)}
+    values["now"] = now
+    return connection.execute(_locked_keys(len(keys)), values).first() is not None
 
 
 class ThrottleRepository:
