@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="sample threads running on a CPU, not the GIL's holder: on a "
                         "loaded machine the holder is often descheduled, which skews --gil")
     parser.add_argument("--repeat", type=int, default=1, help="measure the point N times")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="open-loop pacing at RATE msg/s (the latency target's half-rate "
+                        "point) instead of sessions sending as fast as they can")
     args = parser.parse_args(argv)
     points = [(size, int(n)) for size, n in (p.split(":") for p in args.point)] or [
         (args.size, args.sessions)]
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                     spy = _pyspy(instance.proc.pid, args.py_spy, 600,  # type: ignore[union-attr]
                                  args.native, not args.on_cpu)
                     time.sleep(1.0)
-                point = measure(target, templates[size], size, sessions, args.count)
+                point = measure(target, templates[size], size, sessions, args.count, args.rate)
                 if spy is not None:
                     spy.send_signal(2)  # SIGINT: py-spy writes what it has
                     _out, err = spy.communicate(timeout=120)
