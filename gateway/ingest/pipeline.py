@@ -149,6 +149,15 @@ class ReadsFirst(RoleHandler, Protocol):
     ) -> Callable[[], Outcome | PendingCommit]: ...
 
 
+def read_alone(
+    db: Database, read: Callable[[Connection, Context], Callable[[], R]], ctx: Context
+) -> R:
+    """A `ReadsFirst` handler called on its own: its reads in a transaction of their own."""
+    with db.read_connection() as connection:
+        rest = read(connection, ctx)
+    return rest()
+
+
 class Pipeline:
     """Orders the stages; knows no protocol."""
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 
-from gateway.ingest.pipeline import Action, Context, Outcome
+from gateway.ingest.pipeline import Action, Context, Outcome, read_alone
 from gateway.ingest.submit import actor_of
 from gateway.model import Clock, fold_accents
 from gateway.otp.verify import CodeCheck, CodeClaim, CodeVerifier, claim_of
@@ -50,9 +50,7 @@ class StatusReporter:
 
     def __call__(self, ctx: Context) -> Outcome:
         """The whole role, its read in a transaction of its own."""
-        with self.db.read_connection() as connection:
-            rest = self.read(connection, ctx)
-        return rest()
+        return read_alone(self.db, self.read, ctx)
 
     def read(self, connection: Connection, ctx: Context) -> Callable[[], Outcome]:
         """The code check, in the pipeline's read transaction (`ReadsFirst`)."""

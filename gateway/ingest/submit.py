@@ -19,7 +19,7 @@ from gateway.errors import AlreadyStored, CommitUncertain, DiskFull
 from gateway.ingest.documents import CheckedDocument, DocumentPolicy, check_documents
 from gateway.ingest.manifest import Arrival, Filing, encode, submission_manifest
 from gateway.ingest.mime import Attachment, filing_attachments
-from gateway.ingest.pipeline import Action, Context, Outcome, PendingCommit
+from gateway.ingest.pipeline import Action, Context, Outcome, PendingCommit, read_alone
 from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Clock
 from gateway.otp.verify import CodeCheck, CodeClaim, CodeVerifier, VerifiedCode, claim_of
@@ -109,9 +109,7 @@ class SubmissionStore:
 
     def __call__(self, ctx: Context) -> Outcome | PendingCommit:
         """The whole role, its reads in a transaction of their own."""
-        with self.db.read_connection() as connection:
-            rest = self.read(connection, ctx)
-        return rest()
+        return read_alone(self.db, self.read, ctx)
 
     def read(
         self, connection: Connection, ctx: Context

@@ -25,7 +25,7 @@ from gateway.ingest.documents import CheckedDocument, DocumentPolicy
 from gateway.ingest.filing import check_filing, split_filing_part
 from gateway.ingest.manifest import Arrival, Filing, encode, submission_manifest
 from gateway.ingest.mime import filing_attachments
-from gateway.ingest.pipeline import Action, Context, Outcome, PendingCommit
+from gateway.ingest.pipeline import Action, Context, Outcome, PendingCommit, read_alone
 from gateway.ingest.submit import (
     Duplicate,
     actor_of,
@@ -106,9 +106,7 @@ class TeletransmissionStore:
 
     def __call__(self, ctx: Context) -> Outcome | PendingCommit:
         """The whole role, its reads in a transaction of their own."""
-        with self.db.read_connection() as connection:
-            rest = self.read(connection, ctx)
-        return rest()
+        return read_alone(self.db, self.read, ctx)
 
     def read(
         self, connection: Connection, ctx: Context
