@@ -2,8 +2,10 @@
 
 Stages: line endings -> MIME parse and limits -> sender authentication
 (DKIM) -> registration -> the role's handler (code request, submission,
-state); all but the first run in one worker thread.  Refusals are audited
-in their own short transaction and raised for the adapter to map to its wire.
+state); all but the first run in one worker thread, and a submission's
+wait for its group commit on the event loop (`PendingCommit`).  Refusals are
+audited in their own short transaction and raised for the adapter to map to
+its wire.
 """
 
 from __future__ import annotations

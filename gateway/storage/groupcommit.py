@@ -5,12 +5,14 @@ fsync and one round of the single write lock (with the busy handler's sleeps
 when two threads wanted it), on PostgreSQL one WAL flush.  Under concurrent
 sessions most of a message's time went there.
 
-Here one writer thread owns a connection.  Callers (worker threads of the
-pipeline) hand it a unit of work and block until the batch holding it is
-durable.  The writer takes whatever is queued (up to `max_batch`), runs each
-unit in a SAVEPOINT of one transaction, runs the batch's pre-commit hooks
-(directory fsyncs of the blob store), commits once, and only then releases
-the callers with their results.  So "250 only after an fsync'd commit" holds
+Here one writer thread owns a connection.  Callers hand it a unit of work
+and block until the batch holding it is durable (`run`), or get a future
+settled then (`submit`: the pipeline awaits it on the event loop, so a
+message waiting for its batch holds no thread).  The writer takes whatever
+is queued (up to `max_batch`), runs each unit in a SAVEPOINT of one
+transaction, runs the batch's pre-commit hooks (directory fsyncs of the
+blob store), commits once, and only then releases the callers with their
+results.  So "250 only after an fsync'd commit" holds
 for every message, and the commit's cost is shared by the batch.
 
 Isolation: a unit that raises has its savepoint rolled back and gets its
