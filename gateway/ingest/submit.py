@@ -142,7 +142,7 @@ class SubmissionStore:
             self.payload,
             written,
             lambda session, batch: self._commit(session, batch, pending),
-            lambda: self._find_duplicate(mid_sha256, ctx.raw_sha256),
+            (self.db, mid_sha256, ctx.raw_sha256),
         )
 
     def _look_up(
@@ -266,10 +266,6 @@ class SubmissionStore:
             manifest_blob=written[-1].key,
         )
 
-    def _find_duplicate(self, mid_sha256: str, raw_sha256: str) -> str | None:
-        with self.db.read_connection() as connection:
-            return duplicate_of(connection, mid_sha256, raw_sha256)
-
 
 # -- the steps every submitting role shares (depot@, and teletransmission) -------
 def checked_documents(
@@ -301,7 +297,7 @@ def queue_commit(
     payload: PayloadWriter,
     written: list[StoredBlob],
     work: Work[Outcome],
-    find_duplicate: Callable[[], str | None],
+    duplicate: tuple[Database, str, str],
 ) -> PendingCommit:
     """Queue the rows for the group commit; if that fails, `settle` removes the blobs.
 
@@ -309,6 +305,7 @@ def queue_commit(
     answered with the reference it got.  When the commit's own answer was
     lost (`CommitUncertain`) the rows may be stored: the blobs stay, for the
     retry to find (or for the blob sweep, if no row names them).
+    `duplicate` is where and under which (Message-ID, raw) SHA-256 to look.
     """
     try:
         committed = committer.submit(work)
@@ -321,7 +318,9 @@ def queue_commit(
             raise error
         payload.discard(written)
         if isinstance(error, AlreadyStored):
-            existing = find_duplicate()
+            db, mid_sha256, raw_sha256 = duplicate
+            with db.read_connection() as connection:
+                existing = duplicate_of(connection, mid_sha256, raw_sha256)
             if existing is not None:
                 return Outcome(Action.SUBMITTED, existing, duplicate=True)
         raise error

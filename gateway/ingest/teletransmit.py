@@ -144,7 +144,7 @@ class TeletransmissionStore:
             self.payload,
             written,
             lambda session, batch: self._commit(session, batch, pending),
-            lambda: self._find_duplicate(mid_sha256, ctx.raw_sha256),
+            (self.db, mid_sha256, ctx.raw_sha256),
         )
 
     def _look_up(
@@ -262,6 +262,3 @@ class TeletransmissionStore:
             manifest_blob=written[-1].key,
         )
 
-    def _find_duplicate(self, mid_sha256: str, raw_sha256: str) -> str | None:
-        with self.db.read_connection() as connection:
-            return duplicate_of(connection, mid_sha256, raw_sha256)
