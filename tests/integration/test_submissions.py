@@ -7,8 +7,11 @@ import hashlib
 import json
 import os
 import re
+import smtplib
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from email.policy import default as default_policy
 from pathlib import Path
@@ -109,6 +112,31 @@ def test_same_bytes_twice_stored_once(world: World) -> None:
     before = counts(world)
     assert world.gw.send(raw) == first
     assert counts(world) == before
+
+
+def test_same_bytes_in_two_sessions_at_once_stored_once(world: World) -> None:
+    """Both copies pass the duplicate read before either commits: the unique index
+    settles it in the group commit, the loser's blobs are removed and it is
+    answered with the winner's reference."""
+    code = world.request_code()
+    raw = world.gw.message(subject=f"[{code}]", attachments=[("a.pdf", "application/pdf", PDF)])
+    submissions, documents, blobs = counts(world)
+    files = len(blob_files(world))
+    ready = threading.Barrier(2)
+
+    def send() -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", world.gw.port, timeout=30) as client:
+            client.ehlo("client.test")
+            client.mail(GUARDIAN)
+            client.rcpt(f"depot@{DOMAIN}")
+            ready.wait(10)
+            return client.data(raw)
+
+    with ThreadPoolExecutor(2) as pool:
+        replies = list(pool.map(lambda _: send(), range(2)))
+    assert replies[0] == replies[1] and replies[0][0] == 250
+    assert counts(world) == (submissions + 1, documents + 1, blobs + 3)
+    assert len(blob_files(world)) == files + 3  # raw, document, manifest: the loser's gone
 
 
 @pytest.mark.parametrize(
