@@ -50,7 +50,30 @@ def stage_means(before: Samples, after: Samples, metric: str = "gateway_stage_se
         d_count = after.get(count_key, 0.0) - before.get(count_key, 0.0)
         if d_count > 0:
             out[stage] = {"count": d_count, "mean_ms": round(d_sum / d_count * 1000, 3)}
+            p99 = _bucket_quantile(before, after, metric, labels, d_count, 0.99)
+            if p99 is not None:
+                out[stage]["p99_le_ms"] = p99
     return out
+
+
+def _bucket_quantile(before: Samples, after: Samples, metric: str,
+                     labels: tuple[tuple[str, str], ...], count: float,
+                     q: float) -> float | None:
+    """The smallest bucket bound (ms) holding a fraction q of the observations between scrapes."""
+    bounds: list[tuple[float, float]] = []
+    for (name, bucket_labels), value in after.items():
+        if name != f"{metric}_bucket":
+            continue
+        rest = tuple(pair for pair in bucket_labels if pair[0] != "le")
+        le = dict(bucket_labels).get("le")
+        if rest != labels or le is None:
+            continue
+        grown = value - before.get((name, bucket_labels), 0.0)
+        bounds.append((float(le), grown))
+    for le, grown in sorted(bounds):
+        if grown >= q * count:
+            return round(le * 1000, 3) if le != float("inf") else None
+    return None
 
 
 def counter_delta(before: Samples, after: Samples, metric: str, label: str) -> dict[str, float]:

@@ -106,13 +106,22 @@ def queue(services: Services, count: int) -> None:
 def deliver(services: Services, profile: cProfile.Profile | None) -> tuple[int, float, float]:
     worker = services.outbox
 
+    # As `run` does: the relay sessions kept from pass to pass, closed at the end
+    # (`run_once` alone closes them after each pass; code before 2026-12-02 had no `_pass`).
+    one_pass = getattr(worker, "_pass", None) or worker.run_once
+
     async def passes() -> int:
         sent = 0
-        while True:
-            done = await worker.run_once()
-            if not done:
-                return sent
-            sent += done
+        try:
+            while True:
+                done = await one_pass()
+                if not done:
+                    return sent
+                sent += done
+        finally:
+            close = getattr(worker, "close_connections", None)
+            if close is not None:
+                await close()
 
     if profile is not None:
         profile.enable()

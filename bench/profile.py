@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
                     "replies": res["replies"], "samples": res["samples"],
                 }))
                 for stage, value in (res.get("stages") or {}).items():
-                    print(f"  {stage:<12} {value['mean_ms']:8.2f} ms x{value['count']:.0f}")
+                    p99 = value.get("p99_le_ms")
+                    tail = f"  p99 <= {p99:g} ms" if p99 is not None else ""
+                    print(f"  {stage:<12} {value['mean_ms']:8.2f} ms x{value['count']:.0f}{tail}")
         finally:
             instance.stop()
     finally:

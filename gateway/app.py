@@ -67,7 +67,7 @@ from gateway.otp.verify import CodeVerifier
 from gateway.outbox.compose import MailComposer, sender_address
 from gateway.outbox.maildir import MaildirTransport
 from gateway.outbox.templates import Templates
-from gateway.outbox.worker import Composed, OutboxWorker, Transport
+from gateway.outbox.worker import Composed, OutboxWorker, Transport, ehlo_name
 from gateway.readiness import (
     ReadinessCheck,
     blob_store_writable,
@@ -418,6 +418,7 @@ class Services:
             compose=self.compose_mail,
             count=self.metrics.count_delivery,
             transport=self.outbox_transport(),
+            local_hostname=ehlo_name(self.settings.host_name),
         )
 
     @functools.cached_property
@@ -613,7 +614,7 @@ def listener_specs(
     if smtp.tls_cert and smtp.tls_key:
         tls = make_tls_context(str(smtp.tls_cert), str(smtp.tls_key))
     host, port = parse_hostport(smtp.listen)
-    hostname = smtp.hostname or settings.gateway.domain
+    hostname = settings.host_name
     specs = [
         ListenerSpec(
             name="inbound",

@@ -84,7 +84,7 @@ def make_tls_certificate(settings: Settings, report: InitReport) -> bool:
         raise ConfigError(f"{cert} has no key {key}: remove it and run `gateway init` again")
     if not key.exists():
         write_new_file(key, generate_key(), 0o600)
-    name = settings.smtp.hostname or settings.gateway.domain
+    name = settings.host_name
     try:
         hostname = name.encode("idna").decode("ascii")
     except UnicodeError:

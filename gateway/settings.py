@@ -499,6 +499,11 @@ class Settings(Section):
 
     config_path: Path | None = None
 
+    @property
+    def host_name(self) -> str:
+        """The gateway's own host name: the SMTP greeting, and its EHLO to the relay."""
+        return self.smtp.hostname or self.gateway.domain
+
     # Derived locations inside the data directory.
     @property
     def data_dir(self) -> Path:

@@ -130,7 +130,11 @@ class Connection(Protocol):
 
 
 class Transport(Protocol):
-    """Where the outbox delivers; each lane of a batch takes a connection of its own."""
+    """Where the outbox delivers; each lane of a batch takes a connection of its own.
+
+    The worker keeps a lane's connection for the next pass while passes find
+    work, and closes them all once a pass finds nothing due (or it stops).
+    """
 
     def connection(self) -> Connection: ...
 
@@ -142,6 +146,22 @@ def retry_delay(failures: int, max_backoff: timedelta) -> timedelta:
     return min(max_backoff, delay)
 
 
+def ehlo_name(host_name: str) -> str | None:
+    """`host_name` as EHLO carries it (IDNA), or None (then the machine's FQDN) if it cannot."""
+    try:
+        name = host_name.strip().rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    return name if name and all(part for part in name.split(".")) else None
+
+
+class SessionGone(aiosmtplib.SMTPServerDisconnected):
+    """The relay closed the session before this message's MAIL was answered (or said 421).
+
+    Nothing of the message was sent, so it may go again on a fresh session.
+    """
+
+
 def relay_tls_context() -> ssl.SSLContext:
     """Certificate-checking client context, TLS 1.2 or newer only."""
     context = ssl.create_default_context()
@@ -151,6 +171,11 @@ def relay_tls_context() -> ssl.SSLContext:
 
 def classify(error: Exception) -> Attempt:
     """Map a delivery error to an attempt result: 5xx about the message is permanent."""
+    if isinstance(error, SessionGone):
+        # As it was said: "421 …", or how aiosmtplib saw the connection go.
+        cause = error.__cause__
+        text = f"{type(cause).__name__}: {cause}" if cause is not None else str(error)
+        return Attempt(Result.TEMPORARY, _short(text))
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
         codes = [refused.code for refused in error.recipients]
         texts = "; ".join(f"{r.code} {r.message}" for r in error.recipients)
@@ -223,7 +248,12 @@ async def mail_transaction(
     rcpt_to = b"TO:" + _command_address(recipient)  # both checked before anything is sent
     options = [b"SIZE=%d" % _wire_length(message)] if client.supports_extension("size") else []
     try:
-        response = await client.execute_command(b"MAIL", mail_from, *options)
+        try:
+            response = await client.execute_command(b"MAIL", mail_from, *options)
+        except aiosmtplib.SMTPServerDisconnected as error:
+            raise SessionGone(str(error)) from error
+        if response.code == aiosmtplib.SMTPStatus.domain_unavailable:  # 421: closing
+            raise SessionGone(f"{response.code} {response.message}")
         if response.code != aiosmtplib.SMTPStatus.completed:
             raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
         response = await client.execute_command(b"RCPT", rcpt_to)
@@ -234,6 +264,8 @@ async def mail_transaction(
             refused = aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
             raise aiosmtplib.SMTPRecipientsRefused([refused])
         await client.data(message)
+    except SessionGone:
+        raise
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         # Disconnected, or a bad status: the refusal is what we report.
         with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
@@ -273,8 +305,12 @@ class RelayConnection:
     session, as aiosmtplib's `sendmail` runs it, and RSET after a refusal, so
     the session stays usable after a message is refused (`mail_transaction`).
     When the relay drops the connection (or aiosmtplib closes it after a
-    timeout or a 421), `open` connects again for the next message; the same
-    client object keeps its resolved local host name across reconnects.
+    timeout or a 421), `open` connects again for the next message.  A session
+    that already carried a message may have been ended by the relay since
+    (its idle timeout, a limit of messages per session): if it is found gone
+    at MAIL, before any of the message was sent, the message goes once more
+    on a fresh session instead of waiting for a retry.  The EHLO name is
+    `local_hostname` (the gateway's own host name), else the machine's FQDN.
     """
 
     def __init__(
@@ -293,11 +329,13 @@ class RelayConnection:
             timeout=relay.timeout,
             local_hostname=local_hostname,
         )
+        self._carried = 0  # mail transactions on the current session
 
     async def open(self) -> Attempt | None:
         """Connect (TLS, STARTTLS, AUTH as configured) unless connected; the failure, if any."""
         if self._client.is_connected:
             return None
+        self._carried = 0
         try:
             await self._client.connect()
         except _DELIVERY_ERRORS as error:
@@ -307,10 +345,24 @@ class RelayConnection:
     async def send(self, item: Claimed, composed: Composed) -> Attempt:
         """One mail transaction on the open session, its result classified."""
         try:
-            await mail_transaction(self._client, composed.sender, item.recipient, composed.data)
+            try:
+                await self._transaction(item, composed)
+            except SessionGone:
+                if self._carried <= 1:
+                    raise  # a fresh session refused us: that is the answer
+                log.info("outbox %s: the relay had closed the session, sending on a new one",
+                         item.id)
+                self._client.close()
+                self._carried = 0
+                await self._client.connect()
+                await self._transaction(item, composed)
         except _DELIVERY_ERRORS as error:
             return classify(error)
         return SENT_OUTCOME
+
+    async def _transaction(self, item: Claimed, composed: Composed) -> None:
+        self._carried += 1
+        await mail_transaction(self._client, composed.sender, item.recipient, composed.data)
 
     def drop(self) -> None:
         """Close the socket without a word: the session's state is unknown."""
@@ -384,11 +436,21 @@ class OutboxWorker:
         )
         self._compose = compose
         self._count = count
+        self._open: list[Connection] = []  # kept from the last pass, for the next one
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run_once(self) -> int:
-        """Claim and attempt one batch of due rows; return how many were attempted."""
+        """Claim and attempt one batch of due rows; return how many were attempted.
+
+        Every connection it opened is closed again before it returns.
+        """
+        try:
+            return await self._pass()
+        finally:
+            await self.close_connections()
+
+    async def _pass(self) -> int:
         # One hand-off for the claim and every message's composing (signatures
         # included), one for the record: not one per message.
         ready = await asyncio.to_thread(self._claim_and_compose)
@@ -397,19 +459,36 @@ class OutboxWorker:
             await self._record(delivered)
         return len(ready)
 
+    async def close_connections(self) -> None:
+        """End the sessions kept open between passes (QUIT), all at once."""
+        connections, self._open = self._open, []
+        await asyncio.gather(*(connection.close() for connection in connections))
+
     async def run(self, stop: asyncio.Event, interval: float = 5.0) -> None:
-        """Deliver until `stop` is set; the batch in flight is always finished first."""
+        """Deliver until `stop` is set; the batch in flight is always finished first.
+
+        The relay sessions stay open from one pass to the next (no connect,
+        EHLO and QUIT per batch) until a pass that no wake-up asked for (a
+        quiet `interval`) finds nothing due: a session idles about `interval`.
+        """
         self._loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            attempted = 0
-            try:
-                attempted = await self.run_once()
-            except TemporaryFailure:
-                log.warning("outbox: database unavailable, will retry")
-            except Exception:
-                log.exception("outbox: unexpected error in a delivery pass")
-            if attempted < self._batch:  # a full batch means more may be due right now
-                await self._idle(stop, interval)
+        woken = True
+        try:
+            while not stop.is_set():
+                attempted = 0
+                try:
+                    attempted = await self._pass()
+                except TemporaryFailure:
+                    log.warning("outbox: database unavailable, will retry")
+                except Exception:
+                    log.exception("outbox: unexpected error in a delivery pass")
+                if attempted == 0 and not woken:
+                    await self.close_connections()
+                woken = True
+                if attempted < self._batch:  # a full batch means more may be due right now
+                    woken = await self._idle(stop, interval)
+        finally:
+            await self.close_connections()
 
     def wake(self) -> None:
         """Ask the running loop to look at the outbox now (callable from any thread)."""
@@ -426,7 +505,8 @@ class OutboxWorker:
         else:
             loop.call_soon_threadsafe(self._wake.set)
 
-    async def _idle(self, stop: asyncio.Event, interval: float) -> None:
+    async def _idle(self, stop: asyncio.Event, interval: float) -> bool:
+        """Wait for a wake-up, `stop` or `interval`; True if woken (or stopped)."""
         waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
         try:
             await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
@@ -434,7 +514,9 @@ class OutboxWorker:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
+        woken = self._wake.is_set() or stop.is_set()
         self._wake.clear()
+        return woken
 
     def _claim_and_compose(self) -> list[Ready]:
         """The batch claimed, each message ready to send (None: it could not be composed)."""
@@ -473,9 +555,12 @@ class OutboxWorker:
         """Deliver messages from `queue` one after the other over one relay connection.
 
         Returns the failure to connect that ended the lane early, or None once
-        the queue is empty; the connection is closed (QUIT) either way.
+        the queue is empty.  The lane takes a connection kept from the last
+        pass if there is one, and keeps its own for the next pass unless it
+        failed to connect.
         """
-        connection = self._transport.connection()
+        connection = self._open.pop() if self._open else self._transport.connection()
+        keep = False
         try:
             while queue:
                 item, composed = queue.popleft()
@@ -483,9 +568,13 @@ class OutboxWorker:
                 delivered.append(Delivered(item, outcome, self._clock()))
                 if not reached:
                     return outcome
+            keep = True
             return None
         finally:
-            await connection.close()
+            if keep:
+                self._open.append(connection)
+            else:
+                await connection.close()
 
     async def _attempt(
         self, connection: Connection, item: Claimed, composed: Composed | None

@@ -33,6 +33,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Statement journals (and sorts) in memory: on disk, SQLite creates, writes
+    # and unlinks a file in the system's temporary directory in nearly every
+    # write transaction, a journal commit of that file system each time.
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 

@@ -107,3 +107,5 @@ def test_relay_refusing_connections_outbox_backs_off_then_delivers_everything_on
     )
     for reference in references:
         assert sum(reference.encode() in data for _s, _r, data in received) >= 1, reference
+    # The gateway says EHLO to the relay as itself (smtp.hostname, else gateway.domain).
+    assert set(world.sink.ehlo_names[before:]) == {world.gw.services.settings.host_name}

@@ -431,6 +431,63 @@ async def test_outbox_batch_goes_over_at_most_concurrency_connections(
     assert {row_of(db, outbox_id).status for outbox_id in ids} == {"sent"}
 
 
+async def test_outbox_keeps_relay_sessions_open_while_passes_find_work_then_quits(
+    db: Database, clock: FakeClock, smtp_sink: SmtpSink
+) -> None:
+    worker = OutboxWorker(db, relay_for(smtp_sink), clock, concurrency=1,
+                          local_hostname="greffe.example")
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop, interval=1.0))
+    try:
+        for n in range(3):  # three passes, each woken by a new row
+            put(db, clock, numbered(n))
+            worker.wake()
+            await until(lambda n=n: len(smtp_sink.messages) == n + 1)  # type: ignore[misc]
+        assert (smtp_sink.connections, smtp_sink.quits) == (1, 0)  # one session for all three
+        # A pass that finds nothing due (after `interval`) ends the session with QUIT.
+        await until(lambda: smtp_sink.quits == 1)
+        put(db, clock, numbered(3))
+        worker.wake()
+        await until(lambda: len(smtp_sink.messages) == 4)
+        assert smtp_sink.connections == 2
+    finally:
+        stop.set()
+        await running
+    await until(lambda: smtp_sink.quits == 2)  # stopping ends the open session too
+    assert smtp_sink.ehlo_names == ["greffe.example"] * 4  # the gateway's name, not the FQDN
+
+
+async def test_outbox_message_refused_421_on_a_used_session_goes_again_on_a_new_one(
+    db: Database, clock: FakeClock, smtp_sink: SmtpSink
+) -> None:
+    ids = [put(db, clock, numbered(n)) for n in range(5)]
+    smtp_sink.messages_per_session = 2  # the third MAIL of a session: 421 and hang up
+    worker = OutboxWorker(db, relay_for(smtp_sink), clock, concurrency=1)
+
+    assert await worker.run_once() == 5
+
+    received = smtp_sink.wait_for(5)
+    assert len({data for _, _, data in received}) == 5
+    assert smtp_sink.connections == 3
+    for outbox_id in ids:  # none waits for a retry: each was sent at its first attempt
+        assert [result for result, _ in attempts_of(db, outbox_id)] == ["sent"]
+
+
+async def test_outbox_421_on_a_fresh_session_is_a_temporary_failure(
+    db: Database, clock: FakeClock, smtp_sink: SmtpSink
+) -> None:
+    outbox_id = put(db, clock)
+    smtp_sink.messages_per_session = 0  # every MAIL: 421
+    worker = OutboxWorker(db, relay_for(smtp_sink), clock, concurrency=1)
+
+    assert await worker.run_once() == 1
+
+    assert smtp_sink.connections == 1  # not tried again at once: the relay said no
+    [(result, detail)] = attempts_of(db, outbox_id)
+    assert (result, detail) == ("temporary", "421 4.7.0 Too many messages in this session")
+    assert row_of(db, outbox_id).next_attempt_at == T0 + timedelta(seconds=30)
+
+
 async def test_outbox_batch_outcomes_recorded_in_one_transaction(
     db: Database, clock: FakeClock, smtp_sink: SmtpSink
 ) -> None:

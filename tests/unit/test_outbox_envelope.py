@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.outbox.worker import envelope_sender
+from gateway.outbox.worker import ehlo_name, envelope_sender
 from tests.fixtures.eml import make_corpus
 
 CORPUS = Path(make_corpus.__file__).parent
@@ -64,3 +64,11 @@ def test_envelope_sender_examples() -> None:
     assert envelope_sender(SAMPLES["two from"]) == "one@a.example"
     assert envelope_sender(SAMPLES["no from"]) == ""  # the null sender
     assert envelope_sender(SAMPLES["lf only"]) == "noreply@greffe.example"
+
+
+def test_ehlo_name_is_the_host_name_in_idna_or_none() -> None:
+    assert ehlo_name("greffe.example") == "greffe.example"
+    assert ehlo_name("mx.greffe.example.") == "mx.greffe.example"
+    assert ehlo_name("tribunal-évry.example") == "xn--tribunal-vry-jeb.example"
+    assert ehlo_name("") is None
+    assert ehlo_name("a..b") is None
