@@ -66,7 +66,10 @@ def judge(results: Row) -> list[Row]:
         ratio(imap.get("pull_msgs_per_s"), _rate(points, "gateway-sqlite", "100KB", 20)),
         0.8, True)
     half = find(points, "gateway-sqlite@half", "100KB", 20)
-    add("p99 accept latency at half the maximum rate (ms)",
+    floor = sections.get("disk_floor")
+    add("p99 accept latency at half the maximum rate (ms)" + (
+        "" if not floor else f"; the disk alone, the same syncs at that rate: p99 "
+        f"{fmt(floor['p99_ms'])} ms (p50 {fmt(floor['p50_ms'])}, max {fmt(floor['max_ms'])})"),
         None if half is None else half.get("p99_ms"), 250, False)
     big = find(points, "gateway-sqlite", "25MB", 4)
     add("25 MB x 4 at once: peak RSS above idle (MB)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import imapbench, peer, scale
+from bench import diskfloor, imapbench, peer, scale
 from bench.gatewayproc import (
     DOMAIN,
     SELECTOR,
@@ -274,6 +275,10 @@ class Bench:
         target.name = f"{target.name}@half"
         self.results.add(measure(target, self.templates["100KB"], "100KB", 20, count, rate))
         target.name = target.name.removesuffix("@half")
+        # The same syncs alone on the same file system at the same rate: the p99's floor.
+        floor = self.root / "diskfloor"
+        self.results.sections["disk_floor"] = diskfloor.replay(floor, rate, count, 100_000)
+        shutil.rmtree(floor, ignore_errors=True)
 
     def gateway_pg(self) -> None:
         cluster = DurableCluster()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bench import diskfloor
 from bench.client import PLACEHOLDER, dot_stuff, unique_id
 from bench.metrics import counter_delta, parse_prometheus, stage_means
 from bench.procstat import CLOCK_TICKS, parse_stat_cpu, parse_status_kb
@@ -75,6 +78,30 @@ def test_stage_means_are_computed_from_the_growth_between_scrapes() -> None:
         "commit": {"count": 10, "mean_ms": 50.0},
     }
     assert counter_delta(before, after, "gateway_messages", "outcome") == {"accepted": 15.0}
+
+
+def test_stage_p99_is_the_bucket_bound_holding_99_percent_of_the_new_observations() -> None:
+    def scrape(buckets: dict[str, int]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = "".join(f'gateway_stage_seconds_bucket{{le="{le}",stage="commit"}} {n}\n'
+                       for le, n in buckets.items())
+        total = buckets["+Inf"]
+        return parse_prometheus(text + f'gateway_stage_seconds_sum{{stage="commit"}} {total}\n'
+                                f'gateway_stage_seconds_count{{stage="commit"}} {total}\n')
+
+    before = scrape({"0.01": 50, "0.1": 50, "1.0": 50, "+Inf": 50})
+    # 100 new: 98 under 10 ms, 1 under 100 ms, 1 under 1 s -> 99 % are under 100 ms.
+    after = scrape({"0.01": 148, "0.1": 149, "1.0": 150, "+Inf": 150})
+    assert stage_means(before, after)["commit"]["p99_le_ms"] == 100.0
+    # Beyond the last finite bound: no figure rather than a wrong one.
+    assert "p99_le_ms" not in stage_means(before, scrape(
+        {"0.01": 50, "0.1": 50, "1.0": 50, "+Inf": 150}))["commit"]
+
+
+def test_disk_floor_replays_each_message_syncs_and_reports_percentiles(tmp_path: Path) -> None:
+    figures = diskfloor.replay(tmp_path, rate=1000.0, count=5, size=1000)
+    assert set(figures) == {"rate", "count", "size", "p50_ms", "p95_ms", "p99_ms", "max_ms"}
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    assert len(list((tmp_path / "blobs").iterdir())) == 15  # raw, document, manifest each
 
 
 def test_dot_stuffing_and_end_marker() -> None:
