@@ -9,7 +9,13 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
-from gateway.errors import GatewayError, MessageRefused, UnknownRecipient
+from gateway.errors import (
+    GatewayError,
+    MessageRefused,
+    TemporaryFailure,
+    Throttled,
+    UnknownRecipient,
+)
 from gateway.escaping import escape
 from gateway.ingest.pipeline import Action, Inbound, Outcome, Pipeline
 from gateway.ingest.postmaster import PostmasterDesk
@@ -170,6 +176,17 @@ class GatewayHandler:
             else:
                 outcome = await self.pipeline.ingest(inbound)
         except GatewayError as exc:
+            if isinstance(exc, TemporaryFailure) and not isinstance(exc, Throttled):
+                # The operator's to see (database or DNS down, disk full, a key
+                # expired), with the correlation id the 451 carries; no traceback:
+                # the cause's text may hold a statement's parameters.
+                cause = exc.__cause__
+                log.warning(
+                    "smtp temporary failure: %s",
+                    escape(str(exc)),
+                    extra={"reason": type(exc).__name__,
+                           "cause": type(cause).__name__ if cause is not None else None},
+                )
             return replies.reply_for(exc), (
                 "refused" if isinstance(exc, MessageRefused) else "tempfail"
             )

@@ -122,6 +122,11 @@ def test_postgres_crash_mid_load_gets_451_then_every_resent_letter_stored_once(
         assert all(not reply.startswith("5") for reply in replies), replies[:5]
     assert node.alive, node.log_tail()
     assert "Traceback" not in node.log(), node.log_tail()  # an outage is no internal error
+    # Each 451 is the operator's to see in the log: a warning naming the fault.
+    warnings = [line for line in node.log().splitlines() if "smtp temporary failure" in line]
+    assert warnings, node.log_tail()
+    faults = ('reason="StorageUnavailable"', 'reason="CommitUncertain"')
+    assert all(any(fault in line for fault in faults) for line in warnings), warnings[:3]
 
     services = node.home.services()
     try:
