@@ -91,7 +91,10 @@ class GatewayInstance:
             overrides["GATEWAY__RELAY__MODE"] = "smtp"  # `init` writes "capture"; the bench relays
         if self.db_url:
             overrides["GATEWAY__DATABASE__URL"] = self.db_url
-        return {**os.environ, **overrides}
+        # As installed, the gateway's bytecode is compiled once: with this variable
+        # (set on some machines) every start compiles every module again (~1 s).
+        inherited = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        return {**inherited, **overrides}
 
     def cli(self, *args: str, stdin: bytes | None = None) -> str:
         proc = subprocess.run(

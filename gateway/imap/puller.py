@@ -293,7 +293,10 @@ class MailboxPuller:
             log.exception("ingestion failed", extra=_where(key))
             return _DEFER
         references = [outcome.reference] if outcome.reference else []
-        stub, documents = await asyncio.to_thread(self._stub, message.raw, references, digest)
+        # The pipeline's own parse of these bytes: the stub needs no second one.
+        stub, documents = await asyncio.to_thread(
+            self._stub, message.raw, references, digest, outcome.message
+        )
         return _Strip(
             references,
             stub,
@@ -367,9 +370,15 @@ class MailboxPuller:
         pipeline = self.deps.pipeline
         return parse_message(raw, pipeline.limits, id_domain=pipeline.id_domain)
 
-    def _stub(self, raw: bytes, references: list[str], digest: str) -> tuple[bytes, int]:
-        """The stub and the number of documents it replaces (built off the event loop)."""
-        parsed = self._parse(raw)
+    def _stub(
+        self, raw: bytes, references: list[str], digest: str, parsed: ParsedMessage | None = None
+    ) -> tuple[bytes, int]:
+        """The stub and the number of documents it replaces (built off the event loop).
+
+        `parsed` is `raw` as the pipeline parsed it, if it did; else it is parsed here.
+        """
+        if parsed is None:
+            parsed = self._parse(raw)
         return build_stub(raw, parsed, references, digest), len(parsed.attachments)
 
     # -- audit lines -----------------------------------------------------------------

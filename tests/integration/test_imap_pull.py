@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
+from gateway.imap import puller as puller_module
 from gateway.imap.stub import STUB_HEADER
+from gateway.ingest import pipeline as pipeline_module
 from gateway.storage.models import Outbox, Submission
 from tests.fixtures.dovecot import (
     PDF,
@@ -52,6 +54,32 @@ async def test_imap_accepted_message_becomes_stub_without_documents(
     again = await runner(world.gw.services, dovecot).pull_once()
     assert (again.examined, again.skipped) == (0, 1)  # the stub is never pulled
     assert len(dovecot.messages()) == 1
+
+
+async def test_imap_accepted_message_is_parsed_once_for_the_pipeline_and_its_stub(
+    world: World, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = submission_message(world, world.request_code("compte"))
+    dovecot.append(raw)
+    parsed: list[int] = []
+
+    def counting(module: object) -> None:
+        original = module.parse_message  # type: ignore[attr-defined]
+
+        def parse(data: bytes, *args: object, **kwargs: object) -> object:
+            parsed.append(len(data))
+            return original(data, *args, **kwargs)
+
+        monkeypatch.setattr(module, "parse_message", parse)
+
+    counting(pipeline_module)
+    counting(puller_module)
+    summary = await runner(world.gw.services, dovecot).pull_once()
+
+    assert (summary.stored, summary.stripped) == (1, 1)
+    assert parsed == [len(raw)]  # the stub is built from the pipeline's own parse
+    [(_uid, _head, stub)] = dovecot.messages()
+    assert b"compte 2024.pdf" in stub and not carries_document(stub)
 
 
 async def test_imap_refused_message_moved_to_quarantine_unchanged(
