@@ -97,7 +97,9 @@ def queue(services: Services, count: int) -> None:
                     session,
                     kind="receipt",
                     recipient=f"tuteur{index}@famille.example",
-                    values=dict(VALUES),
+                    # As the gateway numbers them: a request's reference, a slash, a number.
+                    values={**VALUES, "submission_reference": f"TJ-LYON-2026-{index // 20 + 1:06d}"
+                            f"/{index % 20 + 1}"},
                     now=now,
                     related_reference=f"S-BENCH-{index:06d}",
                 )

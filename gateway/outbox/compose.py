@@ -116,8 +116,9 @@ _VERBATIM = re.compile(r"[!-~]+(?: [!-~]+)*")
 """Printable ASCII words, single spaces: an unstructured header POLICY leaves as it is."""
 _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+")
 _HEX_ID = re.compile(r"[0-9a-f]+")
-_VARYING_WORD = re.compile(r"(?<!\S)(?=[A-Za-z-]*[0-9])[A-Za-z0-9-]{4,}(?!\S)")
-"""A whole word of ASCII letters, digits and hyphens with a digit in it: a reference."""
+_VARYING_WORD = re.compile(r"(?<!\S)(?=[A-Za-z/-]*[0-9])[A-Za-z0-9/-]{4,}(?!\S)")
+"""A whole word of ASCII letters, digits, hyphens and slashes with a digit in it: a
+reference (a submission's is its request's, a slash and its number)."""
 
 
 def fold(name: str, value: str | Address) -> bytes:
@@ -150,9 +151,10 @@ class _Folds:
     def unstructured(self, name: str, value: str) -> bytes:
         """An unstructured header (a subject), folded once per shape of its words.
 
-        Folding sees a word of ASCII letters, digits and hyphens (a reference,
-        a measure number) by its length alone: each one is one byte in an RFC
-        2047 "Q" encoded word as outside one, never special, never a break.
+        Folding sees a word of ASCII letters, digits, hyphens and slashes (a
+        reference, a measure number) by its length alone: each one is one byte
+        in an RFC 2047 "Q" encoded word as outside one, never special, never a
+        break.
         Such words with a digit, four characters or more, are folded as runs
         of one digit each ("0000", "1111" …), and put back where their run
         came out whole, once; if a run came out cut in two or encoded
@@ -284,6 +286,7 @@ class MailComposer:
         self._new_id = id_factory
         self._pgp_kinds = pgp_kinds
         self._folds = _Folds()
+        self._senders: dict[str, Address] = {}  # by court name: From in its greffe's name
         self._defaults = {
             "domain": domain,
             "gateway_name": from_name,
@@ -382,11 +385,16 @@ class MailComposer:
     def _headers(self, recipient: str, subject: str, court_name: str | None) -> bytes:
         # Mail about a court goes out in the name of its greffe; the address stays ours
         # (DKIM, WKD). The policy writes a non-ASCII name as an RFC 2047 encoded-word.
-        sender = (
-            Address(display_name=greffe_name(court_name), addr_spec=self._from.addr_spec)
-            if court_name and court_name.strip()
-            else self._from
-        )
+        sender = self._from
+        if court_name and court_name.strip():
+            found = self._senders.get(court_name)
+            if found is None:
+                if len(self._senders) > 1024:  # court names are few; never grow without bound
+                    self._senders.clear()
+                found = self._senders[court_name] = Address(
+                    display_name=greffe_name(court_name), addr_spec=self._from.addr_spec
+                )
+            sender = found
         to = (
             f"To: {recipient}\r\n".encode("ascii")
             if _PLAIN_ADDRESS.fullmatch(recipient) and len(recipient) <= 70

@@ -128,8 +128,8 @@ def _reference_fold(name: str, value: str) -> bytes:
 
 
 def _reference_like(rng: random.Random) -> str:
-    """A word folding sees by its length: letters, digits, hyphens, one digit at least."""
-    alphabet = "ABCDEFGHJKMNPQRSTVWXYZ0123456789-" + "abcxyz" * rng.randint(0, 1)
+    """A word folding sees by its length: letters, digits, hyphens, slashes, a digit at least."""
+    alphabet = "ABCDEFGHJKMNPQRSTVWXYZ0123456789-/" + "abcxyz" * rng.randint(0, 1)
     return str(rng.randint(0, 9)) + "".join(
         rng.choice(alphabet) for _ in range(rng.choice([0, 1, 3, 5, 12, 15, 30, 60, 90]))
     )
@@ -153,3 +153,19 @@ def test_subjects_folded_by_shape_are_those_of_the_email_package() -> None:
         subject = template.safe_substitute(values).replace("$", "")
         expected = _reference_fold("Subject", subject)
         assert folds.unstructured("Subject", subject) == expected, subject
+
+
+def test_receipt_subjects_of_one_shape_are_folded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    original = compose.fold
+
+    def counting(name: str, value: object) -> bytes:
+        calls.append(str(value))
+        return original(name, value)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(compose, "fold", counting)
+    folds = compose._Folds()
+    for number in (1, 2, 17, 18):  # a request's submissions: its reference, a slash, a number
+        subject = f"Accusé de réception – TJ-EVRY-2026-{number:06d}/{number}"
+        assert folds.unstructured("Subject", subject) == _reference_fold("Subject", subject)
+    assert len(calls) == 2  # once for "/1" and "/2", once for "/17" and "/18"
