@@ -202,6 +202,8 @@ def main() -> None:
     parser.add_argument("--sends", action="store_true")
     parser.add_argument("--no-deliver", dest="deliver", action="store_false")
     args = parser.parse_args()
+    if args.profile and not args.deliver:
+        parser.error("--profile profiles the deliveries: drop --no-deliver")
     port = free_port()
     flags = ["PIPELINING"] if args.pipelining else []
     sink = subprocess.Popen(

@@ -10,6 +10,7 @@ milliseconds of a measured CPU per message.
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from collections import Counter
@@ -62,14 +63,20 @@ def load(path: Path) -> list[tuple[list[str], int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    cpu = None
-    if "--cpu" in args:
-        at = args.index("--cpu")
-        cpu = float(args[at + 1])
-        args = args[:at] + args[at + 2:]
-    stacks = load(Path(args[0]))
-    patterns = args[1:] or DEFAULT_PATTERNS
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.stacks",
+        description="Where a py-spy raw profile (--format raw) spends its samples.",
+    )
+    parser.add_argument("file", type=Path, help="py-spy collapsed stacks (.txt)")
+    parser.add_argument("patterns", nargs="*", help="regexes counted inclusively (default: a set)")
+    parser.add_argument("--cpu", type=float, default=None,
+                        help="a measured CPU ms per message: stage shares become ms")
+    opts = parser.parse_intermixed_args(argv)
+    if not opts.file.is_file():
+        parser.error(f"no such profile: {opts.file}")
+    cpu = opts.cpu
+    stacks = load(opts.file)
+    patterns = opts.patterns or DEFAULT_PATTERNS
     total = sum(count for _frames, count in stacks) or 1
     print(f"{total} samples")
     for pattern in patterns:

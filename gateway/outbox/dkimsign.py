@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from gateway.errors import ConfigError
 
 _WSP_RUN = re.compile(rb"[ \t]+")
-_TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
 
 
@@ -34,13 +33,14 @@ def relaxed_header(name: bytes, value: bytes) -> bytes:
 
 def relaxed_body(body: bytes) -> bytes:
     """RFC 6376 3.4.4: runs of WSP as one SP, no WSP at line ends, no empty lines at the end."""
-    # Without a tab or two spaces in a row every run of WSP is one SP already, and
-    # only " CRLF" is WSP at a line end: what we compose rarely needs the regexes.
-    text = body
-    if b"\t" in text or b"  " in text:
-        text = _WSP_RUN.sub(b" ", text)
+    # Plain bytes replacements, not a regex: `[ \t]+` matched every single space of a
+    # receipt (one substitution each, ~0.3 ms a receipt); halving runs of two spaces
+    # until none is left ends in a few passes, and only " CRLF" is WSP at a line end then.
+    text = body.replace(b"\t", b" ") if b"\t" in body else body
+    while b"  " in text:
+        text = text.replace(b"  ", b" ")
     if b" \r\n" in text:
-        text = _TRAILING_WSP.sub(b"\r\n", text)
+        text = text.replace(b" \r\n", b"\r\n")
     text = text.rstrip(b"\r\n")
     return text + b"\r\n" if text else b""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.outbox.dkimsign import relaxed_body, relaxed_header
 
@@ -40,3 +42,15 @@ def test_relaxed_shortcuts_change_nothing(text: bytes) -> None:
     assert relaxed_body(text) == _regex_only_body(text)
     unfolded = re.sub(rb"[ \t]+", b" ", re.sub(rb"\r\n(?=[ \t])", b"", text)).strip(b" \t")
     assert relaxed_header(b"X", text) == b"x:" + unfolded + b"\r\n"
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from([b" ", b"\t", b"\r\n", b"a", b"b", b"\r", b"\n"]), max_size=60))
+def test_relaxed_body_equals_the_two_substitutions(pieces: list[bytes]) -> None:
+    body = b"".join(pieces)
+    assert relaxed_body(body) == _regex_only_body(body)
+
+
+def test_relaxed_body_of_a_long_run_of_spaces() -> None:
+    body = b"a" + b" " * 100_001 + b"b \t \r\n"
+    assert relaxed_body(body) == b"a b\r\n"
