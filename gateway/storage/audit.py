@@ -6,6 +6,7 @@ The hash itself (what an event's SHA-256 is taken over) belongs to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,6 +16,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.audit.chain import canonical_form
+from gateway.storage.groupcommit import batch_of
 from gateway.storage.models import AuditEvent, AuditHead, CheckReport, table_of
 
 HEAD, EVENTS = table_of(AuditHead), table_of(AuditEvent)
@@ -42,36 +44,46 @@ def append_event(
     actor: str,
     subject: str = "",
     data: dict[str, Any] | None = None,
-) -> int:
-    """Append one event in the caller's transaction; return its sequence number.
+) -> None:
+    """Append one event in the caller's transaction.
 
     The head row is locked (FOR UPDATE on PostgreSQL; SQLite transactions
     already hold the write lock) so concurrent appends are serialised.  Core
-    statements, not ORM objects: the group commit's writer appends one event
-    per message.
+    statements, not ORM objects.  In a group commit's batch the event is
+    staged (`Batch.stage`): the batch's events are chained and written
+    together just before its commit (the head read and moved once, the
+    events in one `executemany`), in the order their units ran, and a unit
+    rolled back takes its events with it.
     """
+    event = (now, action, actor, subject, dict(data or {}))
+    batch = batch_of(session)
+    if batch is None:
+        _write_events(session, [event])
+    else:
+        batch.stage(_STAGED_EVENTS, [event], functools.partial(_write_events, session))
+
+
+_STAGED_EVENTS = "audit-events"
+_Event = tuple[datetime, str, str, str, dict[str, Any]]
+
+
+def _write_events(session: Session, events: list[_Event]) -> None:
+    """Chain `events` after the head, insert them, and move the head past the last one."""
     conn = session.connection()
     head = conn.execute(READ_HEAD).one()
-    payload = dict(data or {})
-    seq, prev = int(head.seq) + 1, str(head.sha256)
-    digest = hashlib.sha256(
-        canonical_form(seq, now, action, actor, subject, payload, prev)
-    ).hexdigest()
-    conn.execute(
-        INSERT_EVENT,
-        {
-            "seq": seq,
-            "at": now,
-            "action": action,
-            "actor": actor,
-            "subject": subject,
-            "data": payload,
-            "prev_sha256": prev,
-            "sha256": digest,
-        },
-    )
-    conn.execute(MOVE_HEAD, {"seq": seq, "sha": digest})
-    return seq
+    seq, prev = int(head.seq), str(head.sha256)
+    rows = []
+    for now, action, actor, subject, payload in events:
+        seq += 1
+        digest = hashlib.sha256(
+            canonical_form(seq, now, action, actor, subject, payload, prev)
+        ).hexdigest()
+        rows.append({"seq": seq, "at": now, "action": action, "actor": actor,
+                     "subject": subject, "data": payload, "prev_sha256": prev,
+                     "sha256": digest})  # fmt: skip
+        prev = digest
+    conn.execute(INSERT_EVENT, rows)
+    conn.execute(MOVE_HEAD, {"seq": seq, "sha": prev})
 
 
 class AuditRepository:

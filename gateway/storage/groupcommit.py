@@ -12,15 +12,26 @@ message waiting for its batch holds no thread).  The writer takes whatever
 is queued (up to `max_batch`), runs each unit in a SAVEPOINT of one
 transaction, runs the batch's pre-commit hooks (directory fsyncs of the
 blob store), commits once, and only then releases the callers with their
-results.  So "250 only after an fsync'd commit" holds
-for every message, and the commit's cost is shared by the batch.
+results.  So "250 only after an fsync'd commit" holds for every message, and
+the commit's cost is shared by the batch.
 
-Isolation: a unit that raises has its savepoint rolled back and gets its
-exception; the others are unaffected.  If the commit itself (or a pre-commit
-hook) fails, or a unit finds the connection gone, every unit of the batch gets
-that error (`StorageUnavailable` for a lost connection) and nothing of the
-batch is stored.  A caller that is told its unit failed must undo what it did
-outside the database (its blob files), exactly as after its own failed commit.
+Rows nothing reads back before the commit (blob and document rows, the
+receipt's outbox row, audit events) may be staged (`Batch.stage`,
+`Batch.insert_later`) instead of written at once: they are kept only if the
+unit that staged them succeeds, and written for the whole batch just before
+the commit, one `executemany` per statement (and the audit chain's head read
+and moved once).  Each statement is a trip through SQLAlchemy and the
+driver, and a release and re-take of the interpreter lock: per batch
+instead of per message.  A unit that stages its audit events reads no
+sequence number back.
+
+Isolation: a unit that raises has its savepoint rolled back, its staged rows
+dropped, and gets its exception; the others are unaffected.  If the commit
+itself (or a pre-commit hook, or writing the staged rows) fails, or a unit
+finds the connection gone, every unit of the batch gets that error
+(`StorageUnavailable` for a lost connection) and nothing of the batch is
+stored.  A caller that is told its unit failed must undo what it did outside
+the database (its blob files), exactly as after its own failed commit.
 
 On PostgreSQL several processes may run writers on one database: each batch
 first calls `on_begin` (the audit head lock), so batches take their row locks
@@ -32,11 +43,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from sqlalchemy import Executable
 from sqlalchemy.exc import OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
 
@@ -49,12 +61,24 @@ T = TypeVar("T")
 S = TypeVar("S")
 
 
+_SESSION_BATCH = "gateway.groupcommit.batch"
+
+
+def batch_of(session: Session) -> Batch | None:
+    """The group-commit batch `session` is running, if any (for code that stages rows)."""
+    found = session.info.get(_SESSION_BATCH)
+    return found if isinstance(found, Batch) else None
+
+
 class Batch:
     """What a unit of work may ask of the batch it runs in."""
 
     def __init__(self) -> None:
         self._hooks: dict[Hashable, Callable[[], None]] = {}
         self._shared: dict[Hashable, Any] = {}
+        self._flushes: dict[Hashable, Callable[[list[Any]], None]] = {}
+        self._kept: dict[Hashable, list[Any]] = {}
+        self._unit: dict[Hashable, list[Any]] = {}
 
     def before_commit(self, key: Hashable, hook: Callable[[], None]) -> None:
         """Run `hook` once per batch before the commit (deduplicated by `key`).
@@ -74,6 +98,48 @@ class Batch:
             self._shared[key] = factory()
         found: S = self._shared[key]
         return found
+
+    def stage(
+        self, key: Hashable, items: Iterable[Any], flush: Callable[[list[Any]], None]
+    ) -> None:
+        """Stage `items` under `key`, to be written with the batch's others just before the commit.
+
+        They are kept if the unit that stages them succeeds and dropped with
+        its savepoint otherwise.  `flush` (the first one given for `key`)
+        then runs once with every kept item under `key`, in the order the
+        units ran, in the batch's transaction; if it fails, the whole batch
+        fails, as a failed commit does.  Only for rows nothing reads back
+        before the commit.
+        """
+        self._flushes.setdefault(key, flush)
+        self._unit.setdefault(key, []).extend(items)
+
+    def insert_later(
+        self, session: Session, statement: Executable, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Stage `rows` for `statement` (an INSERT): one `executemany` a batch (see `stage`)."""
+        if not rows:
+            return
+        connection = session.connection()
+
+        def insert(kept: list[Any]) -> None:
+            connection.execute(statement, kept)
+
+        self.stage(("insert", id(statement)), rows, insert)
+
+    def _keep_unit(self) -> None:
+        for key, items in self._unit.items():
+            self._kept.setdefault(key, []).extend(items)
+        self._unit = {}
+
+    def _drop_unit(self) -> None:
+        self._unit = {}
+
+    def _flush_staged(self) -> None:
+        for key, flush in self._flushes.items():
+            kept = self._kept.get(key)
+            if kept:
+                flush(kept)
 
     def run_hooks(self) -> None:
         for hook in self._hooks.values():
@@ -181,13 +247,16 @@ class GroupCommitter:
         committing = False
         try:
             with self.db.transaction() as session:
+                session.info[_SESSION_BATCH] = batch
                 if self.on_begin is not None:
                     self.on_begin(session)
                 for item in items:
                     self._run_one(session, batch, item)
                 if any(item.error is None for item in items):
+                    batch._flush_staged()
                     batch.run_hooks()
                     session.flush()
+                session.info.pop(_SESSION_BATCH, None)
                 committing = True  # leaving the block sends COMMIT
         except BaseException as exc:
             error = _batch_error(exc, committing)
@@ -212,9 +281,16 @@ class GroupCommitter:
         except (OperationalError, PendingRollbackError) as exc:
             # The connection is gone (the database crashed or was stopped): no savepoint
             # can be rolled back, so the whole batch fails, as a failed commit does.
+            batch._drop_unit()
             raise StorageUnavailable("database unavailable") from exc
         except Exception as exc:  # this unit only: its savepoint is rolled back
+            batch._drop_unit()
             item.error = exc
+        except BaseException:
+            batch._drop_unit()
+            raise
+        else:
+            batch._keep_unit()
 
     @staticmethod
     def _release(items: list[_Item[Any]]) -> None:

@@ -6,13 +6,16 @@ each row with its last attempt, and a pending row made due now.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from gateway.storage.groupcommit import Batch
 from gateway.storage.models import Outbox, OutboxAttempt, table_of
 from gateway.storage.notify import notify_outbox
 
@@ -35,6 +38,7 @@ KINDS = frozenset(
 )
 OUTBOX = table_of(Outbox)
 INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id)
+INSERT_OUTBOX_ROWS = insert(OUTBOX)  # a batch's receipts, in one executemany
 
 
 def enqueue(
@@ -52,32 +56,53 @@ def enqueue(
     Give either the composed `message`, or the template `values` for the worker
     to compose and sign at delivery (which keeps that work off the accept path).
     """
+    row = _new_row(kind, recipient, now, message, values, related_reference)
+    # Executed now, so a constraint error surfaces here, not at commit.
+    row_id = session.connection().execute(INSERT_OUTBOX, row).scalar_one()
+    notify_outbox(session)
+    return int(row_id)
+
+
+def enqueue_later(
+    batch: Batch,
+    session: Session,
+    *,
+    kind: str,
+    recipient: str,
+    now: datetime,
+    values: dict[str, str],
+    related_reference: str | None = None,
+) -> None:
+    """As `enqueue`, in a group commit's batch: the row is written with the batch's
+    others just before its commit (`Batch.insert_later`), and the worker told once."""
+    row = _new_row(kind, recipient, now, None, values, related_reference)
+    batch.insert_later(session, INSERT_OUTBOX_ROWS, [row])
+    batch.before_commit("notify-outbox", functools.partial(notify_outbox, session))
+
+
+def _new_row(
+    kind: str,
+    recipient: str,
+    now: datetime,
+    message: bytes | None,
+    values: dict[str, str] | None,
+    related_reference: str | None,
+) -> dict[str, Any]:
     if kind not in KINDS:
         raise ValueError(f"unknown outbox kind {kind!r}")
     if (message is None) == (values is None):
         raise ValueError("give either a message or template values")
-    # A Core statement built once (the group commit's writer queues one receipt per
-    # message); executed now, so a constraint error surfaces here, not at commit.
-    row_id = (
-        session.connection()
-        .execute(
-            INSERT_OUTBOX,
-            {
-                "kind": kind,
-                "recipient": " ".join(recipient.split()),
-                "message": message,
-                "template_values": values,
-                "status": PENDING,
-                "attempts": 0,
-                "created_at": now,
-                "next_attempt_at": now,
-                "related_reference": related_reference,
-            },
-        )
-        .scalar_one()
-    )
-    notify_outbox(session)
-    return int(row_id)
+    return {
+        "kind": kind,
+        "recipient": " ".join(recipient.split()),
+        "message": message,
+        "template_values": values,
+        "status": PENDING,
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": now,
+        "related_reference": related_reference,
+    }
 
 
 def pending_count(session: Session) -> int:

@@ -2,8 +2,9 @@
 
 The writes run in the group commit's single writer thread, once per
 accepted message: they are Core statements built once (a few round trips,
-no unit-of-work flushes), so their cost bounds how many messages per second
-one writer commits.
+no unit-of-work flushes), the blob and document rows written for the whole
+batch at once, so their cost bounds how many messages per second one writer
+commits.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.errors import AlreadyStored
+from gateway.storage.groupcommit import batch_of
 from gateway.storage.models import Blob, Court, Document, Request, Submission, table_of
 
 SUBMISSIONS = table_of(Submission)
@@ -112,27 +114,28 @@ class SubmissionRepository:
         now: datetime,
     ) -> int:
         conn = self.session.connection()
-        conn.execute(
-            INSERT_BLOBS,
-            [
-                {"key": b.key, "kind": b.kind, "sha256": b.sha256, "size": b.size,
-                 "created_at": now}
-                for b in blobs
-            ],
-        )  # fmt: skip
+        # The submission row now (its unique index settles duplicates, its id is needed);
+        # in a group commit's batch the blob and document rows are written with the
+        # batch's others just before its commit (`Batch.insert_later`).
         submission_id = int(
             conn.execute(INSERT_SUBMISSION, _submission_values(submission)).scalar_one()
         )
-        if documents:
-            conn.execute(
-                INSERT_DOCUMENTS,
-                [
-                    {"submission_id": submission_id, "idx": d.index,
-                     "detected_type": d.detected_type, "size": d.size, "sha256": d.sha256,
-                     "blob": d.blob, "warnings": list(d.warnings) or None}
-                    for d in documents
-                ],
-            )  # fmt: skip
+        blob_rows = [
+            {"key": b.key, "kind": b.kind, "sha256": b.sha256, "size": b.size, "created_at": now}
+            for b in blobs
+        ]
+        document_rows = [
+            {"submission_id": submission_id, "idx": d.index,
+             "detected_type": d.detected_type, "size": d.size, "sha256": d.sha256,
+             "blob": d.blob, "warnings": list(d.warnings) or None}
+            for d in documents
+        ]  # fmt: skip
+        batch = batch_of(self.session)
+        for statement, rows in ((INSERT_BLOBS, blob_rows), (INSERT_DOCUMENTS, document_rows)):
+            if batch is not None:
+                batch.insert_later(self.session, statement, rows)
+            elif rows:
+                conn.execute(statement, rows)
         return submission_id
 
     # -- reads ------------------------------------------------------------------

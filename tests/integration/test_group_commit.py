@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ from gateway.errors import CommitUncertain, StorageUnavailable
 from gateway.storage.audit import AuditRepository, append_event, lock_head
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import Batch, GroupCommitter
-from gateway.storage.models import Court
+from gateway.storage.models import Court, table_of
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -119,6 +119,8 @@ def test_a_failing_unit_is_rolled_back_alone(db: Database) -> None:
     assert court_codes(db) == ["TJ-A", "TJ-B", "TJ-GATE"]
     with db.reading() as session:
         assert verify_chain(AuditRepository(session)).ok
+        subjects = [e.subject for e in AuditRepository(session).page(0, 100)]
+    assert subjects == ["TJ-GATE", "TJ-A", "TJ-B"]  # the failed unit's event went with it
 
 
 def test_a_constraint_violation_fails_only_its_unit(db: Database) -> None:
@@ -221,3 +223,102 @@ def test_units_share_a_per_batch_object_for_one_hook(db: Database) -> None:
     run_batch(committer, [gather("TJ-A"), gather("TJ-B"), gather("TJ-C")])
     committer.close()
     assert flushed == [["TJ-A", "TJ-B", "TJ-C"]]
+
+
+@pytest.fixture
+def statements(db: Database) -> Iterator[list[tuple[str, bool]]]:
+    """(statement, executemany) for every statement the engine sends."""
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, params: Any, context: Any,
+               executemany: bool) -> None:  # fmt: skip
+        seen.append((" ".join(statement.split()), executemany))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(db.engine, "before_cursor_execute", record)
+
+
+def test_a_batch_chains_its_audit_events_in_one_insert(
+    db: Database, statements: list[tuple[str, bool]]
+) -> None:
+    committer = GroupCommitter(db, on_begin=lock_head)
+    committer.run(add_court("TJ-FIRST"))  # the engine's first connection, outside the count
+    statements.clear()
+    run_batch(committer, [add_court(f"TJ-{i:02d}") for i in range(10)])
+    committer.close()
+    inserts = [many for sql, many in statements if sql.startswith("INSERT INTO audit_event")]
+    moves = [sql for sql, _ in statements if sql.startswith("UPDATE audit_head")]
+    assert inserts == [False, True]  # the gate's batch of one, then the ten in one executemany
+    assert len(moves) == 2
+    with db.reading() as session:
+        report = verify_chain(AuditRepository(session))
+        subjects = [e.subject for e in AuditRepository(session).page(0, 100)]
+    assert report.ok and report.events == 12
+    assert subjects == ["TJ-FIRST", "TJ-GATE", *(f"TJ-{i:02d}" for i in range(10))]
+
+
+def test_outside_a_batch_an_event_is_written_at_once(db: Database) -> None:
+    with db.transaction() as session:
+        append_event(session, NOW, "court.added", actor="test", subject="TJ-NOW")
+        assert [e.subject for e in AuditRepository(session).page(0, 10)] == ["TJ-NOW"]
+
+
+def test_staged_items_are_flushed_once_in_unit_order_and_dropped_with_their_unit(
+    db: Database,
+) -> None:
+    flushed: list[list[str]] = []
+
+    def staging(code: str, fail: bool = False) -> Callable[[Session, Batch], str]:
+        def work(session: Session, batch: Batch) -> str:
+            batch.stage("codes", [code, code + "-bis"], flushed.append)
+            if fail:
+                raise ValueError("refused by the unit")
+            return add_court(code)(session, batch)
+
+        return work
+
+    committer = GroupCommitter(db)
+    results = run_batch(committer, [staging("TJ-A"), staging("TJ-X", fail=True), staging("TJ-B")])
+    committer.close()
+    assert isinstance(results[1], ValueError)
+    assert flushed == [["TJ-A", "TJ-A-bis", "TJ-B", "TJ-B-bis"]]
+
+
+def test_a_failed_flush_stores_nothing_of_the_batch(db: Database) -> None:
+    def refuse(items: list[Any]) -> None:
+        raise StorageUnavailable("the staged rows could not be written")
+
+    def staging(session: Session, batch: Batch) -> str:
+        batch.stage("rows", ["x"], refuse)
+        return add_court("TJ-STAGE")(session, batch)
+
+    committer = GroupCommitter(db)
+    results = run_batch(committer, [add_court("TJ-A"), staging, add_court("TJ-B")])
+    committer.close()
+    assert all(isinstance(r, StorageUnavailable) for r in results), results
+    assert court_codes(db) == ["TJ-GATE"]
+    with db.reading() as session:
+        assert [e.subject for e in AuditRepository(session).page(0, 10)] == ["TJ-GATE"]
+
+
+def test_insert_later_writes_a_batchs_rows_in_one_executemany(
+    db: Database, statements: list[tuple[str, bool]]
+) -> None:
+    courts = insert(table_of(Court))
+
+    def staged(code: str) -> Callable[[Session, Batch], str]:
+        def work(session: Session, batch: Batch) -> str:
+            batch.insert_later(session, courts, [{"code": code, "name": code, "created_at": NOW}])
+            return code
+
+        return work
+
+    committer = GroupCommitter(db)
+    committer.run(add_court("TJ-FIRST"))
+    statements.clear()
+    run_batch(committer, [staged(f"TJ-{i:02d}") for i in range(5)])
+    committer.close()
+    inserts = [many for sql, many in statements if sql.startswith("INSERT INTO court")]
+    assert inserts == [False, True]  # the gate's ORM insert, then the five staged at once
+    assert court_codes(db) == sorted(["TJ-FIRST", "TJ-GATE", *(f"TJ-{i:02d}" for i in range(5))])
