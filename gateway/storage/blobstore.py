@@ -116,6 +116,9 @@ class BlobStore:
     def __init__(self, root: Path, *, new_id: Callable[[], uuid.UUID] = uuid.uuid4) -> None:
         self._root = root
         self._new_id = new_id
+        self._made: set[str] = set()
+        """Directories this store made or found, not looked at again (a message writes three
+        blobs into one day's directory); one that went meanwhile is made again (`write`)."""
 
     @property
     def root(self) -> Path:
@@ -140,19 +143,26 @@ class BlobStore:
         """
         path = self._path(key)
         try:
-            self._make_parents(path.parent)
-            temp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
             try:
-                _write_file(temp, data, sync=sync)
-                os.replace(temp, path)
-            except BaseException:
-                temp.unlink(missing_ok=True)
-                raise
+                self._put(path, data, sync)
+            except FileNotFoundError:  # its directory went (removed, or a mount over it)
+                self._made.discard(str(path.parent))
+                self._put(path, data, sync)
             if sync_dir:
                 _fsync_dir(path.parent)
         except OSError as exc:
             raise _storage_error(exc) from None
         return hashlib.sha256(data).hexdigest()
+
+    def _put(self, path: Path, data: bytes, sync: bool) -> None:
+        self._make_parents(path.parent)
+        temp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+        try:
+            _write_file(temp, data, sync=sync)
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
 
     def directory_of(self, key: str) -> Path:
         """The directory holding the blob ``key``."""
@@ -259,6 +269,9 @@ class BlobStore:
 
     def _make_parents(self, directory: Path) -> None:
         """Create missing directories, fsyncing each parent so the new entry is durable."""
+        made = str(directory)
+        if made in self._made:
+            return
         self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
         current = self._root
         for part in directory.relative_to(self._root).parts:
@@ -270,6 +283,7 @@ class BlobStore:
             except FileExistsError:
                 continue  # another writer made it, and fsynced its parent
             _fsync_dir(current.parent)
+        self._made.add(made)
 
 
 def _write_file(path: Path, data: bytes, *, sync: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import stat
 import uuid
 from datetime import UTC, datetime
@@ -141,3 +142,27 @@ def test_syncing_a_missing_blob_is_a_storage_error(tmp_path: Path) -> None:
     key = store.new_key("doc", NOW)
     with pytest.raises(StorageUnavailable):
         store.sync_files([key, key])
+
+
+def test_a_days_directory_is_looked_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    store.write(store.new_key("raw", NOW), b"first")
+    looked: list[Path] = []
+    is_dir = Path.is_dir
+    monkeypatch.setattr(Path, "is_dir", lambda self: looked.append(self) or is_dir(self))
+    for kind in ("raw", "doc", "manifest"):
+        store.write(store.new_key(kind, NOW), b"x")
+    assert looked == []
+
+
+def test_a_directory_removed_behind_the_store_is_made_again(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "blobs")
+    first = store.new_key("raw", NOW)
+    store.write(first, b"first")
+    shutil.rmtree(tmp_path / "blobs" / "2026")
+    key = store.new_key("doc", NOW)
+    store.write(key, b"again")
+    assert store.read(key) == b"again"
+    assert not store.exists(first)
