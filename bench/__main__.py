@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,12 @@ def _output(*args: str) -> str:
     return proc.stdout.decode(errors="replace").strip() or "?"
 
 
-def environment() -> dict[str, str]:
+def python_loop_us() -> float:
+    """A fixed pure-Python loop's best time (µs): a slowed or different host shows here first."""
+    return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
+
+
+def environment(loop_before: float) -> dict[str, str]:
     cpu = "?"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -41,6 +47,8 @@ def environment() -> dict[str, str]:
         "memory": _output("sh", "-c", "free -m | awk '/Mem:/ {print $2 \" MB\"}'"),
         "kernel": platform.release(),
         "python": platform.python_version(),
+        "python loop": f"sum(range(1000)) {loop_before:.1f} µs before the run, "
+        f"{python_loop_us():.1f} µs after (best of 5; compare runs by it)",
         "postfix": _output("postconf", "-dh", "mail_version"),
         "postgresql": _output("/usr/lib/postgresql/15/bin/postgres", "--version"),
         "commit": _output("git", "rev-parse", "--short", "HEAD")
@@ -63,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     root.chmod(0o755)  # Postfix and PostgreSQL run as their own users below it
     started = time.monotonic()
+    loop_before = python_loop_us()
     try:
         results = Bench(make_plan(args.quick), root, only).run()
     finally:
@@ -74,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "command": ("make bench" if not args.quick else ".venv/bin/python -m bench --quick")
         + (f" --only {args.only}" if only else ""),
-        "environment": environment(),
+        "environment": environment(loop_before),
         "duration_s": round(time.monotonic() - started, 1),
         **asdict(results),
     }
