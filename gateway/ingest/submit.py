@@ -28,8 +28,8 @@ from gateway.outbox.templates import DocumentLine, format_documents, format_utc
 from gateway.storage.audit import append_event
 from gateway.storage.crypto import Encryptor
 from gateway.storage.db import Connection, Database, Session
-from gateway.storage.groupcommit import Batch, GroupCommitter, Work, batch_of
-from gateway.storage.outbox import enqueue, enqueue_later
+from gateway.storage.groupcommit import Batch, GroupCommitter, Work
+from gateway.storage.outbox import enqueue_later
 from gateway.storage.payload import PayloadWriter
 from gateway.storage.registrations import ActiveRegistration
 from gateway.storage.requests import RequestRepository
@@ -349,14 +349,9 @@ def queue_receipt(
         "message_sha256": raw_sha256,
         "documents_json": documents_json(lines),
     }
-    batch = batch_of(session)
-    if batch is None:
-        enqueue(session, kind="receipt", recipient=filing.sender_address, values=values,
-                now=now, related_reference=filing.submission_reference)  # fmt: skip
-    else:  # written with the batch's other receipts, in one statement
-        enqueue_later(batch, session, kind="receipt", recipient=filing.sender_address,
-                      values=values, now=now,
-                      related_reference=filing.submission_reference)  # fmt: skip
+    # In the group commit's batch, written with the batch's other receipts in one statement.
+    enqueue_later(session, kind="receipt", recipient=filing.sender_address, values=values,
+                  now=now, related_reference=filing.submission_reference)  # fmt: skip
 
 
 def document_rows(

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from gateway.storage.groupcommit import Batch
+from gateway.storage.groupcommit import batch_of
 from gateway.storage.models import Outbox, OutboxAttempt, table_of
 from gateway.storage.notify import notify_outbox
 
@@ -64,7 +64,6 @@ def enqueue(
 
 
 def enqueue_later(
-    batch: Batch,
     session: Session,
     *,
     kind: str,
@@ -73,8 +72,14 @@ def enqueue_later(
     values: dict[str, str],
     related_reference: str | None = None,
 ) -> None:
-    """As `enqueue`, in a group commit's batch: the row is written with the batch's
-    others just before its commit (`Batch.insert_later`), and the worker told once."""
+    """As `enqueue`, for a caller that needs no id: in a group commit's batch the row is
+    written with the batch's others just before its commit (`Batch.insert_later`) and the
+    worker told once; outside a batch it is written at once."""
+    batch = batch_of(session)
+    if batch is None:
+        enqueue(session, kind=kind, recipient=recipient, now=now, values=values,
+                related_reference=related_reference)  # fmt: skip
+        return
     row = _new_row(kind, recipient, now, None, values, related_reference)
     batch.insert_later(session, INSERT_OUTBOX_ROWS, [row])
     batch.before_commit("notify-outbox", functools.partial(notify_outbox, session))

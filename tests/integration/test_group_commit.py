@@ -18,7 +18,8 @@ from gateway.errors import CommitUncertain, StorageUnavailable
 from gateway.storage.audit import AuditRepository, append_event, lock_head
 from gateway.storage.db import Database
 from gateway.storage.groupcommit import Batch, GroupCommitter
-from gateway.storage.models import Court, table_of
+from gateway.storage.models import Court, Outbox, table_of
+from gateway.storage.outbox import enqueue_later
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -322,3 +323,38 @@ def test_insert_later_writes_a_batchs_rows_in_one_executemany(
     inserts = [many for sql, many in statements if sql.startswith("INSERT INTO court")]
     assert inserts == [False, True]  # the gate's ORM insert, then the five staged at once
     assert court_codes(db) == sorted(["TJ-FIRST", "TJ-GATE", *(f"TJ-{i:02d}" for i in range(5))])
+
+
+def test_receipts_queued_in_a_batch_are_one_insert_and_one_wake(
+    db: Database, statements: list[tuple[str, bool]]
+) -> None:
+    woken: list[int] = []
+    db.outbox_queued.subscribe(lambda: woken.append(1))
+
+    def receipt(n: int) -> Callable[[Session, Batch], str]:
+        def work(session: Session, batch: Batch) -> str:
+            enqueue_later(session, kind="receipt", recipient=f"g{n}@famille.example",
+                          now=NOW, values={"n": str(n)})  # fmt: skip
+            return str(n)
+
+        return work
+
+    committer = GroupCommitter(db)
+    committer.run(add_court("TJ-FIRST"))
+    statements.clear()
+    woken.clear()
+    run_batch(committer, [receipt(n) for n in range(4)])
+    committer.close()
+    inserts = [many for sql, many in statements if sql.startswith("INSERT INTO outbox")]
+    assert inserts == [True]
+    assert len(woken) == 1  # the gate's batch queued nothing; the four wake the worker once
+    with db.reading() as session:
+        recipients = sorted(session.scalars(select(Outbox.recipient)))
+    assert recipients == [f"g{n}@famille.example" for n in range(4)]
+
+
+def test_a_receipt_outside_a_batch_is_written_at_once(db: Database) -> None:
+    with db.transaction() as session:
+        enqueue_later(session, kind="receipt", recipient="g@famille.example", now=NOW,
+                      values={"n": "1"})  # fmt: skip
+        assert session.scalars(select(Outbox.recipient)).all() == ["g@famille.example"]
