@@ -540,7 +540,7 @@ def mailbox_runner(
         lease,
         batch_size=seams.batch_size,
         concurrency=seams.concurrency or services.settings.imap.concurrency,
-        strip_batch=seams.strip_batch,
+        strip_batch=seams.strip_batch or services.settings.imap.strip_batch,
         checkpoint=seams.checkpoint,
     )
 

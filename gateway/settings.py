@@ -474,6 +474,8 @@ def _is_set(value: object) -> bool:
 class ImapSection(Section):
     concurrency: int = Field(default=8, ge=1, le=64)
     """Messages of one mailbox in the pipeline at once."""
+    strip_batch: int = Field(default=8, ge=1, le=256)
+    """Accepted messages stubbed together: one `stored` commit, their APPENDs, one expunge."""
     mailboxes: list[ImapMailbox] = []
 
 

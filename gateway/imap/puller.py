@@ -23,13 +23,13 @@ depends on it:
   second waits for the first), so the dedupe, not a race, answers it.
 * `stored` is committed by the tail just before the message's stub is
   appended; a message whose pipeline finished early waits for the ones
-  before it.  With `strip_batch` 1 (the default) a crash thus leaves at most
-  the message being stripped `stored`, and every earlier one of the pass
-  stripped, quarantined or pending; with more, the tail takes up to that many
-  ready messages at once: one commit of their `stored`, their APPENDs, one
-  UID STORE and one UID EXPUNGE of the set, and a crash may leave the whole
-  run `stored`.  Either way the next pass strips a `stored` message without
-  ingesting it again.
+  before it.  The tail takes up to `strip_batch` ready messages at once (8
+  by default, the `imap.strip_batch` setting): one commit of their `stored`,
+  their APPENDs, one UID STORE and one UID EXPUNGE of the set, so a crash
+  may leave the whole run `stored`.  With `strip_batch` 1 a crash leaves at
+  most the message being stripped `stored`, and every earlier one of the
+  pass stripped, quarantined or pending.  Either way the next pass strips a
+  `stored` message without ingesting it again.
 * Crash after a stub was appended but before the original was expunged:
   the stub is found by its marker header and not appended twice (looked for
   whenever one could exist: a message an earlier pass stored, a dedupe hit,
@@ -103,13 +103,15 @@ Checkpoint = Callable[[str, MessageKey], None]
 DEFAULT_BATCH = 100
 DEFAULT_CONCURRENCY = 8
 DEFAULT_FETCH_BYTES = 16 * 1024 * 1024
-DEFAULT_STRIP_BATCH = 1
+DEFAULT_STRIP_BATCH = 8
 """Accepted messages stubbed together: one `stored` commit, their APPENDs, one expunge.
 
-1 keeps the crash states of the one-at-a-time puller (a crash finds every
-earlier message of the pass stripped, at most one `stored`), which
-test_imap_uidvalidity_reset_rereads_folder_without_double_storage relies
-on; more commits and expunges once per run instead of once per message.
+1 keeps the crash states of a one-at-a-time puller (a crash finds every
+earlier message of the pass stripped, at most one `stored`); more commits
+and expunges once per run instead of once per message, which the tail,
+acting in UID order, otherwise waits for message by message (a commit
+shares the writer with the pipeline's own): 34 -> 46 msg/s pulling
+1,500 x 100 KB (`bench.imapprofile`).
 """
 
 

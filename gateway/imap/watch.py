@@ -14,7 +14,6 @@ from gateway.errors import ConfigError
 from gateway.imap.client import ImapClient, Resolver, system_resolver
 from gateway.imap.puller import (
     DEFAULT_BATCH,
-    DEFAULT_STRIP_BATCH,
     Checkpoint,
     MailboxPuller,
     PassSummary,
@@ -65,7 +64,8 @@ class ImapSeams:
     batch_size: int = DEFAULT_BATCH
     concurrency: int | None = None
     """None: the `imap.concurrency` setting."""
-    strip_batch: int = DEFAULT_STRIP_BATCH
+    strip_batch: int | None = None
+    """None: the `imap.strip_batch` setting."""
     checkpoint: Checkpoint | None = None
     holder: str = field(default_factory=new_holder_id)
 

@@ -246,9 +246,10 @@ async def test_imap_server_failure_mid_pass_keeps_what_was_done(
         return await real_fetch(self, uids)
 
     monkeypatch.setattr(ImapClient, "fetch", flaky_fetch)
-    # Groups of two: [1, 2] and [3, 4] are read ahead; [5] is fetched once 1 is stripped.
+    # Groups of two: [1, 2] and [3, 4] are read ahead; [5] is fetched once 1 is stripped
+    # (alone: with a larger strip_batch, 2 would be stripped with 1 when ready in time).
     with pytest.raises(ImapUnavailable):
-        await runner(services, dovecot, ImapSeams(concurrency=2)).pull_once()
+        await runner(services, dovecot, ImapSeams(concurrency=2, strip_batch=1)).pull_once()
 
     # 1's `stripped` was waiting for the next write: the failed pass still records it.
     assert states(services) == ["stripped", "fetched", "fetched", "fetched"]
@@ -296,3 +297,12 @@ async def test_imap_crash_after_a_runs_stored_leaves_originals_then_strips_them(
     assert states(services) == ["stripped"] * 6
     _assert_each_original_or_its_one_stub(dovecot, raws)
     assert all(is_stub(raw) for _uid, _head, raw in dovecot.messages())
+
+
+async def test_imap_strip_batch_is_the_setting_unless_a_seam_sets_it(
+    world: World, dovecot: Dovecot
+) -> None:
+    services = world.gw.services
+    assert services.settings.imap.strip_batch == 8
+    assert runner(services, dovecot).puller.strip_batch == 8
+    assert runner(services, dovecot, ImapSeams(strip_batch=1)).puller.strip_batch == 1

@@ -140,3 +140,12 @@ def test_imap_oauth_token_command_alone_is_a_source(tmp_path: Path) -> None:
     text = MAILBOX + "auth = 'xoauth2'\ntoken_command = ['/usr/bin/print-token', 'intake']\n"
     [mailbox] = load_settings(write(tmp_path, text), {}).imap.mailboxes
     assert mailbox.token_command == ["/usr/bin/print-token", "intake"]
+
+
+def test_imap_strip_batch_setting_loads_and_refuses_zero(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, MAILBOX), {}).imap.strip_batch == 8
+    settings = load_settings(write(tmp_path, "[imap]\nstrip_batch = 1\n" + MAILBOX), {})
+    assert settings.imap.strip_batch == 1
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "[imap]\nstrip_batch = 0\n" + MAILBOX), {})
+    assert "imap.strip_batch" in info.value.message
