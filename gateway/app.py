@@ -23,19 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
 from gateway.admin import Admin
-from gateway.api.app import create_app
-from gateway.api.context import ApiDeps
-from gateway.api.server import ApiServer, TlsFiles
 from gateway.apikeys import ApiKeyHasher, ApiKeys, AuthThrottlePolicy
 from gateway.audit.daily import DailyCheck
 from gateway.backup import Backup
-from gateway.console.app import session_key
-from gateway.console.context import ConsoleConfig, ConsoleDeps
-from gateway.console.worklist import Worklist
 from gateway.credentials.notices import NOTICE_INTERVAL, ExpiryNotifier
 from gateway.credentials.service import CredentialAdmin
 from gateway.credentials.tokens import CredentialHasher
@@ -98,6 +93,10 @@ from gateway.storage.notify import OutboxListener, listen_url
 from gateway.storage.payload import PayloadWriter
 from gateway.users import LoginPolicy, Users
 from gateway.wkd import WkdDirectory
+
+if TYPE_CHECKING:  # the HTTP parts are imported where they are built (see `build_http`)
+    from gateway.api.server import ApiServer
+    from gateway.console.context import ConsoleDeps
 
 log = logging.getLogger("gateway.serve")
 SWITCH_INTERVAL = 0.001
@@ -461,6 +460,10 @@ class Services:
 
     def console(self) -> ConsoleDeps:
         """What the clerks' console calls, built in the caller's thread like the API's deps."""
+        from gateway.console.app import session_key
+        from gateway.console.context import ConsoleConfig, ConsoleDeps
+        from gateway.console.worklist import Worklist
+
         settings = self.settings
         config = ConsoleConfig(
             session_key=session_key(self.server_secret),
@@ -762,8 +765,15 @@ def build_http(services: Services, registry: CollectorRegistry) -> ApiServer:
     """The HTTP API (with /metrics from `registry`, and WKD) on `http.listen`.
 
     Everything it calls is built here, in this thread: its requests run in
-    worker threads, which must find the services built.
+    worker threads, which must find the services built.  FastAPI, uvicorn
+    and the pages are imported here, not with this module: the commands
+    that serve no HTTP (every one but `serve`) start without them, about a
+    second sooner.
     """
+    from gateway.api.app import create_app
+    from gateway.api.context import ApiDeps
+    from gateway.api.server import ApiServer, TlsFiles
+
     settings = services.settings
     deps = ApiDeps(
         api_keys=services.api_keys,
