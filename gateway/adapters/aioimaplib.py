@@ -1,14 +1,16 @@
 """aioimaplib's internals used by the IMAP adapter, and nothing else of them.
 
 What aioimaplib lacks, built on its private parts: a protocol that tells a
-lost session at once (`_handle_line`), a client that connects to the
-address we checked while verifying TLS against the host name
-(`create_client`, `_client_task`), STARTTLS (swapping the protocol's
+lost session at once (`_handle_line`) and reads without formatting every
+chunk for a debug line nobody logs (`data_received`), a client that
+connects to the address we checked while verifying TLS against the host
+name (`create_client`, `_client_task`), STARTTLS (swapping the protocol's
 transport), and AUTHENTICATE with an initial response (a `Command` subclass
 answering continuations, `pending_sync_command`, `state`, `_reset_timer`).
 When aioimaplib changes, re-read `IMAP4ClientProtocol._handle_line`,
-`IMAP4.create_client`, `IMAP4ClientProtocol.execute` and `Command` in
-aioimaplib/aioimaplib.py against this module.
+`IMAP4ClientProtocol.data_received`, `IMAP4.create_client`,
+`IMAP4ClientProtocol.execute` and `Command` in aioimaplib/aioimaplib.py
+against this module.
 
 Why SASL here: aioimaplib's own `xoauth2()` hangs on the server's error
 challenge (it never answers the `+` line, so a refused token waits for the
@@ -40,6 +42,9 @@ class EndingProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
     in flight would wait for its timeout.
     """
 
+    incomplete_line: bytes  # set by aioimaplib's __init__, read by `data_received`
+    current_command: Any
+
     def __init__(self, loop: Any) -> None:
         self.lost = asyncio.Event()
         super().__init__(loop, lambda _exc: self.lost.set())
@@ -50,6 +55,23 @@ class EndingProtocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             if self.transport is not None:
                 self.transport.close()  # the session is over whatever comes next
         return super()._handle_line(line, current_cmd)
+
+    def data_received(self, data: bytes) -> None:
+        """aioimaplib's, without its `log.debug('Received : %s' % d)`.
+
+        That line builds the repr of every chunk read, logged or not: 5.5 % of
+        the interpreter's time pulling 100 KB messages (a FETCH of 8 bodies
+        arrives as a dozen chunks of 64 KiB).
+        """
+        try:
+            self._handle_responses(
+                self.incomplete_line + data, self._handle_line, self.current_command
+            )
+            self.incomplete_line = b""
+            self.current_command = None
+        except aioimaplib.IncompleteRead as incomplete:
+            self.current_command = incomplete.cmd
+            self.incomplete_line = incomplete.data
 
     def _logging_out(self) -> bool:
         """A BYE is the normal answer to LOGOUT (and a greeting BYE is the hello's failure)."""
