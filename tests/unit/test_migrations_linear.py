@@ -22,3 +22,12 @@ def test_migrations_have_a_single_head() -> None:
     assert len(heads) == 1, f"several migration heads, chain them: {heads}"
     revisions = list(script.walk_revisions())
     assert revisions[-1].down_revision is None  # the walk reaches the first revision
+
+
+def test_head_constant_is_the_newest_revision() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(migrate_module.MIGRATIONS))
+
+    head = ScriptDirectory.from_config(config).get_current_head()
+
+    assert head == migrate_module.HEAD, f"set gateway.storage.migrate.HEAD to {head!r}"
