@@ -6,7 +6,8 @@ asked through a running `gateway serve`), seeds a Dovecot mailbox with COUNT
 messages of 100 KB, then runs `gateway imap pull --once` and prints its rate
 and its CPU per message (utime + stime of the pull process).  With
 `--py-spy FILE` the pull runs under `py-spy record` (raw format for
-`python -m bench.stacks` when FILE ends in .txt).
+`python -m bench.stacks` when FILE ends in .txt); with `--importtime FILE`
+under `python -X importtime`, what its start imports.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="100KB", choices=["5KB", "100KB"])
     parser.add_argument("--py-spy", type=Path, default=None, help="record the pull into FILE")
     parser.add_argument("--gil", action="store_true", help="py-spy --gil (the lock's holder)")
+    parser.add_argument("--importtime", type=Path, default=None,
+                        help="run the pull with -X importtime, its report into FILE")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="gateway-imapprofile-"))
     root.chmod(0o755)
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                               for i in range(args.count)])
         with instance.config.open("a") as handle:
             handle.write(_mailbox_config(server))
-        command = [GATEWAY_PYTHON, "-m", "gateway", "--config", str(instance.config),
+        flags = ["-X", "importtime"] if args.importtime is not None else []
+        command = [GATEWAY_PYTHON, *flags, "-m", "gateway", "--config", str(instance.config),
                    "imap", "pull", "--once"]
         if args.py_spy is not None:
             fmt = {".json": "speedscope", ".txt": "raw"}.get(args.py_spy.suffix, "flamegraph")
@@ -87,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.run(command, capture_output=True, env=instance.env(), check=False)
         seconds = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if args.importtime is not None:
+            args.importtime.write_bytes(proc.stderr)
         if proc.returncode != 0:
             print(proc.stderr.decode(errors="replace")[-2000:], file=sys.stderr)
             return 1

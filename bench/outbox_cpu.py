@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.app import Services
-from gateway.cli import main as gateway_main
+from gateway.cli.main import main as gateway_main
 from gateway.outbox.receiptfacts import documents_json
 from gateway.outbox.templates import DocumentLine, format_documents, format_utc
 from gateway.settings import load_settings

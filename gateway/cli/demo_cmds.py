@@ -6,12 +6,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from gateway.demo.flow import SABOTAGES, DemoFailed, DemoReport, run_demo
-from gateway.demo.parties import PDF_NAME
 from gateway.errors import ConfigError
+
+if TYPE_CHECKING:  # the demo's parties are imported when it runs, not by every command
+    from gateway.demo.flow import DemoReport
 
 SABOTAGE_ENV = "GATEWAY_DEMO_SABOTAGE"
 """Spoils one step on purpose (tests): `submission` or `receipt`."""
@@ -28,6 +30,7 @@ def demo(keep: bool) -> None:
     SMTP replies.  It uses a new folder of its own (never --config's), and
     exits 1 naming the step that did not hold.
     """
+    from gateway.demo.flow import SABOTAGES, DemoFailed, run_demo
     from gateway.logs import setup_logging
 
     sabotage = os.environ.get(SABOTAGE_ENV) or None
@@ -54,6 +57,8 @@ def demo(keep: bool) -> None:
 
 
 def _explore(report: DemoReport) -> None:
+    from gateway.demo.parties import PDF_NAME
+
     gateway = f"gateway --config {report.config}"
     receipt = report.guardian_dir / "accuse-de-reception.eml"
     lines = [

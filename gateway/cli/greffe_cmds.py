@@ -6,19 +6,20 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from gateway.cli.context import CliContext, pass_cli, print_rows
 from gateway.errors import InputError
-from gateway.greffe.apiclient import GreffeApi
 from gateway.greffe.export import Exporter, list_requests, list_submissions
-from gateway.greffe.sync import Syncer, SyncReport
 from gateway.greffe.syncfolder import SyncFolder
 from gateway.model import RequestStatus
 from gateway.review import RequestView
 from gateway.storage.crypto import GpgKeyring
+
+if TYPE_CHECKING:  # the HTTP client (httpx) is imported by `greffe sync` alone
+    from gateway.greffe.sync import Syncer, SyncReport
 
 
 @click.group()
@@ -208,6 +209,9 @@ def greffe_sync(
     Exit 1 when a request could not be synced (named on stderr); the others
     are written all the same.
     """
+    from gateway.greffe.apiclient import GreffeApi
+    from gateway.greffe.sync import Syncer
+
     key = _read_key(api_key_file)
     pause = float(os.environ.get(TEST_PAUSE_ENV) or 0)
     folder = SyncFolder(out)

@@ -19,15 +19,17 @@ from datetime import UTC, datetime
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import pysequoia
 from pysequoia.packet import PacketPile, Tag
 
 from gateway.errors import InputError, KeyRefused, ReceiptInvalid
 from gateway.ingest.manifest import load_schema
 from gateway.outbox.receiptfacts import FACTS_FILENAME, RECEIPT_SCHEMA, rfc3339
+
+if TYPE_CHECKING:  # jsonschema is imported by the check, not by every command
+    import jsonschema
 
 MAX_RECEIPT_BYTES = 4 * 1024 * 1024
 """A receipt lists at most `limits.max_documents` documents: a few KB each, far below this."""
@@ -258,6 +260,8 @@ def _read_facts(signed: bytes) -> dict[str, Any]:
 
 
 def _validator() -> jsonschema.protocols.Validator:
+    import jsonschema.validators
+
     schema = load_schema("receipt")
     validator_class = jsonschema.validators.validator_for(schema)
     return validator_class(schema)

@@ -29,12 +29,13 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.errors import ConfigError, ImapUnavailable
 from gateway.settings import ImapMailbox, mailbox_auth_problem
+
+if TYPE_CHECKING:  # httpx is imported by the grant, not by every mailbox's start
+    import httpx
 
 log = logging.getLogger("gateway.imap")
 DEFAULT_MARGIN = 120.0
@@ -162,6 +163,8 @@ class RefreshTokenSource:
         return form
 
     async def _post(self, form: dict[str, str]) -> dict[str, Any]:
+        import httpx
+
         try:
             async with self._http() as client:
                 response = await client.post(
@@ -196,6 +199,8 @@ class RefreshTokenSource:
             )
 
     def _default_http(self) -> httpx.AsyncClient:
+        import httpx
+
         return httpx.AsyncClient(
             timeout=self._mailbox.token_timeout.total_seconds(), follow_redirects=False
         )

@@ -14,16 +14,16 @@ import functools
 import json
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import FilingRefused, GatewayError
 from gateway.ingest.documents import CheckedDocument
 from gateway.ingest.manifest import load_schema
 from gateway.ingest.mime import Attachment
 from gateway.model import RequestKind, court_code, measure_number
+
+if TYPE_CHECKING:  # jsonschema is imported by the first depot.json checked
+    from jsonschema import Draft202012Validator
 
 FILING_SCHEMA = "gateway.filing/1"
 PART_NAME = "depot.json"
@@ -46,6 +46,8 @@ def split_filing_part(
 
 @functools.cache
 def _validator() -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(
         load_schema("filing"), format_checker=Draft202012Validator.FORMAT_CHECKER
     )
@@ -60,6 +62,8 @@ def check_filing(
     documents: Sequence[CheckedDocument],
 ) -> dict[str, Any]:
     """The validated depot.json, or FilingRefused naming the field that is wrong."""
+    from jsonschema.exceptions import best_match
+
     data = _parse(part.content)
     error = best_match(_validator().iter_errors(data))
     if error is not None:

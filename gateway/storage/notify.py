@@ -17,7 +17,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
@@ -52,6 +51,8 @@ class OutboxListener:
         """Set while a LISTEN connection is open (tests wait for it)."""
 
     async def run(self, stop: asyncio.Event) -> None:
+        import psycopg  # here, not at the top: only a PostgreSQL node listens
+
         delay = 1.0
         while not stop.is_set():
             try:
@@ -68,6 +69,8 @@ class OutboxListener:
                 delay = min(delay * 2, MAX_BACKOFF)
 
     async def _listen(self, stop: asyncio.Event) -> None:
+        import psycopg
+
         async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
             await conn.execute(f"LISTEN {CHANNEL}")
             self.listening.set()
