@@ -42,8 +42,10 @@ lint: $(STAMP)
 test: $(STAMP) sysdeps lint
 	$(BIN)/pytest -q -p no:cacheprovider -n 4 --durations=30
 
+# Bytecode cached as an installed package has it (an environment that sets
+# PYTHONDONTWRITEBYTECODE would recompile every changed module at each start).
 bench: $(STAMP) sysdeps
-	$(BIN)/python -m bench
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
