@@ -38,3 +38,4 @@ def test_the_collector_runs_again_once_the_program_is_imported() -> None:
         assert gc.isenabled()
     finally:
         gc.enable()
+        gc.unfreeze()  # this test process's heap goes back to the collector
