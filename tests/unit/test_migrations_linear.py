@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 import gateway.storage.migrate as migrate_module
 
 
 def test_migrations_have_a_single_head() -> None:
-    config = Config()
-    config.set_main_option(
-        "script_location", str(Path(migrate_module.__file__).parent / "migrations")
-    )
-    script = ScriptDirectory.from_config(config)
+    script = ScriptDirectory.from_config(migrate_module._config())
 
     heads = script.get_heads()
 
@@ -25,9 +18,6 @@ def test_migrations_have_a_single_head() -> None:
 
 
 def test_head_constant_is_the_newest_revision() -> None:
-    config = Config()
-    config.set_main_option("script_location", str(migrate_module.MIGRATIONS))
-
-    head = ScriptDirectory.from_config(config).get_current_head()
+    head = ScriptDirectory.from_config(migrate_module._config()).get_current_head()
 
     assert head == migrate_module.HEAD, f"set gateway.storage.migrate.HEAD to {head!r}"
