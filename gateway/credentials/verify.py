@@ -23,7 +23,7 @@ from gateway.storage.credentials import (
     SoftwareRepository,
     credential_state,
 )
-from gateway.storage.db import Connection, Database, Session
+from gateway.storage.db import Database, Reads, Session
 from gateway.storage.models import Credential
 from gateway.storage.throttles import ThrottleRepository
 
@@ -175,13 +175,13 @@ def _mailbox(login: str) -> Mailbox | None:
         return None
 
 
-def software_in_use(connection: Connection, credential_id: int, now: datetime) -> str:
+def software_in_use(reads: Reads, credential_id: int, now: datetime) -> str:
     """The software of a credential still usable now, read in the caller's transaction.
 
     Raises CredentialRefused otherwise: a session authenticated before a
     revocation must not file after it.
     """
-    state = credential_state(connection, credential_id)
+    state = credential_state(reads, credential_id)
     refusal = (
         _why_not_live(state, state.software_live, now)
         if state is not None

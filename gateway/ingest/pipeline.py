@@ -41,7 +41,7 @@ from gateway.ingest.senderauth import SenderAuthenticator, SenderVerdict
 from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Channel, Clock
 from gateway.storage.audit import append_event
-from gateway.storage.db import Connection, Database
+from gateway.storage.db import Database, Reads
 from gateway.storage.registrations import ActiveRegistration, active_for_address
 
 log = logging.getLogger("gateway.ingest")
@@ -140,23 +140,19 @@ class ReadsFirst(RoleHandler, Protocol):
     """A role handler whose reads join the pipeline's, in its one read transaction.
 
     `read` runs in the transaction that read the sender's registrations (a
-    plain Connection, Core statements) and returns the rest of the handler's
+    `Reads`, no ORM session) and returns the rest of the handler's
     work, which runs once that transaction has ended: one read transaction
     per message rather than two.  Called directly, the handler reads in a
     transaction of its own.
     """
 
-    def read(
-        self, connection: Connection, ctx: Context
-    ) -> Callable[[], Outcome | PendingCommit]: ...
+    def read(self, reads: Reads, ctx: Context) -> Callable[[], Outcome | PendingCommit]: ...
 
 
-def read_alone(
-    db: Database, read: Callable[[Connection, Context], Callable[[], R]], ctx: Context
-) -> R:
+def read_alone(db: Database, read: Callable[[Reads, Context], Callable[[], R]], ctx: Context) -> R:
     """A `ReadsFirst` handler called on its own: its reads in a transaction of their own."""
-    with db.read_connection() as connection:
-        rest = read(connection, ctx)
+    with db.read_connection() as reads:
+        rest = read(reads, ctx)
     return rest()
 
 
@@ -296,11 +292,11 @@ class Pipeline:
     def _handle(self, ctx: Context, role: Role) -> Outcome | PendingCommit:
         """The sender's registrations, then the role's handler (its reads in the same read)."""
         reader, rest = self._readers.get(role), None
-        with self.db.read_connection() as connection:
-            ctx.registrations = active_for_address(connection, ctx.verdict.from_address.key)
+        with self.db.read_connection() as reads:
+            ctx.registrations = active_for_address(reads, ctx.verdict.from_address.key)
             self._check_sender(ctx)
             if reader is not None:
-                rest = reader.read(connection, ctx)
+                rest = reader.read(reads, ctx)
         return self.handlers[role](ctx) if rest is None else rest()
 
     @staticmethod

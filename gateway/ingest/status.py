@@ -14,7 +14,7 @@ from gateway.otp.verify import CodeCheck, CodeClaim, CodeVerifier, claim_of
 from gateway.outbox.templates import STATUS_LABELS, DocumentLine, SubmissionLine, format_submissions
 from gateway.storage.audit import append_event
 from gateway.storage.courts import CourtRepository
-from gateway.storage.db import Connection, Database, Session
+from gateway.storage.db import Database, Reads, Session
 from gateway.storage.outbox import enqueue
 from gateway.storage.registrations import RegistrationRepository
 from gateway.storage.requests import CodeRepository, RequestRepository
@@ -52,7 +52,7 @@ class StatusReporter:
         """The whole role, its read in a transaction of its own."""
         return read_alone(self.db, self.read, ctx)
 
-    def read(self, connection: Connection, ctx: Context) -> Callable[[], Outcome]:
+    def read(self, reads: Reads, ctx: Context) -> Callable[[], Outcome]:
         """The code check, in the pipeline's read transaction (`ReadsFirst`)."""
         claim = claim_of(
             ctx.inbound.recipient.tag,
@@ -63,7 +63,7 @@ class StatusReporter:
             actor_of(ctx),
         )
         now = self.clock()
-        checked = self.verifier.check(connection, claim, now)
+        checked = self.verifier.check(reads, claim, now)
         return functools.partial(self._report, ctx, claim, checked, now)
 
     def _report(self, ctx: Context, claim: CodeClaim, checked: CodeCheck, at: datetime) -> Outcome:

@@ -27,7 +27,7 @@ from gateway.outbox.receiptfacts import documents_json
 from gateway.outbox.templates import DocumentLine, format_documents, format_utc
 from gateway.storage.audit import append_event
 from gateway.storage.crypto import Encryptor
-from gateway.storage.db import Connection, Database, Session
+from gateway.storage.db import Database, Reads, Session
 from gateway.storage.groupcommit import Batch, GroupCommitter, Work
 from gateway.storage.outbox import enqueue_later
 from gateway.storage.payload import PayloadWriter
@@ -111,13 +111,11 @@ class SubmissionStore:
         """The whole role, its reads in a transaction of their own."""
         return read_alone(self.db, self.read, ctx)
 
-    def read(
-        self, connection: Connection, ctx: Context
-    ) -> Callable[[], Outcome | PendingCommit]:
+    def read(self, reads: Reads, ctx: Context) -> Callable[[], Outcome | PendingCommit]:
         """The message's reads, in the pipeline's read transaction (`ReadsFirst`)."""
         mid_sha256 = message_id_hash(ctx.parsed.message_id)
         with timed(self.observe, "code"):
-            found = self._look_up(connection, ctx, mid_sha256)
+            found = self._look_up(reads, ctx, mid_sha256)
         return functools.partial(self._submit, ctx, mid_sha256, found)
 
     def _submit(
@@ -145,23 +143,21 @@ class SubmissionStore:
             (self.db, mid_sha256, ctx.raw_sha256),
         )
 
-    def _look_up(
-        self, connection: Connection, ctx: Context, mid_sha256: str
-    ) -> Duplicate | _LookedUp:
+    def _look_up(self, reads: Reads, ctx: Context, mid_sha256: str) -> Duplicate | _LookedUp:
         """The reads a message needs: a duplicate's reference, or its code and keys.
 
         A duplicate is answered before the code is looked at (its code may be
         spent or sealed by now).
         """
-        existing = duplicate_of(connection, mid_sha256, ctx.raw_sha256)
+        existing = duplicate_of(reads, mid_sha256, ctx.raw_sha256)
         if existing is not None:
             return Duplicate(existing)
         claim = self._claim(ctx)
         now = self.clock()
-        checked = self.verifier.check(connection, claim, now)
+        checked = self.verifier.check(reads, claim, now)
         encryptor = None
         if checked.verified is not None:
-            encryptor = self.payload.encryptors.for_court(connection, checked.verified.court_id)
+            encryptor = self.payload.encryptors.for_court(reads, checked.verified.court_id)
         return _LookedUp(claim, now, checked, encryptor)
 
     @staticmethod
@@ -319,8 +315,8 @@ def queue_commit(
         payload.discard(written)
         if isinstance(error, AlreadyStored):
             db, mid_sha256, raw_sha256 = duplicate
-            with db.read_connection() as connection:
-                existing = duplicate_of(connection, mid_sha256, raw_sha256)
+            with db.read_connection() as reads:
+                existing = duplicate_of(reads, mid_sha256, raw_sha256)
             if existing is not None:
                 return Outcome(Action.SUBMITTED, existing, duplicate=True)
         raise error

@@ -41,7 +41,7 @@ from gateway.model import Channel, Clock, RequestKind
 from gateway.storage.audit import append_event
 from gateway.storage.courts import court_by_code
 from gateway.storage.crypto import Encryptor
-from gateway.storage.db import Connection, Database, Session
+from gateway.storage.db import Database, Reads, Session
 from gateway.storage.groupcommit import Batch, GroupCommitter
 from gateway.storage.payload import PayloadWriter
 from gateway.storage.registrations import ActiveRegistration
@@ -108,16 +108,14 @@ class TeletransmissionStore:
         """The whole role, its reads in a transaction of their own."""
         return read_alone(self.db, self.read, ctx)
 
-    def read(
-        self, connection: Connection, ctx: Context
-    ) -> Callable[[], Outcome | PendingCommit]:
+    def read(self, reads: Reads, ctx: Context) -> Callable[[], Outcome | PendingCommit]:
         """The filing's reads, in the pipeline's read transaction (`ReadsFirst`)."""
         credential_id = ctx.inbound.credential_id
         if credential_id is None:  # only the submission port hands messages here, after AUTH
             raise CredentialRefused("teletransmission needs an authenticated credential")
         asked = parse_filing_command(ctx.parsed.subject, "DEPOT", USAGE)
         mid_sha256 = message_id_hash(ctx.parsed.message_id)
-        found = self._look_up(connection, ctx, credential_id, asked, mid_sha256)
+        found = self._look_up(reads, ctx, credential_id, asked, mid_sha256)
         return functools.partial(self._file, ctx, credential_id, mid_sha256, found)
 
     def _file(
@@ -149,7 +147,7 @@ class TeletransmissionStore:
 
     def _look_up(
         self,
-        connection: Connection,
+        reads: Reads,
         ctx: Context,
         credential_id: int,
         asked: tuple[str, str, RequestKind],
@@ -160,11 +158,11 @@ class TeletransmissionStore:
         A duplicate is answered first: a re-sent filing keeps its first reference.
         """
         court, measure, kind = asked
-        existing = duplicate_of(connection, mid_sha256, ctx.raw_sha256)
+        existing = duplicate_of(reads, mid_sha256, ctx.raw_sha256)
         if existing is not None:
             return Duplicate(existing)
-        software = software_in_use(connection, credential_id, self.clock())
-        court_row = court_by_code(connection, court)
+        software = software_in_use(reads, credential_id, self.clock())
+        court_row = court_by_code(reads, court)
         registration = next(
             (
                 r
@@ -178,7 +176,7 @@ class TeletransmissionStore:
                 f"{ctx.verdict.from_address.key} is not registered for {court} {measure}"
             )
         court_id, court_name = court_row
-        encryptor = self.payload.encryptors.for_court(connection, court_id)
+        encryptor = self.payload.encryptors.for_court(reads, court_id)
         return _Filed(court, measure, kind, registration, encryptor, software, court_name)
 
     def _commit(self, session: Session, batch: Batch, pending: _Pending) -> Outcome:
@@ -261,4 +259,3 @@ class TeletransmissionStore:
             raw_blob=written[0].key,
             manifest_blob=written[-1].key,
         )
-

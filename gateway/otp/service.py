@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from gateway.errors import CodeExpired, CodeLocked, CodeMismatch, CodeUnknown, RequestClosed
 from gateway.model import Channel, RequestKind, RequestStatus
 from gateway.otp.codes import CodeHasher, generate_code
-from gateway.storage.db import Connection, Session
+from gateway.storage.db import Reads, Session
 from gateway.storage.models import Code, Registration, Request
 from gateway.storage.registrations import ActiveRegistration
 from gateway.storage.requests import CodeRepository, CodeRow, RequestRepository, code_by_hmac
@@ -76,16 +76,16 @@ class CodeService:
         return IssuedCode(request, code, expires_at)
 
     # -- verifying --------------------------------------------------------
-    def check_not_locked(self, connection: Connection, keys: list[str], now: datetime) -> None:
-        if any_locked(connection, keys, now):
+    def check_not_locked(self, reads: Reads, keys: list[str], now: datetime) -> None:
+        if any_locked(reads, keys, now):
             raise CodeLocked("too many failed codes; try again later")
 
     def find(
-        self, connection: Connection, canonical: str, sender_key: str,
+        self, reads: Reads, canonical: str, sender_key: str,
         registrations: Sequence[ActiveRegistration],
     ) -> CodeRow:
         """The code with its request and court, if it is the sender's; raises the refusal."""
-        code = code_by_hmac(connection, self.hasher.digest(canonical))
+        code = code_by_hmac(reads, self.hasher.digest(canonical))
         if code is None:
             raise CodeUnknown("code is not valid")
         if code.registration_id not in {r.id for r in registrations}:

@@ -17,7 +17,7 @@ from gateway.errors import CodeError, CodeExpired, CodeMissing
 from gateway.otp.codes import find_code_in_subject, normalise_code
 from gateway.otp.service import CodeService
 from gateway.storage.audit import append_event
-from gateway.storage.db import Connection, Database
+from gateway.storage.db import Database, Reads
 from gateway.storage.registrations import ActiveRegistration
 from gateway.storage.requests import CodeRepository, CodeRow, RequestRepository
 
@@ -85,15 +85,13 @@ class CodeVerifier:
         self.db = db
         self.codes = codes
 
-    def check(self, connection: Connection, claim: CodeClaim, now: datetime) -> CodeCheck:
+    def check(self, reads: Reads, claim: CodeClaim, now: datetime) -> CodeCheck:
         """Read and check the code in the caller's read transaction (Core reads, plain rows)."""
         if claim.canonical is None:
             return CodeCheck(failure=CodeMissing("no code found in the subject or the address"))
         try:
-            self.codes.check_not_locked(connection, claim.throttle_keys, now)
-            code = self.codes.find(
-                connection, claim.canonical, claim.sender_key, claim.registrations
-            )
+            self.codes.check_not_locked(reads, claim.throttle_keys, now)
+            code = self.codes.find(reads, claim.canonical, claim.sender_key, claim.registrations)
         except CodeError as exc:
             return CodeCheck(failure=exc)
         try:

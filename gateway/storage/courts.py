@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from gateway.storage.db import Reads
 from gateway.storage.models import Court, CourtKey, table_of
 
 COURT_KEYS = table_of(CourtKey)
@@ -26,21 +27,21 @@ COURTS = table_of(Court)
 COURT_BY_CODE = select(COURTS.c.id, COURTS.c.name).where(COURTS.c.code == bindparam("code"))
 
 
-def court_by_code(connection: Connection, code: str) -> tuple[int, str] | None:
+def court_by_code(reads: Reads, code: str) -> tuple[int, str] | None:
     """(id, name) of the court with this code, if any (one narrow read)."""
-    row = connection.execute(COURT_BY_CODE, {"code": code}).first()
+    row = reads.first(COURT_BY_CODE, {"code": code})
     return None if row is None else (row[0], row[1])
 
 
-def active_fingerprints(connection: Connection, court_id: int) -> tuple[str, ...]:
+def active_fingerprints(reads: Reads, court_id: int) -> tuple[str, ...]:
     """The fingerprints of the court's active keys, sorted (one narrow query)."""
-    rows = connection.execute(ACTIVE_FINGERPRINTS, {"court_id": court_id})
+    rows = reads.rows(ACTIVE_FINGERPRINTS, {"court_id": court_id})
     return tuple(sorted(row[0] for row in rows))
 
 
-def active_keys(connection: Connection, court_id: int) -> list[tuple[str, str]]:
+def active_keys(reads: Reads, court_id: int) -> list[tuple[str, str]]:
     """(fingerprint, armoured public key) of the court's active keys, in the order added."""
-    rows = connection.execute(ACTIVE_KEYS, {"court_id": court_id})
+    rows = reads.rows(ACTIVE_KEYS, {"court_id": court_id})
     return [(row[0], row[1]) for row in rows]
 
 

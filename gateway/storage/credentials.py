@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from gateway.storage.db import Reads
 from gateway.storage.models import Credential, Software, table_of
 
 CREDENTIALS, SOFTWARE = table_of(Credential), table_of(Software)
@@ -33,9 +34,9 @@ class CredentialState:
     software_live: bool
 
 
-def credential_state(connection: Connection, credential_id: int) -> CredentialState | None:
+def credential_state(reads: Reads, credential_id: int) -> CredentialState | None:
     """The credential's state and its software's, in one read (None: no such credential)."""
-    row = connection.execute(CREDENTIAL_STATE, {"credential_id": credential_id}).first()
+    row = reads.first(CREDENTIAL_STATE, {"credential_id": credential_id})
     if row is None:
         return None
     software, expires_at, revoked_at, software_id, software_revoked_at = row

@@ -5,14 +5,16 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Dialect, Engine, Select, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,9 +22,9 @@ from gateway.errors import ConfigError, StorageUnavailable
 
 log = logging.getLogger("gateway.storage")
 
-__all__ = ["Connection", "Database", "Session", "make_engine"]
-"""`Session` and `Connection` are re-exported: modules outside storage/ name them in
-signatures, never query them."""
+__all__ = ["Connection", "Database", "Reads", "Session", "make_engine"]
+"""`Session`, `Connection` and `Reads` are re-exported: modules outside storage/ name
+them in signatures, never query them."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -78,6 +80,110 @@ def make_engine(url: str) -> Engine:
     raise ConfigError(
         "invalid configuration: database.url: only sqlite and postgresql are supported"
     )
+
+
+Row = tuple[Any, ...]
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    AnySelect: TypeAlias = Select[*tuple[Any, ...]]  # SQLAlchemy 2.1's typing
+
+
+class Reads:
+    """Where a read transaction's SELECTs run: the accept path's narrow point reads.
+
+    This one runs them through SQLAlchemy Core on a Connection (PostgreSQL, or
+    a Session's connection); `SqliteReads` runs the same statements on the
+    driver's own connection.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def rows(self, statement: AnySelect, params: Mapping[str, Any]) -> Sequence[Row]:
+        """Every row of `statement` with these bound values, as tuples."""
+        return [tuple(row) for row in self.connection.execute(statement, params)]
+
+    def first(self, statement: AnySelect, params: Mapping[str, Any]) -> Row | None:
+        """The first row, or None."""
+        row = self.connection.execute(statement, params).first()
+        return None if row is None else tuple(row)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A SELECT compiled once for SQLite: its SQL and how to bind and read its values."""
+
+    statement: AnySelect  # held so that the id keying the cache is never reused
+    sql: str
+    names: tuple[str, ...]
+    defaults: Mapping[str, Any]
+    binds: tuple[Callable[[Any], Any] | None, ...]
+    results: tuple[Callable[[Any], Any] | None, ...]
+
+
+def _compile_for(statement: AnySelect, dialect: Dialect) -> _Compiled | None:
+    """The statement's SQL and value processors, or None if it needs SQLAlchemy at each run."""
+    compiled = statement.compile(dialect=dialect)
+    names = tuple(compiled.positiontup or ())
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        return None  # rendered again at every execution (an expanding IN)
+    binds = tuple(
+        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+    )
+    results = tuple(
+        column.type.dialect_impl(dialect).result_processor(dialect, None)
+        for column in statement.selected_columns
+    )
+    return _Compiled(statement, compiled.string, names, compiled.params, binds, results)
+
+
+class SqliteReads(Reads):
+    """`Reads` on sqlite3 itself: each statement compiled once, then one driver call.
+
+    Through Core each of these point reads cost about ten times the read
+    itself (compiled-cache lookup, execution context, result object, events),
+    and a message makes five or six of them.  The SQL, the bound values and
+    the values read back are the ones Core would give: the statement is
+    compiled by SQLAlchemy for this dialect, and every value goes through its
+    column type's own bind and result processors.
+    """
+
+    def __init__(
+        self, raw: sqlite3.Connection, dialect: Dialect, cache: dict[int, _Compiled | None]
+    ) -> None:
+        self.raw = raw
+        self.dialect = dialect
+        self._cache = cache
+
+    def rows(self, statement: AnySelect, params: Mapping[str, Any]) -> Sequence[Row]:
+        compiled = self._compiled(statement)
+        if compiled is None:
+            raise TypeError("statement cannot be compiled once for SQLite")
+        values = []
+        for name, process in zip(compiled.names, compiled.binds, strict=True):
+            value = params[name] if name in params else compiled.defaults[name]
+            values.append(value if process is None else process(value))
+        fetched = self.raw.execute(compiled.sql, values).fetchall()
+        results = compiled.results
+        if not any(results):
+            return fetched
+        return [
+            tuple(v if p is None else p(v) for v, p in zip(row, results, strict=True))
+            for row in fetched
+        ]
+
+    def first(self, statement: AnySelect, params: Mapping[str, Any]) -> Row | None:
+        found = self.rows(statement, params)
+        return found[0] if found else None
+
+    def _compiled(self, statement: AnySelect) -> _Compiled | None:
+        key = id(statement)
+        try:
+            return self._cache[key]
+        except KeyError:
+            compiled = self._cache[key] = _compile_for(statement, self.dialect)
+            return compiled
 
 
 class WriterLock:
@@ -180,6 +286,7 @@ class Database:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._read_engine = engine.execution_options(**{READ_ONLY: True})
         self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
+        self._compiled: dict[int, _Compiled | None] = {}
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -218,18 +325,39 @@ class Database:
             raise StorageUnavailable("database unavailable") from exc
 
     @contextmanager
-    def read_connection(self) -> Iterator[Connection]:
-        """Like `reading()`, on a plain Connection: no ORM session, for Core statements.
+    def read_connection(self) -> Iterator[Reads]:
+        """Like `reading()`, for the accept path's SELECTs: no ORM session, no Core on SQLite.
 
         The accept path's reads (registrations, duplicate, code, keys) are a few
         point reads per message; an ORM session and its unit of work around them
-        cost many times the reads themselves.
+        cost many times the reads themselves.  On SQLite the transaction
+        (a plain BEGIN, which never waits in WAL mode) and its reads run on the
+        pooled driver connection (`SqliteReads`); on PostgreSQL, a Connection
+        keeps SQLAlchemy's handling of a lost connection.
         """
+        if not self.is_sqlite:
+            try:
+                with self._read_engine.connect() as connection, connection.begin():
+                    yield Reads(connection)
+            except OperationalError as exc:
+                raise StorageUnavailable("database unavailable") from exc
+            return
         try:
-            with self._read_engine.connect() as connection, connection.begin():
-                yield connection
+            pooled = self.engine.raw_connection()
         except OperationalError as exc:
             raise StorageUnavailable("database unavailable") from exc
+        try:
+            raw: sqlite3.Connection = pooled.driver_connection  # type: ignore[assignment]
+            try:
+                raw.execute("BEGIN")
+                try:
+                    yield SqliteReads(raw, self.engine.dialect, self._compiled)
+                finally:
+                    raw.execute("ROLLBACK")  # it only read: nothing to keep
+            except sqlite3.OperationalError as exc:
+                raise StorageUnavailable("database unavailable") from exc
+        finally:
+            pooled.close()
 
     def ping(self) -> None:
         """One round trip to the database (readiness); StorageUnavailable if it fails."""

@@ -14,14 +14,13 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from sqlalchemy import Connection
-
 from gateway.errors import KeyRefused
 from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Clock
 from gateway.storage.blobstore import BlobStorage
 from gateway.storage.courts import active_fingerprints, active_keys
 from gateway.storage.crypto import Encryptor
+from gateway.storage.db import Reads
 from gateway.storage.groupcommit import Batch
 from gateway.storage.submissions import StoredBlob
 
@@ -39,16 +38,16 @@ class CourtEncryptors:
         self._cache: dict[tuple[str, ...], Encryptor] = {}
         self._lock = threading.Lock()
 
-    def for_court(self, connection: Connection, court_id: int) -> Encryptor:
-        """The court's encryptor, read in the caller's transaction (a Session's `connection()`)."""
-        marker = active_fingerprints(connection, court_id)
+    def for_court(self, reads: Reads, court_id: int) -> Encryptor:
+        """The court's encryptor, read in the caller's read transaction."""
+        marker = active_fingerprints(reads, court_id)
         if not marker:
             raise KeyRefused("court has no active encryption key")
         with self._lock:
             encryptor = self._cache.get(marker)
         if encryptor is not None:
             return encryptor
-        keys = active_keys(connection, court_id)
+        keys = active_keys(reads, court_id)
         if not keys:
             raise KeyRefused("court has no active encryption key")
         encryptor = Encryptor.for_keys([armored for _fingerprint, armored in keys])

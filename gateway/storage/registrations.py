@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from gateway.storage.db import Reads
 from gateway.storage.models import MAX_ID, Court, Registration
 
 
@@ -36,9 +37,9 @@ ACTIVE_FOR_ADDRESS = select(
 )  # fmt: skip
 
 
-def active_for_address(connection: Connection, address_key: str) -> list[ActiveRegistration]:
-    """The address's active registrations, read on a plain connection (the accept path)."""
-    rows = connection.execute(ACTIVE_FOR_ADDRESS, {"address_key": address_key})
+def active_for_address(reads: Reads, address_key: str) -> list[ActiveRegistration]:
+    """The address's active registrations, as plain rows (the accept path)."""
+    rows = reads.rows(ACTIVE_FOR_ADDRESS, {"address_key": address_key})
     return [ActiveRegistration(*row) for row in rows]
 
 
@@ -60,7 +61,7 @@ class RegistrationRepository:
         ).one_or_none()
 
     def active_for_address(self, address_key: str) -> list[ActiveRegistration]:
-        return active_for_address(self.session.connection(), address_key)
+        return active_for_address(Reads(self.session.connection()), address_key)
 
     def add(self, registration: Registration) -> Registration:
         self.session.add(registration)

@@ -9,7 +9,6 @@ from datetime import datetime
 
 from sqlalchemy import (
     ColumnElement,
-    Connection,
     Delete,
     Update,
     bindparam,
@@ -22,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.model import Channel, RequestKind, RequestStatus
+from gateway.storage.db import Reads
 from gateway.storage.models import (
     MAX_ID,
     Blob,
@@ -89,9 +89,9 @@ class CodeRow:
     court_name: str
 
 
-def code_by_hmac(connection: Connection, code_hmac: str) -> CodeRow | None:
+def code_by_hmac(reads: Reads, code_hmac: str) -> CodeRow | None:
     """The code with this keyed hash, its request and its court (None: no such code)."""
-    row = connection.execute(CODE_BY_HASH, {"hmac": code_hmac}).first()
+    row = reads.first(CODE_BY_HASH, {"hmac": code_hmac})
     return None if row is None else CodeRow(*row)
 
 
@@ -301,7 +301,6 @@ class RequestRepository:
             query = query.where(Court.code.in_(list(courts)))
         row = self.session.execute(query).one_or_none()
         return None if row is None else (row[0], row[1], row[2])
-
 
     def set_held(self, reference: str, held: bool, now: datetime) -> bool | None:
         """Hold or release a request; None if there is none, else whether anything changed."""

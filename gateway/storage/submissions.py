@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.errors import AlreadyStored
+from gateway.storage.db import Reads
 from gateway.storage.groupcommit import batch_of
 from gateway.storage.models import Blob, Court, Document, Request, Submission, table_of
 
@@ -32,11 +33,10 @@ DUPLICATE = select(SUBMISSIONS.c.reference).where(
 )
 
 
-def duplicate_of(connection: Connection, message_id_sha256: str, raw_sha256: str) -> str | None:
+def duplicate_of(reads: Reads, message_id_sha256: str, raw_sha256: str) -> str | None:
     """The reference already stored for these bytes under this Message-ID, if any."""
-    found = connection.execute(DUPLICATE, {"mid": message_id_sha256, "raw": raw_sha256})
-    reference = found.scalar()
-    return None if reference is None else str(reference)
+    found = reads.first(DUPLICATE, {"mid": message_id_sha256, "raw": raw_sha256})
+    return None if found is None else str(found[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ class SubmissionRepository:
     # -- the accept path ------------------------------------------------------
     def duplicate_of(self, message_id_sha256: str, raw_sha256: str) -> str | None:
         """The reference already stored for these bytes under this Message-ID, if any."""
-        return duplicate_of(self.session.connection(), message_id_sha256, raw_sha256)
+        return duplicate_of(Reads(self.session.connection()), message_id_sha256, raw_sha256)
 
     def add(
         self,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 from datetime import datetime
 
-from sqlalchemy import Connection, Select, bindparam, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gateway.storage.db import Reads
 from gateway.storage.models import Throttle, table_of
 
 THROTTLES = table_of(Throttle)
@@ -31,13 +32,13 @@ def _locked_keys(count: int) -> Select[tuple[str]]:
     )
 
 
-def any_locked(connection: Connection, keys: list[str], now: datetime) -> bool:
+def any_locked(reads: Reads, keys: list[str], now: datetime) -> bool:
     """Whether one of the keys is locked out now (one narrow read)."""
     if not keys:
         return False
     values: dict[str, object] = {f"k{i}": key for i, key in enumerate(keys)}
     values["now"] = now
-    return connection.execute(_locked_keys(len(keys)), values).first() is not None
+    return reads.first(_locked_keys(len(keys)), values) is not None
 
 
 class ThrottleRepository:
@@ -45,7 +46,7 @@ class ThrottleRepository:
         self.session = session
 
     def any_locked(self, keys: list[str], now: datetime) -> bool:
-        return any_locked(self.session.connection(), keys, now)
+        return any_locked(Reads(self.session.connection()), keys, now)
 
     def locked_row(self, key: str, now: datetime) -> Throttle:
         """The key's row, created if missing, locked for the rest of the transaction."""

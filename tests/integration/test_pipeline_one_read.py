@@ -16,7 +16,7 @@ from gateway.ingest.pipeline import Action, Context, Inbound, Outcome, Pipeline
 from gateway.ingest.recipients import Recipient, Role
 from gateway.ingest.senderauth import SenderVerdict
 from gateway.model import Channel, Mailbox
-from gateway.storage.db import Connection, Database
+from gateway.storage.db import READ_ONLY, Database, Reads
 from gateway.storage.models import Court, Registration
 
 SENDER = "t@exemple.fr"
@@ -29,21 +29,20 @@ class Authenticator:
 
 
 class Handler:
-    """A ReadsFirst handler recording what it saw in its read, and when the rest ran."""
+    """A ReadsFirst handler recording, in the transaction log, when its read and its rest ran."""
 
-    def __init__(self) -> None:
-        self.seen: list[str] = []
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
 
     def __call__(self, ctx: Context) -> Outcome:
         raise AssertionError("the pipeline runs a ReadsFirst handler's read, then its rest")
 
-    def read(self, connection: Connection, ctx: Context) -> Callable[[], Outcome]:
-        self.seen.append(f"read in a transaction: {connection.in_transaction()}")
-        self.seen.append(f"registrations: {len(ctx.registrations)}")
-        return lambda: self._rest(connection)
+    def read(self, reads: Reads, ctx: Context) -> Callable[[], Outcome]:
+        self.seen.append(f"read: {len(ctx.registrations)} registration(s)")
+        return self._rest
 
-    def _rest(self, connection: Connection) -> Outcome:
-        self.seen.append(f"rest after the transaction: {connection.closed}")
+    def _rest(self) -> Outcome:
+        self.seen.append("rest")
         return Outcome(Action.SUBMITTED, "REF")
 
 
@@ -66,15 +65,34 @@ def ingest(db: Database, handler: Handler) -> Outcome:
         pipeline.close()
 
 
-def count_transactions(db: Database) -> list[bool]:
-    """Every transaction begun on the engine: True for read-only ones."""
-    begun: list[bool] = []
+def log_transactions(db: Database, log: list[str]) -> None:
+    """Every transaction begun ("begin read", "begin write") and ended ("end"), in `log`.
+
+    On SQLite the accept path's reads bypass Core, so the statements are
+    traced on the driver's connections; on PostgreSQL Core's events tell.
+    """
+    if db.is_sqlite:
+        db.engine.dispose()  # new connections, so that each one gets the trace
+
+        def trace(sql: str) -> None:
+            if sql.startswith("BEGIN"):
+                log.append("begin write" if "IMMEDIATE" in sql else "begin read")
+            elif sql in ("COMMIT", "ROLLBACK"):
+                log.append("end")
+
+        def on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.set_trace_callback(trace)
+
+        event.listen(db.engine, "connect", on_connect)
+        return
 
     def on_begin(conn: Any) -> None:
-        begun.append(bool(conn.get_execution_options().get("gateway_read_only")))
+        read_only = conn.get_execution_options().get(READ_ONLY)
+        log.append("begin read" if read_only else "begin write")
 
     event.listen(db.engine, "begin", on_begin)
-    return begun
+    event.listen(db.engine, "commit", lambda _conn: log.append("end"))
+    event.listen(db.engine, "rollback", lambda _conn: log.append("end"))
 
 
 def test_pipeline_one_read_transaction_for_registrations_and_handler(db: Database) -> None:
@@ -89,20 +107,16 @@ def test_pipeline_one_read_transaction_for_registrations_and_handler(db: Databas
                 status="active", registered_by="test", registered_at=now,
             )
         )  # fmt: skip
-    begun = count_transactions(db)
-    handler = Handler()
-    outcome = ingest(db, handler)
+    log: list[str] = []
+    log_transactions(db, log)
+    outcome = ingest(db, Handler(log))
     assert outcome.reference == "REF"
-    assert handler.seen == [
-        "read in a transaction: True",
-        "registrations: 1",
-        "rest after the transaction: True",
-    ]
-    assert begun == [True]  # one read transaction, nothing written
+    # One read transaction, nothing written; the handler's read in it, its rest after it.
+    assert log == ["begin read", "read: 1 registration(s)", "end", "rest"]
 
 
 def test_pipeline_unregistered_sender_refused_before_the_handler_reads(db: Database) -> None:
-    handler = Handler()
+    log: list[str] = []
     with pytest.raises(SenderNotRegistered):
-        ingest(db, handler)
-    assert handler.seen == []
+        ingest(db, Handler(log))
+    assert not any(entry.startswith(("read", "rest")) for entry in log)

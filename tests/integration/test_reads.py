@@ -1,0 +1,155 @@
+"""The accept path's reads: what `Database.read_connection()` reads is what Core reads.
+
+On SQLite the reads run on the driver's connection (`SqliteReads`): the
+same SQL, bound and read back through the column types' own processors, so
+timestamps come back timezone-aware and compare as Core compares them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, bindparam, select
+
+from gateway.errors import StorageUnavailable
+from gateway.storage.courts import active_fingerprints, active_keys, court_by_code
+from gateway.storage.credentials import credential_state
+from gateway.storage.db import Database, Reads, SqliteReads
+from gateway.storage.models import (
+    Code,
+    Court,
+    CourtKey,
+    Credential,
+    Registration,
+    Request,
+    Software,
+    Submission,
+    Throttle,
+    table_of,
+)
+from gateway.storage.registrations import active_for_address
+from gateway.storage.requests import code_by_hmac
+from gateway.storage.submissions import duplicate_of
+from gateway.storage.throttles import any_locked
+
+NOW = datetime(2026, 12, 3, 10, 30, 15, 123456, tzinfo=UTC)
+PARIS_JUST_BEFORE = (NOW - timedelta(microseconds=1)).astimezone(timezone(timedelta(hours=1)))
+SENDER = "tuteur@exemple.fr"
+
+
+def _fill(db: Database) -> None:
+    with db.transaction() as session:
+        court = Court(code="TJ-LYON", name="Tribunal judiciaire de Lyon", created_at=NOW)
+        session.add(court)
+        session.flush()
+        for i, status in enumerate(["active", "revoked", "active"]):
+            session.add(
+                CourtKey(
+                    court_id=court.id, fingerprint=f"{'FB'[i % 2]}{i:039d}", armored=f"key {i}",
+                    status=status, created_at=NOW,
+                )
+            )  # fmt: skip
+        registration = Registration(
+            court_id=court.id, measure="21/00123", address="Tuteur@Exemple.fr",
+            address_key=SENDER, status="active", registered_by="t", registered_at=NOW,
+        )  # fmt: skip
+        session.add(registration)
+        session.add(
+            Registration(
+                court_id=court.id, measure="22/00001", address=SENDER, address_key=SENDER,
+                status="revoked", registered_by="t", registered_at=NOW,
+            )
+        )  # fmt: skip
+        session.flush()
+        request = Request(
+            reference="R-1", court_id=court.id, registration_id=registration.id, kind="requete",
+            channel="smtp", opened_at=NOW, updated_at=NOW,
+        )  # fmt: skip
+        session.add(request)
+        session.flush()
+        session.add(
+            Code(
+                code_hmac="h" * 64, request_id=request.id, registration_id=registration.id,
+                issued_at=NOW, expires_at=NOW + timedelta(hours=48), closed_at=None,
+            )
+        )  # fmt: skip
+        session.add(
+            Submission(
+                reference="R-1-1", request_id=request.id, number=1, channel="smtp",
+                message_id_sha256="m" * 64, raw_sha256="r" * 64, size=10, received_at=NOW,
+                registration_id=registration.id, auth_results={}, raw_blob="b", manifest_blob="m",
+            )
+        )  # fmt: skip
+        session.add(Throttle(key="locked", window_started_at=NOW, locked_until=NOW))
+        session.add(Throttle(key="free", window_started_at=NOW, locked_until=None))
+        session.add(Software(name="Logiciel", homologated_at=NOW, homologated_by="t"))
+        session.add(
+            Credential(
+                address_key=SENDER, software="Logiciel", lookup_id="L1", secret_hash="x",
+                created_at=NOW, expires_at=NOW + timedelta(days=365),
+            )
+        )  # fmt: skip
+
+
+READS: list[tuple[str, Callable[[Reads], Any]]] = [
+    ("registrations", lambda r: active_for_address(r, SENDER)),
+    ("no registrations", lambda r: active_for_address(r, "autre@exemple.fr")),
+    ("code", lambda r: code_by_hmac(r, "h" * 64)),
+    ("no code", lambda r: code_by_hmac(r, "x" * 64)),
+    ("locked before", lambda r: any_locked(r, ["free", "locked"], NOW - timedelta(microseconds=1))),
+    ("locked at", lambda r: any_locked(r, ["free", "locked"], NOW)),
+    # The same instant an hour ahead: compared in UTC, as stored, not as written.
+    ("locked before, Paris", lambda r: any_locked(r, ["locked"], PARIS_JUST_BEFORE)),
+    ("not locked", lambda r: any_locked(r, ["free", "absent"], NOW - timedelta(days=1))),
+    ("duplicate", lambda r: duplicate_of(r, "m" * 64, "r" * 64)),
+    ("no duplicate", lambda r: duplicate_of(r, "m" * 64, "s" * 64)),
+    ("fingerprints", lambda r: active_fingerprints(r, 1)),
+    ("keys", lambda r: active_keys(r, 1)),
+    ("court", lambda r: court_by_code(r, "TJ-LYON")),
+    ("no court", lambda r: court_by_code(r, "TJ-NULLE")),
+    ("credential", lambda r: credential_state(r, 1)),
+]
+
+
+def test_read_connection_reads_what_core_reads(db: Database) -> None:
+    _fill(db)
+    with db.engine.connect() as connection:
+        core = {name: read(Reads(connection)) for name, read in READS}
+    for _ in range(2):  # compiled on the first pass, from the cache on the second
+        with db.read_connection() as reads:
+            assert isinstance(reads, SqliteReads) == db.is_sqlite
+            fast = {name: read(reads) for name, read in READS}
+        assert fast == core
+    assert core["locked before"] and core["locked before, Paris"]
+    assert not core["locked at"] and not core["not locked"]
+    assert core["code"].expires_at == NOW + timedelta(hours=48)
+    assert core["code"].expires_at.tzinfo is not None and core["code"].closed_at is None
+    assert [r.measure for r in core["registrations"]] == ["21/00123"]
+    assert core["fingerprints"] == (f"F{0:039d}", f"F{2:039d}")
+    assert core["duplicate"] == "R-1-1" and core["no duplicate"] is None
+
+
+def test_sqlite_read_failure_is_storage_unavailable_and_the_connection_stays_usable(
+    db: Database,
+) -> None:
+    if not db.is_sqlite:
+        pytest.skip("SqliteReads only")
+    absent = Table("absent", MetaData(), Column("id", Integer))
+    with pytest.raises(StorageUnavailable), db.read_connection() as reads:
+        reads.rows(select(absent.c.id), {})
+    with db.read_connection() as reads:  # its transaction was ended, its connection pooled
+        assert reads.first(select(bindparam("one", 1)), {}) == (1,)
+    with db.transaction() as session:  # and nothing holds a lock a writer waits for
+        session.add(Throttle(key="after", window_started_at=NOW))
+
+
+def test_sqlite_reads_refuse_a_statement_rendered_at_every_run(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("SqliteReads only")
+    courts = table_of(Court)
+    expanding = select(courts.c.id).where(courts.c.code.in_(bindparam("codes", expanding=True)))
+    with pytest.raises(TypeError), db.read_connection() as reads:
+        reads.rows(expanding, {"codes": ["TJ-LYON"]})
