@@ -141,6 +141,7 @@ class SubmissionStore:
             written,
             lambda session, batch: self._commit(session, batch, pending),
             (self.db, mid_sha256, ctx.raw_sha256),
+            core_only=True,
         )
 
     def _look_up(self, reads: Reads, ctx: Context, mid_sha256: str) -> Duplicate | _LookedUp:
@@ -178,7 +179,9 @@ class SubmissionStore:
         """One message's rows, in a savepoint of the group commit's transaction.
 
         Runs in the single writer thread: its cost bounds how many messages per
-        second one writer commits, so the rows go through prebuilt statements.
+        second one writer commits, so the rows go through prebuilt statements,
+        Core only (`writes_of`: on SQLite the driver's connection, and the
+        savepoint the driver's own).
         """
         now = self.clock()
         ctx, verified = pending.ctx, pending.admitted.verified
@@ -294,6 +297,8 @@ def queue_commit(
     written: list[StoredBlob],
     work: Work[Outcome],
     duplicate: tuple[Database, str, str],
+    *,
+    core_only: bool = False,
 ) -> PendingCommit:
     """Queue the rows for the group commit; if that fails, `settle` removes the blobs.
 
@@ -301,10 +306,11 @@ def queue_commit(
     answered with the reference it got.  When the commit's own answer was
     lost (`CommitUncertain`) the rows may be stored: the blobs stay, for the
     retry to find (or for the blob sweep, if no row names them).
-    `duplicate` is where and under which (Message-ID, raw) SHA-256 to look.
+    `duplicate` is where and under which (Message-ID, raw) SHA-256 to look;
+    `core_only` as `GroupCommitter.submit` takes it.
     """
     try:
-        committed = committer.submit(work)
+        committed = committer.submit(work, core_only=core_only)
     except BaseException:
         payload.discard(written)
         raise

@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.audit.chain import canonical_form
+from gateway.storage.db import writes_of
 from gateway.storage.groupcommit import batch_of
 from gateway.storage.models import AuditEvent, AuditHead, CheckReport, table_of
 
@@ -82,8 +83,9 @@ def _write_events(session: Session, events: list[_Event]) -> None:
                      "subject": subject, "data": payload, "prev_sha256": prev,
                      "sha256": digest})  # fmt: skip
         prev = digest
-    conn.execute(INSERT_EVENT, rows)
-    conn.execute(MOVE_HEAD, {"seq": seq, "sha": prev})
+    writes = writes_of(session)
+    writes.many(INSERT_EVENT, rows)
+    writes.count(MOVE_HEAD, {"seq": seq, "sha": prev})
 
 
 class AuditRepository:

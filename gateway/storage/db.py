@@ -8,22 +8,24 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, Dialect, Engine, Select, create_engine, event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.expression import UpdateBase
 
 from gateway.errors import ConfigError, StorageUnavailable
 
 log = logging.getLogger("gateway.storage")
 
-__all__ = ["Connection", "Database", "Reads", "Session", "make_engine"]
-"""`Session`, `Connection` and `Reads` are re-exported: modules outside storage/ name
+__all__ = ["Connection", "Database", "Reads", "Session", "Writes", "make_engine", "writes_of"]
+"""`Session`, `Connection`, `Reads` and `Writes` are re-exported: modules outside storage/ name
 them in signatures, never query them."""
 
 
@@ -83,6 +85,7 @@ def make_engine(url: str) -> Engine:
 
 
 Row = tuple[Any, ...]
+R = TypeVar("R")
 if TYPE_CHECKING:
     from typing import TypeAlias
 
@@ -112,33 +115,98 @@ class Reads:
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    """A SELECT compiled once for SQLite: its SQL and how to bind and read its values."""
+    """A statement compiled once for SQLite: its SQL and how to bind and read its values."""
 
-    statement: AnySelect  # held so that the id keying the cache is never reused
+    statement: AnySelect | UpdateBase  # held so that the id keying the cache is never reused
     sql: str
     names: tuple[str, ...]
     defaults: Mapping[str, Any]
     binds: tuple[Callable[[Any], Any] | None, ...]
     results: tuple[Callable[[Any], Any] | None, ...]
 
+    def values(self, params: Mapping[str, Any]) -> list[Any]:
+        """The positional values of one execution, through the bind processors."""
+        values = []
+        for name, process in zip(self.names, self.binds, strict=True):
+            value = params[name] if name in params else self.defaults[name]
+            values.append(value if process is None else process(value))
+        return values
 
-def _compile_for(statement: AnySelect, dialect: Dialect) -> _Compiled | None:
-    """The statement's SQL and value processors, or None if it needs SQLAlchemy at each run."""
-    compiled = statement.compile(dialect=dialect)
+    def rows(self, fetched: list[Row]) -> list[Row]:
+        """Fetched rows through the result processors."""
+        results = self.results
+        if not any(results):
+            return fetched
+        return [
+            tuple(v if p is None else p(v) for v, p in zip(row, results, strict=True))
+            for row in fetched
+        ]
+
+
+def _compile_for(
+    statement: AnySelect | UpdateBase, dialect: Dialect, column_keys: Sequence[str] | None
+) -> _Compiled | None:
+    """The statement's SQL and value processors, or None if it needs SQLAlchemy at each run.
+
+    `column_keys` are the parameter names of an INSERT or UPDATE, as Core
+    compiles it for the parameters it is given.  None for a statement whose
+    values Core computes at each execution: an expanding IN (rendered again),
+    a column default or onupdate evaluated in Python.
+    """
+    compiled = statement.compile(dialect=dialect, column_keys=column_keys)
     names = tuple(compiled.positiontup or ())
     if compiled.literal_execute_params or compiled.post_compile_params:
-        return None  # rendered again at every execution (an expanding IN)
+        return None
+    if getattr(compiled, "insert_prefetch", None) or getattr(compiled, "update_prefetch", None):
+        return None
     binds = tuple(
         compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     )
+    columns = (
+        statement.selected_columns if isinstance(statement, Select) else statement.exported_columns
+    )
     results = tuple(
-        column.type.dialect_impl(dialect).result_processor(dialect, None)
-        for column in statement.selected_columns
+        column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
     )
     return _Compiled(statement, compiled.string, names, compiled.params, binds, results)
 
 
-class SqliteReads(Reads):
+_CompileCache = dict[tuple[int, tuple[str, ...] | None], _Compiled | None]
+_CACHES: weakref.WeakKeyDictionary[Dialect, _CompileCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache_of(dialect: Dialect) -> _CompileCache:
+    """The compiled statements of one engine's dialect (readers and the writer share it)."""
+    with _CACHES_LOCK:
+        cache = _CACHES.get(dialect)
+        if cache is None:
+            cache = _CACHES[dialect] = {}
+        return cache
+
+
+class _SqliteStatements:
+    """Statements compiled once per dialect and column keys, run on a sqlite3 connection."""
+
+    def __init__(self, raw: sqlite3.Connection, dialect: Dialect) -> None:
+        self.raw = raw
+        self.dialect = dialect
+        self._cache = _cache_of(dialect)
+
+    def _compiled(
+        self, statement: AnySelect | UpdateBase, keys: tuple[str, ...] | None
+    ) -> _Compiled:
+        key = (id(statement), keys)
+        try:
+            compiled = self._cache[key]
+        except KeyError:
+            compiled = self._cache[key] = _compile_for(statement, self.dialect, keys)
+        if compiled is None:
+            raise TypeError("statement cannot be compiled once for SQLite")
+        return compiled
+
+
+class SqliteReads(_SqliteStatements, Reads):
     """`Reads` on sqlite3 itself: each statement compiled once, then one driver call.
 
     Through Core each of these point reads cost about ten times the read
@@ -149,41 +217,98 @@ class SqliteReads(Reads):
     column type's own bind and result processors.
     """
 
-    def __init__(
-        self, raw: sqlite3.Connection, dialect: Dialect, cache: dict[int, _Compiled | None]
-    ) -> None:
-        self.raw = raw
-        self.dialect = dialect
-        self._cache = cache
-
     def rows(self, statement: AnySelect, params: Mapping[str, Any]) -> Sequence[Row]:
-        compiled = self._compiled(statement)
-        if compiled is None:
-            raise TypeError("statement cannot be compiled once for SQLite")
-        values = []
-        for name, process in zip(compiled.names, compiled.binds, strict=True):
-            value = params[name] if name in params else compiled.defaults[name]
-            values.append(value if process is None else process(value))
-        fetched = self.raw.execute(compiled.sql, values).fetchall()
-        results = compiled.results
-        if not any(results):
-            return fetched
-        return [
-            tuple(v if p is None else p(v) for v, p in zip(row, results, strict=True))
-            for row in fetched
-        ]
+        compiled = self._compiled(statement, None)
+        return compiled.rows(self.raw.execute(compiled.sql, compiled.values(params)).fetchall())
 
     def first(self, statement: AnySelect, params: Mapping[str, Any]) -> Row | None:
         found = self.rows(statement, params)
         return found[0] if found else None
 
-    def _compiled(self, statement: AnySelect) -> _Compiled | None:
-        key = id(statement)
+
+class Writes:
+    """Where a write transaction's hot statements run: the group commit's units.
+
+    This one runs them through SQLAlchemy Core on the session's connection
+    (PostgreSQL); `SqliteWrites` runs the same statements on the driver's
+    connection, in the same transaction.  Errors are SQLAlchemy's in both
+    (IntegrityError for a unique index, OperationalError for a lost database).
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def count(self, statement: UpdateBase, params: Mapping[str, Any]) -> int:
+        """Run an UPDATE, INSERT or DELETE without RETURNING: how many rows it touched."""
+        return int(self.connection.execute(statement, params).rowcount)
+
+    def one(self, statement: UpdateBase, params: Mapping[str, Any]) -> Row:
+        """Run a statement with RETURNING that touches one row: the row it returns."""
+        return tuple(self.connection.execute(statement, params).one())
+
+    def many(self, statement: UpdateBase, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run an INSERT once per row (`executemany`); every row has the same keys."""
+        if rows:
+            self.connection.execute(statement, rows)
+
+
+class SqliteWrites(_SqliteStatements, Writes):
+    """`Writes` on sqlite3 itself, compiled once like `SqliteReads`.
+
+    Each write through Core cost several times the write itself; the writer
+    thread runs three per message and a few per batch, and every message
+    waits for it.  The driver's errors become SQLAlchemy's, as Core raises them.
+    """
+
+    def count(self, statement: UpdateBase, params: Mapping[str, Any]) -> int:
+        compiled = self._compiled(statement, tuple(params))
+        return self._run(compiled, [compiled.values(params)], False, lambda c: c.rowcount)
+
+    def one(self, statement: UpdateBase, params: Mapping[str, Any]) -> Row:
+        compiled = self._compiled(statement, tuple(params))
+        fetched = self._run(compiled, [compiled.values(params)], False, sqlite3.Cursor.fetchall)
+        if not fetched:
+            raise NoResultFound("No row was found when one was required")
+        if len(fetched) > 1:
+            raise MultipleResultsFound("Multiple rows were found when exactly one was required")
+        return compiled.rows(fetched)[0]
+
+    def many(self, statement: UpdateBase, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        compiled = self._compiled(statement, tuple(rows[0]))
+        # One row is one execute, as Core sends it.
+        values = [compiled.values(row) for row in rows]
+        self._run(compiled, values, len(rows) > 1, lambda _cursor: None)
+
+    def _run(
+        self,
+        compiled: _Compiled,
+        values: list[list[Any]],
+        many: bool,
+        read: Callable[[sqlite3.Cursor], R],
+    ) -> R:
+        """The one driver call (and what `read` takes of its cursor); errors as Core's."""
         try:
-            return self._cache[key]
-        except KeyError:
-            compiled = self._cache[key] = _compile_for(statement, self.dialect)
-            return compiled
+            if many:
+                cursor = self.raw.executemany(compiled.sql, values)
+            else:
+                cursor = self.raw.execute(compiled.sql, values[0])
+            return read(cursor)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(
+                compiled.sql, values, exc, sqlite3.Error, hide_parameters=True,
+                dialect=self.dialect,
+            ) from exc  # fmt: skip
+
+
+def writes_of(session: Session) -> Writes:
+    """The `Writes` of a write transaction's session (its connection, begun if need be)."""
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return Writes(connection)
+    raw: sqlite3.Connection = connection.connection.driver_connection  # type: ignore[assignment]
+    return SqliteWrites(raw, connection.dialect)
 
 
 class WriterLock:
@@ -286,7 +411,6 @@ class Database:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._read_engine = engine.execution_options(**{READ_ONLY: True})
         self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
-        self._compiled: dict[int, _Compiled | None] = {}
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -351,7 +475,7 @@ class Database:
             try:
                 raw.execute("BEGIN")
                 try:
-                    yield SqliteReads(raw, self.engine.dialect, self._compiled)
+                    yield SqliteReads(raw, self.engine.dialect)
                 finally:
                     raw.execute("ROLLBACK")  # it only read: nothing to keep
             except sqlite3.OperationalError as exc:

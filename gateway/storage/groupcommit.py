@@ -42,18 +42,20 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Executable
+from sqlalchemy import event
 from sqlalchemy.exc import OperationalError, PendingRollbackError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import UpdateBase
 
 from gateway.errors import CommitUncertain, StorageUnavailable
-from gateway.storage.db import Database
+from gateway.storage.db import Database, writes_of
 
 log = logging.getLogger("gateway.storage")
 
@@ -115,15 +117,13 @@ class Batch:
         self._unit.setdefault(key, []).extend(items)
 
     def insert_later(
-        self, session: Session, statement: Executable, rows: Sequence[Mapping[str, Any]]
+        self, session: Session, statement: UpdateBase, rows: Sequence[Mapping[str, Any]]
     ) -> None:
         """Stage `rows` for `statement` (an INSERT): one `executemany` a batch (see `stage`)."""
         if not rows:
             return
-        connection = session.connection()
-
         def insert(kept: list[Any]) -> None:
-            connection.execute(statement, kept)
+            writes_of(session).many(statement, kept)
 
         self.stage(("insert", id(statement)), rows, insert)
 
@@ -152,6 +152,7 @@ Work = Callable[[Session, Batch], T]
 @dataclass(eq=False)
 class _Item(Generic[T]):
     work: Work[T]
+    core_only: bool = False
     done: Future[T] = field(default_factory=Future)
     result: T | None = None
     error: BaseException | None = None
@@ -180,15 +181,15 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self._closed = False
 
-    def run(self, work: Work[T]) -> T:
+    def run(self, work: Work[T], *, core_only: bool = False) -> T:
         """Run `work(session, batch)` in the next batch; return once that batch is committed.
 
         Raises what `work` raised (its savepoint rolled back), or the batch's
         commit error (nothing of the batch stored).
         """
-        return self.submit(work).result()
+        return self.submit(work, core_only=core_only).result()
 
-    def submit(self, work: Work[T]) -> Future[T]:
+    def submit(self, work: Work[T], *, core_only: bool = False) -> Future[T]:
         """Queue `work` for the next batch; the future is settled once that batch is committed.
 
         Its result is what `work` returned; its exception what `work` raised or
@@ -196,8 +197,13 @@ class GroupCommitter:
         not hold a thread while they wait (the pipeline awaits it on the event
         loop).  The future is never cancelled by the writer, and cancelling it
         does not stop the unit: once queued, it is committed or fails.
+
+        `core_only` promises that `work` writes through Core statements only
+        (its session's connection, `writes_of`), never ORM objects: on SQLite
+        its savepoint is then the driver's own, not an ORM nested transaction
+        (a unit that breaks the promise fails its whole batch).
         """
-        item: _Item[T] = _Item(work)
+        item: _Item[T] = _Item(work, core_only)
         with self._lock:
             if self._closed:
                 raise StorageUnavailable("the database writer is stopped")
@@ -273,12 +279,17 @@ class GroupCommitter:
                 log.exception("group commit observer failed")
         self._release(items)
 
-    @staticmethod
-    def _run_one(session: Session, batch: Batch, item: _Item[Any]) -> None:
+    def _run_one(self, session: Session, batch: Batch, item: _Item[Any]) -> None:
         try:
-            with session.begin_nested():
-                item.result = item.work(session, batch)
-        except (OperationalError, PendingRollbackError) as exc:
+            if item.core_only and self.db.is_sqlite:
+                item.result = _in_driver_savepoint(session, batch, item.work)
+            else:
+                with session.begin_nested():
+                    item.result = item.work(session, batch)
+        except OrmInCoreUnit:
+            batch._drop_unit()
+            raise  # a bug, not this unit's failure: the whole batch fails
+        except (OperationalError, PendingRollbackError, sqlite3.Error) as exc:
             # The connection is gone (the database crashed or was stopped): no savepoint
             # can be rolled back, so the whole batch fails, as a failed commit does.
             batch._drop_unit()
@@ -301,6 +312,44 @@ class GroupCommitter:
                 item.done.set_exception(item.error)
             else:
                 item.done.set_result(item.result)
+
+
+class OrmInCoreUnit(RuntimeError):
+    """A unit queued as Core-only left ORM objects in its session."""
+
+
+def _in_driver_savepoint(session: Session, batch: Batch, work: Work[T]) -> T:
+    """Run a Core-only unit in a SAVEPOINT of the SQLite driver's connection.
+
+    An ORM nested transaction around each unit cost more than the unit's own
+    statements; a Core-only unit has no ORM state for it to expire.  A unit
+    that leaves ORM objects behind (they would be flushed outside its
+    savepoint), or flushes them, raises `OrmInCoreUnit`.
+    """
+    raw: sqlite3.Connection = session.connection().connection.driver_connection  # type: ignore[assignment]
+    raw.execute("SAVEPOINT unit")
+    session.info[_CORE_UNIT] = True  # a flush now raises (`_refuse_flush`)
+    try:
+        result = work(session, batch)
+        if session.new or session.deleted or session.dirty:
+            raise OrmInCoreUnit("a unit of work queued as Core-only left ORM changes")
+    except BaseException:
+        raw.execute("ROLLBACK TO unit")
+        raw.execute("RELEASE unit")
+        raise
+    finally:
+        session.info.pop(_CORE_UNIT, None)
+    raw.execute("RELEASE unit")
+    return result
+
+
+_CORE_UNIT = "gateway.groupcommit.core_unit"
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flush(session: Session, _context: Any, _instances: Any) -> None:
+    if session.info.get(_CORE_UNIT):
+        raise OrmInCoreUnit("a unit of work queued as Core-only flushed ORM objects")
 
 
 def _batch_error(exc: BaseException, committing: bool) -> Exception:

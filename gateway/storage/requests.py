@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.model import Channel, RequestKind, RequestStatus
-from gateway.storage.db import Reads
+from gateway.storage.db import Reads, writes_of
 from gateway.storage.models import (
     MAX_ID,
     Blob,
@@ -180,10 +180,8 @@ class RequestRepository:
 
     def count_submission(self, request_id: int, now: datetime) -> tuple[str, int]:
         """One more submission: (request reference, its number). Takes the row lock too."""
-        counted = (
-            self.session.connection()
-            .execute(COUNT_SUBMISSION, {"request_id": request_id, "now": now})
-            .one()
+        counted = writes_of(self.session).one(
+            COUNT_SUBMISSION, {"request_id": request_id, "now": now}
         )
         return str(counted[0]), int(counted[1])
 
@@ -478,7 +476,7 @@ class CodeRepository:
 
     def consume(self, code_id: int, now: datetime) -> bool:
         """Count one use, only if the code is still live: one conditional UPDATE."""
-        result = self.session.connection().execute(
+        used = writes_of(self.session).count(
             CONSUME_CODE, {"code_id": code_id, "now": now, "used_at": now}
         )
-        return bool(result.rowcount == 1)
+        return used == 1

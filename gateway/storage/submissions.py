@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.errors import AlreadyStored
-from gateway.storage.db import Reads
+from gateway.storage.db import Reads, writes_of
 from gateway.storage.groupcommit import batch_of
 from gateway.storage.models import Blob, Court, Document, Request, Submission, table_of
 
@@ -113,13 +113,11 @@ class SubmissionRepository:
         documents: Sequence[DocumentRow],
         now: datetime,
     ) -> int:
-        conn = self.session.connection()
+        writes = writes_of(self.session)
         # The submission row now (its unique index settles duplicates, its id is needed);
         # in a group commit's batch the blob and document rows are written with the
         # batch's others just before its commit (`Batch.insert_later`).
-        submission_id = int(
-            conn.execute(INSERT_SUBMISSION, _submission_values(submission)).scalar_one()
-        )
+        submission_id = int(writes.one(INSERT_SUBMISSION, _submission_values(submission))[0])
         blob_rows = [
             {"key": b.key, "kind": b.kind, "sha256": b.sha256, "size": b.size, "created_at": now}
             for b in blobs
@@ -134,8 +132,8 @@ class SubmissionRepository:
         for statement, rows in ((INSERT_BLOBS, blob_rows), (INSERT_DOCUMENTS, document_rows)):
             if batch is not None:
                 batch.insert_later(self.session, statement, rows)
-            elif rows:
-                conn.execute(statement, rows)
+            else:
+                writes.many(statement, rows)
         return submission_id
 
     # -- reads ------------------------------------------------------------------

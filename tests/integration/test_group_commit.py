@@ -16,12 +16,13 @@ from sqlalchemy.orm import Session
 from gateway.audit.chain import verify_chain
 from gateway.errors import CommitUncertain, StorageUnavailable
 from gateway.storage.audit import AuditRepository, append_event, lock_head
-from gateway.storage.db import Database
-from gateway.storage.groupcommit import Batch, GroupCommitter
+from gateway.storage.db import Database, SqliteWrites, writes_of
+from gateway.storage.groupcommit import Batch, GroupCommitter, OrmInCoreUnit
 from gateway.storage.models import Court, Outbox, table_of
 from gateway.storage.outbox import enqueue_later
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+COURTS = insert(table_of(Court))
 
 
 @pytest.fixture
@@ -61,7 +62,10 @@ class Gate:
 
 
 def run_batch(
-    committer: GroupCommitter, works: list[Callable[[Session, Batch], Any]]
+    committer: GroupCommitter,
+    works: list[Callable[[Session, Batch], Any]],
+    *,
+    core_only: bool = False,
 ) -> list[Any]:
     """Run `works` so that all of them land in one batch; results or exceptions, in order."""
     gate = Gate()
@@ -69,7 +73,7 @@ def run_batch(
 
     def call(index: int) -> None:
         try:
-            results[index] = committer.run(works[index])
+            results[index] = committer.run(works[index], core_only=core_only)
         except Exception as exc:
             results[index] = exc
 
@@ -131,6 +135,56 @@ def test_a_constraint_violation_fails_only_its_unit(db: Database) -> None:
     assert results[0] == "TJ-A" and results[2] == "TJ-C"
     assert isinstance(results[1], IntegrityError)
     assert court_codes(db) == ["TJ-A", "TJ-C", "TJ-GATE"]
+
+
+def core_court(code: str, fail: bool = False) -> Callable[[Session, Batch], str]:
+    """A Core-only unit: the court's row through `writes_of`, its event staged."""
+
+    def work(session: Session, batch: Batch) -> str:
+        writes_of(session).many(COURTS, [{"code": code, "name": code, "created_at": NOW}])
+        append_event(session, NOW, "court.added", actor="test", subject=code)
+        if fail:
+            raise ValueError("refused by the unit")
+        return code
+
+    return work
+
+
+def test_core_only_units_share_a_commit_and_a_failing_one_is_rolled_back_alone(
+    db: Database, commits: list[int], statements: list[tuple[str, bool]]
+) -> None:
+    committer = GroupCommitter(db, on_begin=lock_head)
+    before = len(commits)
+    works = [core_court("TJ-A"), core_court("TJ-X", fail=True), core_court("TJ-A"),
+             core_court("TJ-B")]  # fmt: skip
+    results = run_batch(committer, works, core_only=True)
+    committer.close()
+    assert results[0] == "TJ-A" and results[3] == "TJ-B"
+    assert isinstance(results[1], ValueError) and isinstance(results[2], IntegrityError)
+    assert len(commits) - before == 2  # the gate's batch, then the four units' one
+    assert court_codes(db) == ["TJ-A", "TJ-B", "TJ-GATE"]
+    with db.reading() as session:
+        assert verify_chain(AuditRepository(session)).ok
+        subjects = [e.subject for e in AuditRepository(session).page(0, 100)]
+    assert subjects == ["TJ-GATE", "TJ-A", "TJ-B"]
+    orm_savepoints = [sql for sql, _ in statements if sql.startswith("SAVEPOINT")]
+    # On SQLite only the gate (an ORM unit) took an ORM savepoint; the others the driver's.
+    assert len(orm_savepoints) == (1 if db.is_sqlite else 5)
+
+
+def test_a_core_only_unit_that_uses_the_orm_fails_its_batch(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("on PostgreSQL every unit has an ORM savepoint")
+    def pending(session: Session, batch: Batch) -> None:
+        session.add(Court(code="TJ-PENDING", name="TJ-PENDING", created_at=NOW))  # no flush
+
+    committer = GroupCommitter(db)
+    for orm in (add_court("TJ-ORM"), pending):  # a flush inside the unit, or one left for later
+        results = run_batch(committer, [core_court("TJ-A"), orm, core_court("TJ-B")],
+                            core_only=True)  # fmt: skip
+        assert all(isinstance(r, OrmInCoreUnit) for r in results), results
+    committer.close()
+    assert court_codes(db) == ["TJ-GATE"]  # the gate's own batches: nothing of the others
 
 
 def test_a_failed_pre_commit_hook_stores_nothing_of_the_batch(db: Database) -> None:
@@ -227,14 +281,25 @@ def test_units_share_a_per_batch_object_for_one_hook(db: Database) -> None:
 
 
 @pytest.fixture
-def statements(db: Database) -> Iterator[list[tuple[str, bool]]]:
-    """(statement, executemany) for every statement the engine sends."""
+def statements(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[tuple[str, bool]]]:
+    """(statement, executemany) for every statement sent: by the engine, or on SQLite by
+    `SqliteWrites` on the driver's connection (the writer's hot statements)."""
     seen: list[tuple[str, bool]] = []
 
     def record(conn: Any, cursor: Any, statement: str, params: Any, context: Any,
                executemany: bool) -> None:  # fmt: skip
         seen.append((" ".join(statement.split()), executemany))
 
+    driver_run = SqliteWrites._run
+
+    def record_driver(self: SqliteWrites, compiled: Any, values: Any, many: bool,
+                      read: Any) -> Any:  # fmt: skip
+        seen.append((" ".join(compiled.sql.split()), many))
+        return driver_run(self, compiled, values, many, read)
+
+    monkeypatch.setattr(SqliteWrites, "_run", record_driver)
     event.listen(db.engine, "before_cursor_execute", record)
     yield seen
     event.remove(db.engine, "before_cursor_execute", record)

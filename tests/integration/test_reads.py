@@ -8,7 +8,7 @@ timestamps come back timezone-aware and compare as Core compares them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -18,81 +18,12 @@ from gateway.errors import StorageUnavailable
 from gateway.storage.courts import active_fingerprints, active_keys, court_by_code
 from gateway.storage.credentials import credential_state
 from gateway.storage.db import Database, Reads, SqliteReads
-from gateway.storage.models import (
-    Code,
-    Court,
-    CourtKey,
-    Credential,
-    Registration,
-    Request,
-    Software,
-    Submission,
-    Throttle,
-    table_of,
-)
+from gateway.storage.models import Court, Throttle, table_of
 from gateway.storage.registrations import active_for_address
 from gateway.storage.requests import code_by_hmac
 from gateway.storage.submissions import duplicate_of
 from gateway.storage.throttles import any_locked
-
-NOW = datetime(2026, 12, 3, 10, 30, 15, 123456, tzinfo=UTC)
-PARIS_JUST_BEFORE = (NOW - timedelta(microseconds=1)).astimezone(timezone(timedelta(hours=1)))
-SENDER = "tuteur@exemple.fr"
-
-
-def _fill(db: Database) -> None:
-    with db.transaction() as session:
-        court = Court(code="TJ-LYON", name="Tribunal judiciaire de Lyon", created_at=NOW)
-        session.add(court)
-        session.flush()
-        for i, status in enumerate(["active", "revoked", "active"]):
-            session.add(
-                CourtKey(
-                    court_id=court.id, fingerprint=f"{'FB'[i % 2]}{i:039d}", armored=f"key {i}",
-                    status=status, created_at=NOW,
-                )
-            )  # fmt: skip
-        registration = Registration(
-            court_id=court.id, measure="21/00123", address="Tuteur@Exemple.fr",
-            address_key=SENDER, status="active", registered_by="t", registered_at=NOW,
-        )  # fmt: skip
-        session.add(registration)
-        session.add(
-            Registration(
-                court_id=court.id, measure="22/00001", address=SENDER, address_key=SENDER,
-                status="revoked", registered_by="t", registered_at=NOW,
-            )
-        )  # fmt: skip
-        session.flush()
-        request = Request(
-            reference="R-1", court_id=court.id, registration_id=registration.id, kind="requete",
-            channel="smtp", opened_at=NOW, updated_at=NOW,
-        )  # fmt: skip
-        session.add(request)
-        session.flush()
-        session.add(
-            Code(
-                code_hmac="h" * 64, request_id=request.id, registration_id=registration.id,
-                issued_at=NOW, expires_at=NOW + timedelta(hours=48), closed_at=None,
-            )
-        )  # fmt: skip
-        session.add(
-            Submission(
-                reference="R-1-1", request_id=request.id, number=1, channel="smtp",
-                message_id_sha256="m" * 64, raw_sha256="r" * 64, size=10, received_at=NOW,
-                registration_id=registration.id, auth_results={}, raw_blob="b", manifest_blob="m",
-            )
-        )  # fmt: skip
-        session.add(Throttle(key="locked", window_started_at=NOW, locked_until=NOW))
-        session.add(Throttle(key="free", window_started_at=NOW, locked_until=None))
-        session.add(Software(name="Logiciel", homologated_at=NOW, homologated_by="t"))
-        session.add(
-            Credential(
-                address_key=SENDER, software="Logiciel", lookup_id="L1", secret_hash="x",
-                created_at=NOW, expires_at=NOW + timedelta(days=365),
-            )
-        )  # fmt: skip
-
+from tests.fixtures.storedrows import NOW, PARIS_JUST_BEFORE, SENDER, fill
 
 READS: list[tuple[str, Callable[[Reads], Any]]] = [
     ("registrations", lambda r: active_for_address(r, SENDER)),
@@ -115,7 +46,7 @@ READS: list[tuple[str, Callable[[Reads], Any]]] = [
 
 
 def test_read_connection_reads_what_core_reads(db: Database) -> None:
-    _fill(db)
+    fill(db)
     with db.engine.connect() as connection:
         core = {name: read(Reads(connection)) for name, read in READS}
     for _ in range(2):  # compiled on the first pass, from the cache on the second
