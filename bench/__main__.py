@@ -6,10 +6,8 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import timeit
 from dataclasses import asdict
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import judge, render
+from bench.scratch import CHOICES, scratch_root
 from bench.suite import Bench, make_plan
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,28 +61,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="small counts, no 25 MB point, no 10^6 scale point (~3 minutes)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--scratch", choices=CHOICES, default="ext4",
+                        help="where the servers' data lives: a fresh ext4 image (default) or "
+                        "a directory under $TMPDIR (bench/scratch.py)")
     parser.add_argument("--only", default=None, metavar="SECTION,...",
                         help=f"run only these sections ({', '.join(Bench.SECTIONS)})")
     args = parser.parse_args(argv)
     only = None if args.only is None else frozenset(args.only.split(","))
     if only is not None and not only <= set(Bench.SECTIONS):
         parser.error(f"--only: unknown section(s) {', '.join(sorted(only - set(Bench.SECTIONS)))}")
-    root = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    root.chmod(0o755)  # Postfix and PostgreSQL run as their own users below it
     started = time.monotonic()
     loop_before = python_loop_us()
-    try:
-        results = Bench(make_plan(args.quick), root, only).run()
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
+    with scratch_root("gateway-bench-", args.scratch, args.keep) as scratch:
+        results = Bench(make_plan(args.quick), scratch.root, only).run()
     now = datetime.now(UTC)
     data: dict[str, Any] = {
         "date": now.strftime("%Y-%m-%d %H:%M UTC"),
         "quick": args.quick,
         "command": ("make bench" if not args.quick else ".venv/bin/python -m bench --quick")
         + (f" --only {args.only}" if only else ""),
-        "environment": environment(loop_before),
+        "environment": {**environment(loop_before), "scratch": scratch.description},
         "duration_s": round(time.monotonic() - started, 1),
         **asdict(results),
     }

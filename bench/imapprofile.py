@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from bench.gatewayproc import (
 )
 from bench.imapbench import _mailbox_config
 from bench.messages import write_templates
+from bench.scratch import CHOICES, scratch_root
 from bench.suite import MEASURES, Bench, make_plan
 from tests.fixtures.dovecot import Dovecot
 from tests.fixtures.gpgkeys import generate_court_keypair, kill_agent, make_gnupghome
@@ -46,9 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gil", action="store_true", help="py-spy --gil (the lock's holder)")
     parser.add_argument("--importtime", type=Path, default=None,
                         help="run the pull with -X importtime, its report into FILE")
+    parser.add_argument("--scratch", choices=CHOICES, default="ext4",
+                        help="where the servers' data lives (bench/scratch.py)")
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="gateway-imapprofile-"))
-    root.chmod(0o755)
+    with scratch_root("gateway-imapprofile-", args.scratch) as scratch:
+        return _run(args, scratch.root)
+
+
+def _run(args: argparse.Namespace, root: Path) -> int:
     bench = Bench(make_plan(True), root)
     bench.dns.start()
     bench.sink.start()
@@ -108,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         bench.sink.close()
         bench.dns.stop()
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from bench.gatewayproc import DOMAIN, SELECTOR, SENDER, SENDER_DOMAIN, GatewayIn
 from bench.load import measure
 from bench.messages import write_templates
 from bench.pg import DurableCluster
+from bench.scratch import CHOICES, scratch_root
 from bench.suite import MEASURES, Bench, make_plan
 from tests.fixtures.gpgkeys import generate_court_keypair, kill_agent, make_gnupghome
 
@@ -63,11 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="open-loop pacing at RATE msg/s (the latency target's half-rate "
                         "point) instead of sessions sending as fast as they can")
+    parser.add_argument("--scratch", choices=CHOICES, default="ext4",
+                        help="where the servers' data lives (bench/scratch.py)")
     args = parser.parse_args(argv)
+    with scratch_root("gateway-profile-", args.scratch) as scratch:
+        return _run(args, scratch.root)
+
+
+def _run(args: argparse.Namespace, root: Path) -> int:
     points = [(size, int(n)) for size, n in (p.split(":") for p in args.point)] or [
         (args.size, args.sessions)]
-    root = Path(tempfile.mkdtemp(prefix="gateway-profile-"))
-    root.chmod(0o755)
     bench = Bench(make_plan(True), root)
     bench.dns.start()
     bench.sink.start()
@@ -128,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop()
         bench.sink.close()
         bench.dns.stop()
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
