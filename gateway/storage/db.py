@@ -251,6 +251,11 @@ class Writes:
         if rows:
             self.connection.execute(statement, rows)
 
+    def first(self, statement: AnySelect, params: Mapping[str, Any]) -> Row | None:
+        """A SELECT in the write transaction: its first row, or None."""
+        row = self.connection.execute(statement, params).first()
+        return None if row is None else tuple(row)
+
 
 class SqliteWrites(_SqliteStatements, Writes):
     """`Writes` on sqlite3 itself, compiled once like `SqliteReads`.
@@ -280,6 +285,11 @@ class SqliteWrites(_SqliteStatements, Writes):
         # One row is one execute, as Core sends it.
         values = [compiled.values(row) for row in rows]
         self._run(compiled, values, len(rows) > 1, lambda _cursor: None)
+
+    def first(self, statement: AnySelect, params: Mapping[str, Any]) -> Row | None:
+        compiled = self._compiled(statement, None)
+        fetched = self._run(compiled, [compiled.values(params)], False, sqlite3.Cursor.fetchall)
+        return compiled.rows(fetched[:1])[0] if fetched else None
 
     def _run(
         self,

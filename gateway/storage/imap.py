@@ -23,11 +23,12 @@ from sqlalchemy.orm import Session
 
 from gateway.model import Clock
 from gateway.storage.audit import append_event
-from gateway.storage.db import Database
-from gateway.storage.models import ImapCursor, ImapMessage
+from gateway.storage.db import Database, writes_of
+from gateway.storage.models import ImapCursor, ImapMessage, table_of
 from gateway.storage.submissions import SubmissionRepository
 
 FETCHED, STORED, STRIPPED, QUARANTINED = "fetched", "stored", "stripped", "quarantined"
+IMAP_MESSAGES = table_of(ImapMessage)
 PENDING = (FETCHED, STORED)
 T = TypeVar("T")
 
@@ -37,10 +38,10 @@ class Writer(Protocol):
 
     `run(work)` runs `work(session, batch)` in the writer's next transaction
     and returns once that transaction is committed (raising what `work`
-    raised, or the commit's error).
+    raised, or the commit's error); `core_only` as the writer takes it.
     """
 
-    def run(self, work: Callable[[Session, Any], T]) -> T: ...
+    def run(self, work: Callable[[Session, Any], T], *, core_only: bool = False) -> T: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,8 @@ class ImapState:
         if not changes:
             return
         if self.writer is not None:
-            self.writer.run(lambda session, _batch: self._write(session, changes))
+            # Core statements only: on SQLite its savepoint is the driver's.
+            self.writer.run(lambda session, _batch: self._write(session, changes), core_only=True)
             return
         with self.db.transaction() as session:
             self._write(session, changes)
@@ -241,7 +243,7 @@ def _row(change: StateChange, submission_id: int | None, now: datetime) -> dict[
 def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert or update the rows in one statement (no ORM load per row: this runs per message)."""
     if rows:
-        session.execute(_upsert_statement(session.get_bind().dialect.name), rows)
+        writes_of(session).many(_upsert_statement(session.get_bind().dialect.name), rows)
 
 
 @functools.cache
@@ -250,7 +252,7 @@ def _upsert_statement(dialect: str) -> Insert:
 
     A row's submission id, once recorded, is kept when a later state has none.
     """
-    statement = (sqlite_insert if dialect == "sqlite" else postgresql_insert)(ImapMessage)
+    statement = (sqlite_insert if dialect == "sqlite" else postgresql_insert)(IMAP_MESSAGES)
     excluded = statement.excluded
     return statement.on_conflict_do_update(
         index_elements=["mailbox", "folder", "uidvalidity", "uid"],
@@ -258,7 +260,9 @@ def _upsert_statement(dialect: str) -> Insert:
             "state": excluded.state,
             "raw_sha256": excluded.raw_sha256,
             "updated_at": excluded.updated_at,
-            "submission_id": func.coalesce(excluded.submission_id, ImapMessage.submission_id),
+            "submission_id": func.coalesce(
+                excluded.submission_id, IMAP_MESSAGES.c.submission_id
+            ),
         },
     )
 

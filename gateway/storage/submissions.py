@@ -206,11 +206,14 @@ class SubmissionRepository:
         return [(sub, code, int(count)) for sub, code, count in self.session.execute(query).all()]
 
     def ids_of(self, references: Iterable[str]) -> dict[str, int]:
+        """Submission ids by reference (Core: it runs in the IMAP puller's Core-only units)."""
         wanted = set(references)
         if not wanted:
             return {}
-        rows = self.session.execute(
-            select(Submission.reference, Submission.id).where(Submission.reference.in_(wanted))
+        rows = self.session.connection().execute(
+            select(SUBMISSIONS.c.reference, SUBMISSIONS.c.id).where(
+                SUBMISSIONS.c.reference.in_(wanted)
+            )
         )
         return {reference: submission_id for reference, submission_id in rows}
 

@@ -19,14 +19,16 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from gateway.errors import AlreadyStored
-from gateway.storage.audit import INSERT_EVENT, MOVE_HEAD
+from gateway.storage.audit import INSERT_EVENT, MOVE_HEAD, READ_HEAD
 from gateway.storage.db import Database, SqliteWrites, Writes, writes_of
+from gateway.storage.imap import _upsert_statement
 from gateway.storage.models import (
     AuditEvent,
     AuditHead,
     Blob,
     Code,
     Document,
+    ImapMessage,
     Outbox,
     Request,
     Submission,
@@ -44,7 +46,7 @@ from gateway.storage.submissions import (
 from tests.fixtures.storedrows import NOW, PARIS_JUST_BEFORE, fill
 
 TABLES = [table_of(m) for m in (Code, Request, Submission, Blob, Document, Outbox, AuditEvent,
-                                AuditHead)]  # fmt: skip
+                                AuditHead, ImapMessage)]  # fmt: skip
 SUBMISSION = {
     "reference": "R-1/2", "request_id": 1, "number": 2, "channel": "smtp",
     "message_id_sha256": "n" * 64, "raw_sha256": "s" * 64, "size": 5120,
@@ -82,7 +84,19 @@ WRITES: list[tuple[str, Callable[[Writes], Any]]] = [
          "subject": "R-1/2", "data": {"documents": 1}, "prev_sha256": "0" * 64,
          "sha256": f"{seq}" * 64} for seq in (1, 2)])),
     ("head", lambda w: w.count(MOVE_HEAD, {"seq": 2, "sha": "2" * 64})),
+    ("head read", lambda w: w.first(READ_HEAD, {})),
+    # The IMAP puller's state rows: inserted, then updated (the submission id kept).
+    ("imap stored", lambda w: w.many(_upsert_statement(w_dialect(w)), [
+        {"mailbox": "m", "folder": "INBOX", "uidvalidity": 7, "uid": uid, "state": "stored",
+         "raw_sha256": "s" * 64, "submission_id": 1, "updated_at": NOW} for uid in (1, 2)])),
+    ("imap stripped", lambda w: w.many(_upsert_statement(w_dialect(w)), [
+        {"mailbox": "m", "folder": "INBOX", "uidvalidity": 7, "uid": 1, "state": "stripped",
+         "raw_sha256": "s" * 64, "submission_id": None, "updated_at": PARIS_JUST_BEFORE}])),
 ]  # fmt: skip
+
+
+def w_dialect(writes: Writes) -> str:
+    return "sqlite" if isinstance(writes, SqliteWrites) else writes.connection.dialect.name
 
 
 def _everything(table: str) -> str:
@@ -118,6 +132,9 @@ def test_writes_store_what_core_stores(db: Database) -> None:
     assert core["submission"][1].auth_results == SUBMISSION["auth_results"]
     assert [d.warnings for d in core["document"]] == [None, ["pdf-javascript"]]
     assert len(core["outbox"]) == 2 and core["audit_head"][0].seq == 2
+    assert results["head read"] == (2, "2" * 64)
+    assert [(m.uid, m.state, m.submission_id) for m in core["imap_message"]] == [
+        (1, "stripped", 1), (2, "stored", 1)]
 
 
 def test_the_writes_on_sqlite_are_the_drivers(db: Database) -> None:
