@@ -30,6 +30,12 @@ def _output(*args: str) -> str:
     return proc.stdout.decode(errors="replace").strip() or "?"
 
 
+def _uncommitted() -> str:
+    """A mark for changes to tracked files (earlier runs' untracked results are not code)."""
+    changed = _output("git", "status", "--porcelain", "--untracked-files=no")
+    return " (+ uncommitted changes)" if changed != "?" else ""
+
+
 def python_loop_us() -> float:
     """A fixed pure-Python loop's best time (µs): a slowed or different host shows here first."""
     return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
@@ -51,7 +57,7 @@ def environment(loop_before: float) -> dict[str, str]:
         "postfix": _output("postconf", "-dh", "mail_version"),
         "postgresql": _output("/usr/lib/postgresql/15/bin/postgres", "--version"),
         "commit": _output("git", "rev-parse", "--short", "HEAD")
-        + (" (+ uncommitted changes)" if _output("git", "status", "--porcelain") != "?" else ""),
+        + _uncommitted(),
     }
 
 
