@@ -76,7 +76,8 @@ def _write_events(session: Session, events: list[_Event]) -> None:
     """Chain `events` after the head, insert them, and move the head past the last one."""
     writes = writes_of(session)
     head = writes.first(READ_HEAD, {})
-    assert head is not None, "the audit head row is made by the first migration"
+    if head is None:
+        raise RuntimeError("the audit head row is missing (the first migration makes it)")
     seq, prev = int(head[0]), str(head[1])
     rows = []
     for now, action, actor, subject, payload in events:

@@ -178,6 +178,9 @@ _CACHES_LOCK = threading.Lock()
 
 def _cache_of(dialect: Dialect) -> _CompileCache:
     """The compiled statements of one engine's dialect (readers and the writer share it)."""
+    cache = _CACHES.get(dialect)
+    if cache is not None:  # every statement but the first of an engine: no lock
+        return cache
     with _CACHES_LOCK:
         cache = _CACHES.get(dialect)
         if cache is None:
@@ -312,13 +315,18 @@ class SqliteWrites(_SqliteStatements, Writes):
             ) from exc  # fmt: skip
 
 
+def sqlite_connection(connection: Connection) -> sqlite3.Connection:
+    """The sqlite3 connection under a SQLite Connection (its transaction, begun if need be)."""
+    raw: sqlite3.Connection = connection.connection.driver_connection  # type: ignore[assignment]
+    return raw
+
+
 def writes_of(session: Session) -> Writes:
     """The `Writes` of a write transaction's session (its connection, begun if need be)."""
     connection = session.connection()
     if connection.dialect.name != "sqlite":
         return Writes(connection)
-    raw: sqlite3.Connection = connection.connection.driver_connection  # type: ignore[assignment]
-    return SqliteWrites(raw, connection.dialect)
+    return SqliteWrites(sqlite_connection(connection), connection.dialect)
 
 
 class WriterLock:

@@ -55,7 +55,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import UpdateBase
 
 from gateway.errors import CommitUncertain, StorageUnavailable
-from gateway.storage.db import Database, writes_of
+from gateway.storage.db import Database, sqlite_connection, writes_of
 
 log = logging.getLogger("gateway.storage")
 
@@ -326,7 +326,7 @@ def _in_driver_savepoint(session: Session, batch: Batch, work: Work[T]) -> T:
     that leaves ORM objects behind (they would be flushed outside its
     savepoint), or flushes them, raises `OrmInCoreUnit`.
     """
-    raw: sqlite3.Connection = session.connection().connection.driver_connection  # type: ignore[assignment]
+    raw = sqlite_connection(session.connection())
     raw.execute("SAVEPOINT unit")
     session.info[_CORE_UNIT] = True  # a flush now raises (`_refuse_flush`)
     try:

@@ -8,7 +8,6 @@ writes, and the driver's errors are raised as Core raises them.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from gateway.errors import AlreadyStored
 from gateway.storage.audit import INSERT_EVENT, MOVE_HEAD, READ_HEAD
-from gateway.storage.db import Database, SqliteWrites, Writes, writes_of
+from gateway.storage.db import Database, SqliteWrites, Writes, sqlite_connection, writes_of
 from gateway.storage.imap import _upsert_statement
 from gateway.storage.models import (
     AuditEvent,
@@ -112,7 +111,7 @@ def _run_and_dump(db: Database, writes: Callable[[Session], Writes]) -> tuple[An
                 for t in TABLES}  # fmt: skip
         stored = None
         if db.is_sqlite:
-            raw: sqlite3.Connection = connection.connection.driver_connection  # type: ignore[assignment]
+            raw = sqlite_connection(connection)
             stored = {t.name: raw.execute(_everything(t.name)).fetchall() for t in TABLES}
         session.rollback()
     return results, core, stored
