@@ -138,7 +138,8 @@ class Services:
 
     @functools.cached_property
     def db(self) -> Database:
-        return Database.from_url(self.settings.database.url.get_secret_value())
+        database = self.settings.database
+        return Database.from_url(database.url.get_secret_value(), database.pool_size)
 
     @functools.cached_property
     def keyring(self) -> GpgKeyring:

@@ -103,7 +103,9 @@ class GatewaySection(Section):
 
 class DatabaseSection(Section):
     url: SecretStr = SecretStr("sqlite:///var/gateway.db")
-    pool_size: int = Field(default=5, ge=1)
+    pool_size: int = Field(default=32, ge=1, le=1000)
+    """Connections each gateway process keeps open (`storage.db.POOL_SIZE`); up to 8 more
+    are opened under a burst and closed after use."""
 
 
 class SmtpSection(Section):

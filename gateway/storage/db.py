@@ -66,19 +66,39 @@ def sqlite_file(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-def make_engine(url: str) -> Engine:
+POOL_SIZE = 32
+"""Connections a process keeps open by default (`database.pool_size`): one per ingest
+thread (`Pipeline`), so the accept path never opens one under load."""
+POOL_OVERFLOW = 8
+"""Connections opened beyond the pool under a burst, each closed once it is returned."""
+
+
+def make_engine(url: str, pool_size: int = POOL_SIZE) -> Engine:
     """Build the engine for a database URL, with our durability settings.
 
     Nothing is connected, and nothing is created on disk, until first use;
-    `gateway.storage.migrate.upgrade` makes a SQLite file's folder.
+    `gateway.storage.migrate.upgrade` makes a SQLite file's folder.  The pool
+    keeps up to `pool_size` connections open: every thread that holds one at
+    the same time beyond that opens a fresh connection and closes it again
+    (SQLAlchemy's QueuePool drops the overflow), which cost a new SQLite
+    connection every other message at 20 sessions (schema read, statements
+    prepared again) and a new PostgreSQL backend every few messages with the
+    pool of 5 (SQLite) or 10 (PostgreSQL) this had before.
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=POOL_OVERFLOW,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if url.startswith("postgresql"):
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=pool_size, max_overflow=POOL_OVERFLOW
+        )
     raise ConfigError(
         "invalid configuration: database.url: only sqlite and postgresql are supported"
     )
@@ -431,8 +451,8 @@ class Database:
         self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @classmethod
-    def from_url(cls, url: str) -> Database:
-        return cls(make_engine(url))
+    def from_url(cls, url: str, pool_size: int = POOL_SIZE) -> Database:
+        return cls(make_engine(url, pool_size))
 
     @property
     def is_sqlite(self) -> bool:
