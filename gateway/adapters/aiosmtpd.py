@@ -26,7 +26,7 @@ from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Envelope
 
 from gateway.escaping import escape
 
@@ -63,6 +63,13 @@ LOGGER_NAME = "mail.log"
 Command = Callable[[str | None], Awaitable[None]]
 
 
+class GatewayEnvelope(Envelope):
+    """aiosmtpd's envelope, with what the DATA scanner saw of the message's line endings."""
+
+    bare_line_ending: bool | None = None
+    """True or False once DATA was read by the gateway's scanner; None: not looked at."""
+
+
 class HookedSMTP(SMTP):
     """aiosmtpd's SMTP with a public hook before each command and on inactivity.
 
@@ -89,6 +96,9 @@ class HookedSMTP(SMTP):
 
     async def command_allowed(self, verb: str) -> bool:
         return True
+
+    def _create_envelope(self) -> Envelope:
+        return GatewayEnvelope()
 
     def _timeout_cb(self) -> None:
         self.inactivity_timeout()

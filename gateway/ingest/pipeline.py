@@ -71,6 +71,13 @@ class Inbound:
     tls: dict[str, str] | None = None
     credential_id: int | None = None
     credential_address_key: str | None = None
+    bare_line_ending: bool | None = None
+    """Whether `raw` holds a bare CR or LF, when the adapter saw it reading the message
+    (SMTP's DATA scanner); None: `has_bare_line_ending` counts."""
+
+    def has_bare_line_ending(self) -> bool:
+        known = self.bare_line_ending
+        return has_bare_line_ending(self.raw) if known is None else known
 
 
 class Action(enum.StrEnum):
@@ -229,7 +236,7 @@ class Pipeline:
             raise UnknownRecipient("no such user here")
         if len(inbound.raw) > self.max_message_bytes:
             raise MessageTooLarge("message exceeds fixed maximum message size")
-        if has_bare_line_ending(inbound.raw):
+        if inbound.has_bare_line_ending():
             raise BareLineEnding("bare CR or LF in message data")
         parsed, handled = await self._in_thread(self._check_and_handle, inbound)
         outcome = await self._settled(handled) if isinstance(handled, PendingCommit) else handled

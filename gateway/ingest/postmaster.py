@@ -28,7 +28,7 @@ from gateway.errors import (
     Throttled,
 )
 from gateway.escaping import escape
-from gateway.ingest.pipeline import Action, Inbound, Outcome, has_bare_line_ending
+from gateway.ingest.pipeline import Action, Inbound, Outcome
 from gateway.model import Clock
 from gateway.outbox.templates import format_size, format_utc
 from gateway.storage.audit import append_event
@@ -77,7 +77,7 @@ class PostmasterDesk:
         try:
             if len(inbound.raw) > self.max_bytes:
                 raise MessageTooLarge("message to postmaster exceeds 1 MB")
-            if has_bare_line_ending(inbound.raw):
+            if inbound.has_bare_line_ending():
                 raise BareLineEnding("bare CR or LF in message data")
         except MessageRefused as exc:
             await asyncio.to_thread(self._audit_refusal, inbound, exc)

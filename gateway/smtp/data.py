@@ -15,6 +15,10 @@ line met first; a line so long that aiosmtpd's reader would have overrun
 (more than line_limit + 2 bytes before its CRLF) counts as too long before
 its bytes are counted.  The end is a `.` alone on a line: CRLF `.` CRLF in
 the stream, the DATA command's own CRLF counting as the first.
+
+While it splits the pieces into lines it also notes a bare CR or LF (one
+not part of a CRLF), so the pipeline need not count the whole message
+again for its SMTP smuggling check (`Inbound.bare_line_ending`).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class DataScanner:
         """Bytes of the current line seen so far (0: at the start of a line)."""
         self._tail = CRLF
         """The last two bytes of the stream so far (DATA's own CRLF at first)."""
+        self.bare_line_ending = False
+        """A CR not followed by LF, or an LF not preceded by CR, in what was kept."""
 
     def feed(self, piece: bytes) -> bool:
         """Take the next piece of the stream; True when it ended with the final dot."""
@@ -73,17 +79,25 @@ class DataScanner:
     def _take(self, segment: bytes) -> None:
         if not segment:
             return
-        if self.state is DataState.NOMINAL and not self._fits(segment):
-            self._slow(segment)
         if self.state is DataState.NOMINAL:
-            self._keep(segment)
+            parts = segment.split(CRLF)
+            if not self._fits(segment, parts):
+                self._slow(segment)
+            if self.state is DataState.NOMINAL:
+                if not self.bare_line_ending:
+                    # Each CRLF holds one CR and one LF (a piece never ends between
+                    # them): any other CR or LF is bare.
+                    crlfs = len(parts) - 1
+                    self.bare_line_ending = (
+                        segment.count(b"\r") != crlfs or segment.count(b"\n") != crlfs
+                    )
+                self._keep(segment)
         self._advance(segment)
 
-    def _fits(self, segment: bytes) -> bool:
-        """Neither limit is met anywhere in `segment` (the common case, checked in C)."""
+    def _fits(self, segment: bytes, parts: list[bytes]) -> bool:
+        """Neither limit is met anywhere in `segment`, split at CRLF into `parts` (in C)."""
         if self.size_limit and self.received + len(segment) > self.size_limit:
             return False
-        parts = segment.split(CRLF)
         if len(parts) == 1:
             return self._line + len(segment) <= self.line_limit
         first = self._line + len(parts[0]) + 2

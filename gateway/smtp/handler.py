@@ -169,6 +169,7 @@ class GatewayHandler:
             tls=tls_info(server, session),
             credential_id=identity.credential_id if identity else None,
             credential_address_key=identity.address_key if identity else None,
+            bare_line_ending=getattr(envelope, "bare_line_ending", None),
         )
         try:
             if recipient.role is Role.POSTMASTER and self.postmaster is not None:

@@ -219,13 +219,16 @@ class GatewaySMTP(adapter.HookedSMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        content, state = await self._read_data()
+        scanner = await self._read_data()
+        content, state = scanner.result()
         if state is not DataState.NOMINAL:
             await self.push(_DATA_REFUSALS[state])
             adapter.reset_after_data(self)
             return
         self.envelope.content = content
         self.envelope.original_content = content
+        if isinstance(self.envelope, adapter.GatewayEnvelope):
+            self.envelope.bare_line_ending = scanner.bare_line_ending
         status = await self._checked()
         adapter.reset_after_data(self)
         await self.push("250 OK" if status is MISSING else status)
@@ -241,8 +244,8 @@ class GatewaySMTP(adapter.HookedSMTP):
                 # Runs once this task yields: after the reply is written.
                 self.loop.call_soon(self._close_now, *self._close_after)
 
-    async def _read_data(self) -> tuple[bytes, DataState]:
-        """Read up to the lone dot in large pieces: the message, or the limit it met.
+    async def _read_data(self) -> DataScanner:
+        """Read up to the lone dot in large pieces; the scanner holds the message or the limit.
 
         The scanner applies aiosmtpd's limits and unstuffing to the pieces.
         """
@@ -264,7 +267,7 @@ class GatewaySMTP(adapter.HookedSMTP):
             rate = self._timers.pop("data_rate", None)
             if rate is not None:
                 rate.cancel()
-        return scanner.result()
+        return scanner
 
     def _watch_rate(
         self, started: float, scanner: DataScanner, reader: asyncio.StreamReader

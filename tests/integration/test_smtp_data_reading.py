@@ -38,9 +38,11 @@ class StubHandler:
 
     def __init__(self) -> None:
         self.delivered: list[tuple[bytes, Any]] = []
+        self.bare: list[bool | None] = []
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.delivered.append((envelope.original_content, envelope.content))
+        self.bare.append(getattr(envelope, "bare_line_ending", None))
         return "250 2.0.0 stub accepted"
 
 
@@ -169,12 +171,12 @@ async def test_smtp_data_reading_long_line_ending_in_a_dot_is_not_the_end() -> N
     reading = asyncio.ensure_future(smtp._read_data())
     await asyncio.sleep(0.05)
     reader.feed_data(b"\r\nMAIL FROM:<x@y>\r\n.\r\n")
-    _content, refusal = await asyncio.wait_for(reading, 5)
+    _content, refusal = (await asyncio.wait_for(reading, 5)).result()
     assert refusal is DataState.TOO_LONG  # answered R500_LINE_TOO_LONG
     assert reader.at_eof() is False and len(reader._buffer) == 0  # the lone dot was consumed
 
 
-async def _outcome(data: bytes) -> tuple[bytes, list[bytes]]:
+async def _outcome(data: bytes, bare: list[bool | None] | None = None) -> tuple[bytes, list[bytes]]:
     handler = StubHandler()
     server = await _start(GatewaySMTP, handler)
     try:
@@ -182,15 +184,21 @@ async def _outcome(data: bytes) -> tuple[bytes, list[bytes]]:
     finally:
         server.close()
         await server.wait_closed()
+    if bare is not None:
+        bare.extend(handler.bare)
     return answers[5], [original for original, _ in handler.delivered]
 
 
 async def test_smtp_data_reading_unstuffs_dots_and_keeps_bare_line_ends() -> None:
-    reply, delivered = await _outcome(TRANSCRIPTS["dot-stuffed"])
+    bare: list[bool | None] = []
+    reply, delivered = await _outcome(TRANSCRIPTS["dot-stuffed"], bare)
     assert reply.startswith(b"250 ")
     assert delivered[0] == b".leading dot\r\n.\r\n..\r\nx\r\n \r\n"
-    reply, delivered = await _outcome(TRANSCRIPTS["bare LF and CR kept"])
+    reply, delivered = await _outcome(TRANSCRIPTS["bare LF and CR kept"], bare)
     assert delivered[0] == b"a\nb\r\nc\rd\r\n\n.\n\r\n\rx\r\n"
+    # The scanner saw them as it read (the pipeline does not count them again); each
+    # session's second transaction is "second\r\n".
+    assert bare == [False, False, True, False]
 
 
 async def test_smtp_data_reading_limits_answer_after_the_dot() -> None:

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from gateway.ingest.pipeline import has_bare_line_ending
 from gateway.smtp.data import DataScanner, DataState
 from gateway.smtp.protocol import GatewaySMTP
 
@@ -46,7 +47,8 @@ async def aiosmtpd_loop(reader: asyncio.StreamReader, size_limit: int) -> tuple[
 
 
 async def ours(
-    chunks: list[bytes], size_limit: int, piece_limit: int = 1 << 20
+    chunks: list[bytes], size_limit: int, piece_limit: int = 1 << 20,
+    seen: list[DataScanner] | None = None,
 ) -> tuple[bytes, DataState]:
     """GatewaySMTP's piece reading and the scanner, the stream arriving chunk by chunk."""
     reader = asyncio.StreamReader(limit=piece_limit)  # _read_data raises the limit so
@@ -63,6 +65,8 @@ async def ours(
     await feeding
     left = reader._buffer  # type: ignore[attr-defined]
     assert bytes(left) == b"NEXT\r\n"  # the command after DATA stays for the protocol
+    if seen is not None:
+        seen.append(scanner)
     return scanner.result()
 
 
@@ -113,7 +117,11 @@ def test_scanner_matches_aiosmtpd(seed: int) -> None:
     expected = asyncio.run(reference(chunks, size_limit))
     assert asyncio.run(ours(chunks, size_limit)) == expected
     # Small pieces: stretches without ".\r\n" arrive in several, cut anywhere but in a CRLF.
-    assert asyncio.run(ours(chunks, size_limit, piece_limit=257)) == expected
+    seen: list[DataScanner] = []
+    assert asyncio.run(ours(chunks, size_limit, piece_limit=257, seen=seen)) == expected
+    content, state = expected
+    if state is DataState.NOMINAL:  # what the pipeline's count would find in the message
+        assert seen[0].bare_line_ending is has_bare_line_ending(content)
 
 
 @pytest.mark.parametrize(
