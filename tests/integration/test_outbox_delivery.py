@@ -135,6 +135,26 @@ async def test_outbox_worker_delivers_once_and_clears_message(
     assert [result for result, _ in attempts_of(db, outbox_id)] == ["sent"]
 
 
+async def test_outbox_worker_sends_dots_and_line_ends_as_aiosmtplib_would(
+    db: Database, clock: FakeClock, smtp_sink: SmtpSink
+) -> None:
+    """The DATA the worker writes itself (`send_data`): dots stuffed, lines in CRLF."""
+    message = MESSAGE + b".\r\n..two dots\r\n.one\nbare LF\n.\rbare CR\rno last line end"
+    put(db, clock, message)
+    worker = OutboxWorker(db, relay_for(smtp_sink), clock)
+
+    assert await worker.run_once() == 1
+
+    [(_mail_from, _rcpt_tos, data)] = smtp_sink.wait_for(1)
+    assert data == MESSAGE + (
+        b".\r\n..two dots\r\n.one\r\nbare LF\r\n.\r\nbare CR\r\nno last line end\r\n"
+    )
+    # The session is still in step: a second message on it goes through.
+    put(db, clock)
+    assert await worker.run_once() == 1
+    assert smtp_sink.wait_for(2)[1][2] == MESSAGE
+
+
 async def test_outbox_worker_refused_451_retries_with_growing_delay_then_delivers_once(
     db: Database, clock: FakeClock, smtp_sink: SmtpSink
 ) -> None:

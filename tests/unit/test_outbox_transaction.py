@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from aiosmtplib.email import quote_address
-from aiosmtplib.protocol import normalize_message_line_endings
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from gateway.outbox import worker
-from gateway.outbox.worker import _command_address, _wire_length
+from gateway.outbox.worker import Composed, _command_address, data_wire_form
 
 ADDRESSES = [
     "noreply@greffe.example",
@@ -59,19 +61,39 @@ def test_outbox_transaction_plain_shortcut_only_for_what_quoting_leaves_alone() 
             assert quote_address(address) == f"<{address}>"
 
 
-@pytest.mark.parametrize(
-    "message",
-    [
-        b"From: a@b.example\r\n\r\nbody\r\n",
-        b"From: a@b.example\r\n\r\nno final line break",
-        b"From: a@b.example\n\nbare LF\n",
-        b"From: a@b.example\r\rbare CR\r",
-        b"mixed\r\nendings\nand\rmore\r\n\r\n",
-        b"",
-        b"\r\n",
-        b"\n\r",
-        b".leading dot\r\n..two\r\n",
-    ],
-)
-def test_outbox_transaction_size_is_the_length_sent_in_data(message: bytes) -> None:
-    assert _wire_length(message) == len(normalize_message_line_endings(message))
+def _aiosmtplib_data(message: bytes) -> tuple[int, bytes]:
+    """The SIZE `sendmail` computed and the bytes `execute_data_command` sends after DATA."""
+    normalised = normalize_message_line_endings(message)
+    return len(normalised), PERIOD_REGEX.sub(b"..", normalised) + b".\r\n"
+
+
+MESSAGES = [
+    b"From: a@b.example\r\n\r\nbody\r\n",
+    b"From: a@b.example\r\n\r\nno final line break",
+    b"From: a@b.example\n\nbare LF\n",
+    b"From: a@b.example\r\rbare CR\r",
+    b"mixed\r\nendings\nand\rmore\r\n\r\n",
+    b"",
+    b"\r\n",
+    b"\n\r",
+    b".leading dot\r\n..two\r\n",
+    b"a\r\n.\r\n.\r\n",
+    b"a\n.b\r.c\r\n.",
+    b".",
+    b"..\r\n",
+]
+
+
+@pytest.mark.parametrize("message", MESSAGES)
+def test_outbox_transaction_size_and_data_as_aiosmtplib_sends_them(message: bytes) -> None:
+    assert data_wire_form(message) == _aiosmtplib_data(message)
+    composed = Composed("noreply@greffe.example", message)
+    assert (composed.size, composed.wire) == _aiosmtplib_data(message)
+
+
+def test_outbox_transaction_data_random_messages_as_aiosmtplib_sends_them() -> None:
+    rng = random.Random(1870)
+    alphabet = [b"a", b".", b"\r", b"\n", b"\r\n", b"\r\n.", b" ", b"\xc3\xa9"]
+    for case in range(3000):
+        message = b"".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        assert data_wire_form(message) == _aiosmtplib_data(message), (case, message)
