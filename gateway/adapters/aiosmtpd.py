@@ -7,9 +7,10 @@ aiosmtpd keeps private.  It also bounds a session as a whole, which needs a
 call before every command and the inactivity timer's expiry: `HookedSMTP`
 turns those two private places into public methods.  When aiosmtpd changes,
 re-read `SMTP.__init__` (`_smtp_methods`), `smtp_DATA`, `_handle_client`,
-`_reset_timeout`, `_timeout_cb`, `_call_handler_hook`, `_set_post_data_state`,
-`smtp_STARTTLS` (`_tls_protocol`), `_getaddr` and the logger name in
-aiosmtpd/smtp.py against this module.
+`_reset_timeout` (and every use of `_timeout_handle`), `_timeout_cb`,
+`_call_handler_hook`, `_set_post_data_state`, `_create_envelope`,
+`smtp_STARTTLS` (`_tls_protocol`), `_getaddr`, `sanitized_log` and the
+logger name in aiosmtpd/smtp.py against this module.
 The submission port (`gateway.smtp.auth`) relies on the replies and the
 warning named below; re-read `smtp_EHLO`, `smtp_AUTH` and `SMTP.__init__`.
 """
@@ -26,6 +27,7 @@ from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any
 
+import aiosmtpd.smtp
 from aiosmtpd.smtp import SMTP, Envelope
 
 from gateway.escaping import escape
@@ -81,6 +83,8 @@ class HookedSMTP(SMTP):
     """
 
     def __init__(self, handler: Any, **kwargs: Any) -> None:
+        self._deadline = 0.0
+        self._timer_armed = False
         super().__init__(handler, **kwargs)
         self._smtp_methods = {
             verb: self._guarded(verb, method) for verb, method in self._smtp_methods.items()
@@ -99,6 +103,31 @@ class HookedSMTP(SMTP):
 
     def _create_envelope(self) -> Envelope:
         return GatewayEnvelope()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's inactivity timer, moved on without a new timer at every command.
+
+        Upstream cancels its TimerHandle and schedules another for each command
+        (and the event loop's heap keeps every cancelled one until it comes
+        due).  Here the deadline moves and the one timer, when it comes due
+        early, waits again for the deadline; a sooner deadline (a shorter
+        duration) schedules a timer of its own.
+        """
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        handle = self._timeout_handle
+        if handle is None or not self._timer_armed or handle.when() > deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(deadline, self._timer_due)
+            self._timer_armed = True
+
+    def _timer_due(self) -> None:
+        if self.loop.time() < self._deadline:  # a command came meanwhile
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timer_due)
+            return
+        self._timer_armed = False
+        self._timeout_cb()
 
     def _timeout_cb(self) -> None:
         self.inactivity_timeout()
@@ -148,8 +177,9 @@ def writer(protocol: SMTP) -> asyncio.StreamWriter:
     return stream
 
 
-def reset_timeout(protocol: SMTP, seconds: float) -> None:
-    """Restart the session's inactivity timer with `seconds` (aiosmtpd closes on expiry)."""
+def reset_timeout(protocol: SMTP, seconds: float | None = None) -> None:
+    """Restart the session's inactivity timer with `seconds`, or the idle timeout
+    (aiosmtpd closes on expiry)."""
     protocol._reset_timeout(seconds)
 
 
@@ -202,6 +232,22 @@ class _EscapeClientText(logging.Filter):
 
 
 _ESCAPE_FILTER = _EscapeClientText()
+_upstream_sanitized_log = aiosmtpd.smtp.sanitized_log
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+
+
+def _sanitized_log(func: Callable[..., None], msg: Any, *args: Any, **kwargs: Any) -> None:
+    """aiosmtpd's `sanitized_log`, which masks AUTH lines, only when the line is logged.
+
+    aiosmtpd calls it twice for every command line it reads (`log.debug` and
+    `log.info` of the line), masking the arguments before the logger decides
+    to drop them; the gateway keeps `mail.log` at WARNING.
+    """
+    logger = getattr(func, "__self__", None)
+    level = _LEVELS.get(getattr(func, "__name__", ""))
+    if isinstance(logger, logging.Logger) and level is not None and not logger.isEnabledFor(level):
+        return
+    _upstream_sanitized_log(func, msg, *args, **kwargs)
 
 
 def escape_library_log() -> None:
@@ -213,3 +259,4 @@ def escape_library_log() -> None:
     logger = logging.getLogger(LOGGER_NAME)
     if _ESCAPE_FILTER not in logger.filters:
         logger.addFilter(_ESCAPE_FILTER)
+    aiosmtpd.smtp.sanitized_log = _sanitized_log

@@ -206,6 +206,13 @@ class GatewaySMTP(adapter.HookedSMTP):
             self.close_with(replies.R554_EARLY_DATA, "data before 354")
             return
         adapter.reset_timeout(self, self._data_timeout)
+        await self._data_command(arg)
+        if not self._closing:
+            # DATA's longer timer (the message at the minimum rate) ends with its
+            # reply: a client that then says nothing is idle from here.
+            adapter.reset_timeout(self)
+
+    async def _data_command(self, arg: str) -> None:
         if adapter.handles_data_itself(self):
             await super().smtp_DATA(arg)
             return

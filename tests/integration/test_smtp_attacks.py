@@ -194,6 +194,46 @@ def test_idle_session_closed_with_421_442(
     assert_still_up(gw)
 
 
+def test_commands_move_the_idle_deadline_and_silence_still_gets_421_442(
+    gateway_factory: GatewayFactory,
+    raw_sessions: list[RawSession],
+    clean_log: pytest.LogCaptureFixture,
+) -> None:
+    """The one inactivity timer follows each command (HookedSMTP._reset_timeout)."""
+    gw = gateway_factory({"GATEWAY__SMTP__IDLE_TIMEOUT": "1s"})
+    session = open_raw(gw, raw_sessions)
+    started = last = time.monotonic()
+    while last - started < 2.5:  # well past the first deadline
+        time.sleep(0.3)
+        assert session.command(b"NOOP").startswith(b"250")
+        last = time.monotonic()
+    assert session.reply() == replies.R421_IDLE.encode() + b"\r\n"
+    assert 0.9 < time.monotonic() - last < 3
+    assert session.closed_by_server()
+    assert_still_up(gw)
+
+
+def test_idle_after_a_message_gets_421_442_at_the_idle_timeout(
+    gateway_factory: GatewayFactory,
+    raw_sessions: list[RawSession],
+    clean_log: pytest.LogCaptureFixture,
+) -> None:
+    """DATA's longer timer (idle + the size at the minimum rate) ends with its reply."""
+    gw = gateway_factory({"GATEWAY__SMTP__IDLE_TIMEOUT": "1s"})
+    session = open_raw(gw, raw_sessions)
+    assert session.command(b"EHLO client.test").startswith(b"250")
+    assert session.command(b"MAIL FROM:<a@famille.example>").startswith(b"250")
+    assert session.command(f"RCPT TO:<depot@{DOMAIN}>".encode()).startswith(b"250")
+    assert session.command(b"DATA").startswith(b"354")
+    replied = session.command(b"Subject: x\r\n\r\nunsigned\r\n.")
+    assert replied[:1] in (b"2", b"4", b"5")
+    answered = time.monotonic()
+    assert session.reply() == replies.R421_IDLE.encode() + b"\r\n"
+    assert 0.9 < time.monotonic() - answered < 3
+    assert session.closed_by_server()
+    assert_still_up(gw)
+
+
 def test_idle_sessions_from_many_addresses_free_their_slots(
     gateway_factory: GatewayFactory,
     raw_sessions: list[RawSession],
