@@ -1,6 +1,10 @@
 """In-process CPU of the outbox per receipt: `OutboxWorker.run_once` against a separate sink.
 
-    python bench/outbox_cpu.py [--receipts 1000] [--db sqlite|URL] [--pipelining] [--profile]
+    .venv/bin/python -m bench.outbox_cpu [--receipts 1000] [--db sqlite|URL]
+                                         [--pipelining] [--profile]
+
+(as a module: run as a script, `bench/` comes first on the path and its
+`profile.py` hides the standard library's, which cProfile imports).
 
 Builds a gateway home with `gateway init` in a temporary folder, starts an
 aiosmtpd sink in a child process (so its CPU is not counted), queues the
