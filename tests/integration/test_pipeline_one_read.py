@@ -11,21 +11,13 @@ import pytest
 from sqlalchemy import event
 
 from gateway.errors import SenderNotRegistered
-from gateway.ingest.mime import MimeLimits
-from gateway.ingest.pipeline import Action, Context, Inbound, Outcome, Pipeline
+from gateway.ingest.pipeline import Action, Context, Inbound, Outcome
 from gateway.ingest.recipients import Recipient, Role
-from gateway.ingest.senderauth import SenderVerdict
-from gateway.model import Channel, Mailbox
+from gateway.model import Channel
 from gateway.storage.db import READ_ONLY, Database, Reads
-from gateway.storage.models import Court, Registration
+from tests.fixtures.pipelinerig import SENDER, register_sender, submit_pipeline
 
-SENDER = "t@exemple.fr"
 RAW = b"From: t@exemple.fr\r\nTo: depot@g.example\r\nSubject: x\r\n\r\nBonjour\r\n"
-
-
-class Authenticator:
-    def authenticate(self, raw: bytes) -> SenderVerdict:
-        return SenderVerdict(Mailbox.parse(SENDER), "pass", "exemple.fr", "s1", True, "")
 
 
 class Handler:
@@ -47,15 +39,7 @@ class Handler:
 
 
 def ingest(db: Database, handler: Handler) -> Outcome:
-    pipeline = Pipeline(
-        db=db,
-        authenticator=Authenticator(),  # type: ignore[arg-type]
-        limits=MimeLimits(),
-        max_message_bytes=10_000_000,
-        id_domain="g.example",
-        clock=lambda: datetime.now(UTC),
-        handlers={Role.SUBMIT: handler},
-    )
+    pipeline = submit_pipeline(db, handler)
     inbound = Inbound(
         RAW, SENDER, Recipient(Role.SUBMIT, ""), Channel.SMTP, "127.0.0.1", datetime.now(UTC)
     )
@@ -96,17 +80,7 @@ def log_transactions(db: Database, log: list[str]) -> None:
 
 
 def test_pipeline_one_read_transaction_for_registrations_and_handler(db: Database) -> None:
-    now = datetime.now(UTC)
-    with db.transaction() as session:
-        court = Court(code="TJ-LYON", name="Lyon", created_at=now)
-        session.add(court)
-        session.flush()
-        session.add(
-            Registration(
-                court_id=court.id, measure="21/00123", address=SENDER, address_key=SENDER,
-                status="active", registered_by="test", registered_at=now,
-            )
-        )  # fmt: skip
+    register_sender(db)
     log: list[str] = []
     log_transactions(db, log)
     outcome = ingest(db, Handler(log))
