@@ -23,6 +23,7 @@ from tests.fixtures.apiclient import api, base_url, file_request, new_key
 from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.gatewayserver import COURT, MEASURE, GatewayFactory, World, make_world
 from tests.fixtures.gpgkeys import CourtKey
+from tests.fixtures.ports import free_port
 from tests.fixtures.smtpsink import SmtpSink
 
 sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -152,12 +153,6 @@ def test_plain_http_off_loopback_is_a_config_error(
     assert "http.listen" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @sqlite_only
 def test_workers_parent_serves_the_api_with_aggregated_metrics(
     gateway_config: Path, dns_server: DnsServer, capsys: pytest.CaptureFixture[str]
@@ -165,7 +160,7 @@ def test_workers_parent_serves_the_api_with_aggregated_metrics(
     with pytest.raises(SystemExit):
         main(["--config", str(gateway_config), "api-keys", "create", "--role", "admin"])
     key = capsys.readouterr().out.strip()
-    smtp_port, http_port = _free_port(), _free_port()
+    smtp_port, http_port = free_port(), free_port()
     env = {
         **os.environ,
         "GATEWAY__SMTP__LISTEN": f"127.0.0.1:{smtp_port}",

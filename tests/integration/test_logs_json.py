@@ -37,6 +37,7 @@ from tests.fixtures.dnsserver import DnsServer
 from tests.fixtures.gatewayserver import COURT, DOMAIN, GUARDIAN, MEASURE, SELECTOR, SENDER_DOMAIN
 from tests.fixtures.gpgkeys import CourtKey
 from tests.fixtures.pdfs import plain_pdf
+from tests.fixtures.ports import free_port
 from tests.fixtures.smtpsink import SmtpSink
 
 SUBJECT_MARK = "Objet-tres-confidentiel-QW3"
@@ -44,12 +45,6 @@ FILENAME_MARK = "bilan-secret-PL8"
 REFUSED_MARK = "outil-louche-MN5"
 BODY_MARK = "Corps-du-message-prive-JH2"
 CODE_RE = re.compile(rb"\b([0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5})\b")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Sender:
@@ -101,7 +96,7 @@ def served(
     registered = cli("registrations", "add", "--court", COURT, "--measure", MEASURE,
                      "--address", GUARDIAN)  # fmt: skip
     assert registered.code == 0, registered.err
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "GATEWAY__SMTP__LISTEN": f"127.0.0.1:{port}",

@@ -33,6 +33,7 @@ from tests.fixtures.gatewayserver import (
 )
 from tests.fixtures.gpgkeys import CourtKey
 from tests.fixtures.pdfs import plain_pdf
+from tests.fixtures.ports import free_port
 from tests.fixtures.smtpsink import SmtpSink
 
 
@@ -172,12 +173,6 @@ def test_cli_codes_request_prints_nothing_secret(
         assert (session.scalar(select(func.count(Outbox.id))) or 0) >= 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -204,7 +199,7 @@ def _stops_listening(port: int, within: float = 20.0) -> bool:
 def test_sigterm_finishes_transaction_in_flight(
     gateway_config: Path, dns_server: DnsServer
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "GATEWAY__SMTP__LISTEN": f"127.0.0.1:{port}",
@@ -283,7 +278,7 @@ def test_disk_below_reserve_452_431(
 def test_serve_with_two_workers_shares_port_and_metrics(
     gateway_config: Path, dns_server: DnsServer
 ) -> None:
-    port, http_port = _free_port(), _free_port()
+    port, http_port = free_port(), free_port()
     env = {
         **os.environ,
         "GATEWAY__SMTP__LISTEN": f"127.0.0.1:{port}",
