@@ -85,10 +85,12 @@ def run_batch(
     first.start()
     assert gate.entered.wait(30)
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(works))]
-    for thread in threads:
+    for queued, thread in enumerate(threads, start=1):
+        # One at a time, so the units queue behind the gate in the order of `works`
+        # (started together, the threads would reach the queue in any order).
         thread.start()
-    while committer._queue.qsize() < len(works):  # every unit queued behind the gate
-        threading.Event().wait(0.01)
+        while committer._queue.qsize() < queued:
+            threading.Event().wait(0.001)
     gate.release.set()
     first.join(30)
     for thread in threads:
