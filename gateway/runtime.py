@@ -8,6 +8,7 @@ forwards SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -26,9 +27,16 @@ OUTBOX_PROCESS_POLL = 0.25
 
 
 def _settings_for_child(config_path: str) -> Settings:
+    """A spawned child's settings and logging; what it has imported frozen.
+
+    Unpickling its target imported the gateway's modules with the collector on
+    (`gateway.cli.run` did that work for the parent): freezing them now keeps the
+    collections during the load from scanning them again, as in the parent.
+    """
     from gateway.logs import setup_logging
     from gateway.settings import load_settings
 
+    gc.freeze()
     settings = load_settings(Path(config_path))
     setup_logging(settings.logging.level, settings.logging.format)
     return settings
