@@ -8,8 +8,8 @@ executed, decoded or rendered: only dictionary keys are read.
 Memory, without the interpreter: given a Python stream, qpdf reads it through
 the stream's methods, taking the interpreter lock back for each of its small
 reads, seeks and tells (about 220 for a 4 KB document); under load every one
-of them waits for the lock behind the other threads, and the lock's hand-overs
-cost the kernel more than the parse itself. A document up to
+of them waits for the lock behind the other threads, which doubled the time a
+document took to check. A document up to
 ``MAPPED_MAX_BYTES`` is therefore copied into an anonymous, sealed memory file
 (``memfd_create``: no path, no disk) that qpdf maps and parses in C++ alone.
 A larger one, where that copy would count against the memory budget of large
@@ -58,7 +58,6 @@ _limits_lock = threading.Lock()
 _limits_set = False
 # Documents up to this size are parsed from a sealed memory file (see the module's text).
 MAPPED_MAX_BYTES = 4 << 20
-_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
 _DICTIONARY, _STREAM, _ARRAY = ObjectType.dictionary, ObjectType.stream, ObjectType.array
 _CONTAINERS = (_DICTIONARY, _STREAM, _ARRAY)
@@ -130,6 +129,8 @@ def _readable(data: bytes) -> Iterator[tuple[BinaryIO, pikepdf.AccessMode]]:
 def _memory_file(data: bytes) -> BinaryIO | None:
     """A sealed anonymous memory file holding ``data``, or None where there is none to make."""
     try:
+        # Nothing may change under qpdf's mapping (shrinking it would raise SIGBUS).
+        seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
         fd = os.memfd_create("gateway-pdf", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     except (AttributeError, OSError):  # not Linux, or memory files refused
         return None
@@ -139,8 +140,7 @@ def _memory_file(data: bytes) -> BinaryIO | None:
         written = 0
         while written < len(view):
             written += os.write(fd, view[written:])
-        # Nothing can change under qpdf's mapping (shrinking it would raise SIGBUS).
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
         os.lseek(fd, 0, os.SEEK_SET)  # read from the start should qpdf fall back to reading
     except OSError:
         memory.close()
