@@ -33,10 +33,22 @@ def requests() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @pass_cli
 def requests_list(ctx: CliContext, court: str | None, status: str | None, as_json: bool) -> None:
-    """List requests."""
+    """List requests; a rejected one with the reason the greffe gave."""
     rows = list_requests(ctx.services.db, court, status)
-    columns = ["reference", "court", "measure", "kind", "status", "submissions", "held"]
+    columns = ["reference", "court", "measure", "kind", "status", "submissions", "held", "reason"]
+    if not as_json:  # the table keeps one short line a request; --json gives the whole reason
+        rows = [{**row, "reason": _shortened(row["reason"], REASON_SHOWN)} for row in rows]
     print_rows(rows, columns, as_json)
+
+
+REASON_SHOWN = 60
+"""Characters of a rejection's reason in the `requests list` table."""
+
+
+def _shortened(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
 
 
 @requests.command("hold")

@@ -46,6 +46,7 @@ def list_requests(db: Database, court: str | None, status: str | None) -> list[d
                 "opened_at": rfc3339(req.opened_at),
                 "sealed_at": rfc3339(req.sealed_at) if req.sealed_at else None,
                 "held": req.held,
+                "reason": req.status_reason,
             }
             for req, code, measure in rows
         ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -382,6 +383,14 @@ def test_cli_acknowledge_accept_reject(world: World, cli: CliRunner, keyring: Gp
     )
     listed = cli("requests", "list", "--status", "rejected", "--json")
     assert second in listed.out and first not in listed.out
+    [row] = json.loads(listed.out)
+    assert (row["reference"], row["reason"]) == (second, "Pièce illisible.")
+    table = cli("requests", "list").out.splitlines()
+    assert table[0].split()[-1] == "REASON"
+    [line] = [line for line in table if line.startswith(second)]
+    assert line.endswith("rejected  1            False  Pièce illisible."), line
+    [line] = [line for line in table if line.startswith(first)]
+    assert line.split()[-2:] == ["1", "False"]  # accepted: no reason
 
 
 def test_registration_notices_arrive_for_add_revoke_and_import(
