@@ -177,10 +177,12 @@ class GatewayHandler:
             else:
                 outcome = await self.pipeline.ingest(inbound)
         except GatewayError as exc:
+            reply = replies.reply_for(exc)
             if isinstance(exc, TemporaryFailure) and not isinstance(exc, Throttled):
                 # The operator's to see (database or DNS down, disk full, a key
-                # expired), with the correlation id the 451 carries; no traceback:
-                # the cause's text may hold a statement's parameters.
+                # expired), with the correlation id the reply carries, so that a
+                # sender's bounce leads to this line; no traceback: the cause's
+                # text may hold a statement's parameters.
                 cause = exc.__cause__
                 log.warning(
                     "smtp temporary failure: %s",
@@ -188,9 +190,8 @@ class GatewayHandler:
                     extra={"reason": type(exc).__name__,
                            "cause": type(cause).__name__ if cause is not None else None},
                 )
-            return replies.reply_for(exc), (
-                "refused" if isinstance(exc, MessageRefused) else "tempfail"
-            )
+                reply = replies.with_reference(reply, current_correlation_id())
+            return reply, ("refused" if isinstance(exc, MessageRefused) else "tempfail")
         except Exception:
             log.exception("internal error in DATA")
             return replies.R451_INTERNAL.format(ref=current_correlation_id()), "error"

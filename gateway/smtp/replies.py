@@ -141,6 +141,12 @@ _TABLE: list[tuple[type[errors.GatewayError], str]] = [
 ]
 
 
+def with_reference(reply: str, ref: str | None) -> str:
+    """``reply`` closed by `` (ref <id>)``, as R451_INTERNAL is, when the line has room."""
+    suffix = f" (ref {ref})" if ref else ""
+    return reply + suffix if len(reply) + len(suffix) <= MAX_REPLY_CHARS else reply
+
+
 def reply_code(reply: str) -> str:
     """A reply's code and enhanced code (``554 5.6.0``), without the text, for the logs."""
     found = _CODE.match(reply)

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import DnsTemporaryFailure, StorageUnavailable, Throttled
 from gateway.ingest.pipeline import Inbound, Outcome
 from gateway.ingest.recipients import RecipientPolicy, Role
 from gateway.logs import JsonFormatter
@@ -197,7 +198,45 @@ LIMITS = SmtpLimits(
 )  # fmt: skip
 
 
-async def test_logs_internal_error_451_names_the_correlation_id_of_its_log_lines() -> None:
+class FailingPipeline:
+    """A pipeline whose ingest fails the way a down store or a throttle does."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def ingest(self, inbound: Inbound) -> Outcome:
+        logging.getLogger("gateway.ingest").info("ingesting")
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "event"),
+    [
+        (StorageUnavailable("encryption failed"), 451, "smtp temporary failure: encryption failed"),
+        (DnsTemporaryFailure("DNS timed out"), 451, "smtp temporary failure: DNS timed out"),
+        (Throttled("too many messages"), 450, None),
+    ],
+    ids=["storage", "dns", "throttled"],
+)
+async def test_logs_temporary_failure_reply_names_the_correlation_id_of_its_warning(
+    error: Exception, code: int, event: str | None
+) -> None:
+    reply, lines = await _one_transaction(FailingPipeline(error))
+    assert int(reply[:3]) == code, reply
+    by_event = {line["event"]: line for line in lines}
+    ref = re.search(r" \(ref ([0-9a-f]{12})\)$", reply)
+    if event is None:  # a throttle is the sender's doing: nothing for the operator to trace
+        assert ref is None, reply
+        assert not any(e.startswith("smtp temporary failure") for e in by_event)
+        return
+    assert ref, reply
+    assert by_event[event]["correlation_id"] == ref.group(1)
+    assert by_event["smtp transaction"]["correlation_id"] == ref.group(1)
+    assert by_event["smtp transaction"]["outcome"] == "tempfail"
+
+
+async def _one_transaction(pipeline: Any) -> tuple[str, list[dict[str, Any]]]:
+    """One message through a listener whose pipeline is ``pipeline``: the reply, the JSON logs."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
@@ -208,7 +247,6 @@ async def test_logs_internal_error_451_names_the_correlation_id_of_its_log_lines
     tracker = ClientTracker(LIMITS)
     roles = {Role.SUBMIT: "depot", Role.CODES: "codes", Role.STATUS: "etat"}
     policy = RecipientPolicy(DOMAIN, roles)
-    pipeline: Any = BrokenPipeline()
     hooks = GatewayHandler(pipeline, policy, tracker, lambda: datetime.now(UTC))
     listener = SmtpListener(ListenerSpec("inbound", "127.0.0.1", 0, DOMAIN), hooks, tracker, LIMITS)
     await listener.start()
@@ -219,10 +257,14 @@ async def test_logs_internal_error_451_names_the_correlation_id_of_its_log_lines
         await listener.stop(1)
         root.removeHandler(handler)
         root.setLevel(old_level)
-    assert code == 451
+    return f"{code} {reply}", [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+async def test_logs_internal_error_451_names_the_correlation_id_of_its_log_lines() -> None:
+    reply, lines = await _one_transaction(BrokenPipeline())
+    assert reply.startswith("451 "), reply
     ref = re.search(r"\(ref ([0-9a-f]{12})\)", reply)
     assert ref, reply
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     by_event = {line["event"]: line for line in lines}
     for event in ("ingesting", "internal error in DATA", "smtp transaction"):
         assert by_event[event]["correlation_id"] == ref.group(1), event
