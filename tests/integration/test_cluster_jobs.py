@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from gateway.jobs import ClusterJob, Schedule
 from gateway.storage.db import Database
 from gateway.storage.leases import DbLease
-from gateway.storage.models import AuditEvent, Request
+from gateway.storage.models import AuditEvent, CheckReport, Request
 from tests.fixtures.gatewayserver import (
     FakeClock,
     GatewayFactory,
@@ -104,6 +104,9 @@ def test_cluster_jobs_two_nodes_on_one_database_run_each_job_once(
         assert session.scalar(select(Request).where(Request.reference == reference)) is None
     # Every node shows the check's result, whichever ran it.
     _wait(lambda: all(_metrics(node).get("gateway_check_last_success_timestamp") for node in nodes))
+    with world.gw.services.db.reading() as session:
+        [report] = session.scalars(select(CheckReport.report)).all()
+    assert report["problems"] == [], report  # what the check found, should it ever find some
     for node in nodes:
         metrics = _metrics(node)
         assert metrics["gateway_check_problems"] == 0
