@@ -6,6 +6,10 @@ or bidi overrides.  `escape` keeps printable ASCII as it is and shows
 everything else as an escape sequence, so what it returns is one line of
 printable ASCII whatever came in.  The backslash itself is doubled, so an
 escaped text cannot pass for another one.
+
+`printable` is for text a person reads on a terminal (a record `gateway
+doctor` fetched, a clerk's reason in `requests list`): accents stay, anything
+that is not printable becomes "?".
 """
 
 from __future__ import annotations
@@ -49,3 +53,11 @@ def _escape_bytes(data: bytes) -> str:
         "\\\\" if byte == 0x5C else chr(byte) if 0x20 <= byte <= 0x7E else f"\\x{byte:02x}"
         for byte in data
     )
+
+
+def printable(text: str, limit: int | None = 160) -> str:
+    """Text shown to a person on a terminal (a DNS record, a banner, a clerk's reason) as one
+    line: accents kept, every control character, line break or bidi override as "?", cut
+    to ``limit`` characters with an ellipsis (None: never cut)."""
+    line = text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
+    return line if limit is None or len(line) <= limit else line[: limit - 1] + "…"

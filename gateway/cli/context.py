@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from gateway.app import Services
+from gateway.escaping import printable
 from gateway.settings import Settings, load_settings, resolve_config_path
 
 
@@ -67,22 +68,17 @@ class CliContext:
 pass_cli = click.make_pass_decorator(CliContext)
 
 
-def _one_line(value: Any) -> str:
-    """A table cell: text a user typed (a reason, a name) keeps its accents but no control
-    character, line break or bidi override reaches the terminal."""
-    if value is None:
-        return ""
-    text = str(value)
-    return text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
-
-
 def print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], as_json: bool) -> None:
     """A list command's output: a JSON array, or an aligned table."""
     if as_json:
         json.dump(list(rows), sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")
         return
-    cells = [[_one_line(row.get(col)) for col in columns] for row in rows]
+    # A cell may hold what a user typed (a reason, a name): one safe line each.
+    cells = [
+        ["" if row.get(col) is None else printable(str(row[col]), None) for col in columns]
+        for row in rows
+    ]
     widths = [max([len(col)] + [len(r[i]) for r in cells]) for i, col in enumerate(columns)]
     click.echo(
         "  ".join(col.upper().ljust(w) for col, w in zip(columns, widths, strict=True)).rstrip()

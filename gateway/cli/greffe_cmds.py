@@ -12,6 +12,7 @@ import click
 
 from gateway.cli.context import CliContext, pass_cli, print_rows
 from gateway.errors import InputError
+from gateway.escaping import printable
 from gateway.greffe.export import Exporter, list_requests, list_submissions
 from gateway.greffe.syncfolder import SyncFolder
 from gateway.model import RequestStatus
@@ -46,9 +47,7 @@ REASON_SHOWN = 60
 
 
 def _shortened(text: str | None, limit: int) -> str | None:
-    if text is None or len(text) <= limit:
-        return text
-    return text[: limit - 1] + "…"
+    return None if text is None else printable(text, limit)
 
 
 @requests.command("hold")

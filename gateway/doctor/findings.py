@@ -91,12 +91,6 @@ def ask(lookup: Callable[[str], _T], name: str, rdtype: str) -> _T:
         raise Unanswered(name, rdtype, exc.message) from None
 
 
-def printable(text: str, limit: int = 160) -> str:
-    """DNS or banner text as one safe line: what a record holds is not ours to print raw."""
-    line = "".join(c if c.isprintable() else "?" for c in text)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 def smtp_hostname(settings: Settings) -> str:
     """The name the SMTP listener greets with: `smtp.hostname`, else `gateway.domain`."""
     return (settings.smtp.hostname or settings.gateway.domain).strip().rstrip(".").lower()

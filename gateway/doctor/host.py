@@ -16,11 +16,11 @@ from gateway.doctor.findings import (
     Finding,
     error,
     ok,
-    printable,
     smtp_hostname,
     warning,
 )
 from gateway.errors import GatewayError, KeyRefused
+from gateway.escaping import printable
 from gateway.outbox.worker import relay_tls_context
 from gateway.storage.courts import CourtRepository
 from gateway.storage.keys import inspect_public_key

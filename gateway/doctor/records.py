@@ -17,10 +17,10 @@ from gateway.doctor.findings import (
     ask,
     error,
     ok,
-    printable,
     smtp_hostname,
     warning,
 )
+from gateway.escaping import printable
 from gateway.settings import Settings, parse_hostport
 
 

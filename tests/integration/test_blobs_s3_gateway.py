@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -154,6 +155,7 @@ def test_s3_down_submission_gets_451_and_leaves_no_row(
     seaweed_private.kill()
     status, reply = submit(world, code)
     assert (status, reply[:5]) == (451, "4.3.0")
+    assert re.search(r" \(ref [0-9a-f]{12}\)$", reply), reply  # the operator's log line's id
     assert "amazonaws" not in reply and "127.0.0.1" not in reply and "Error" not in reply
     assert rows(world) == (0, 0)
     # S3 back, the client's retry is accepted.

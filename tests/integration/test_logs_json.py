@@ -183,14 +183,6 @@ def test_logs_json_never_carry_code_subject_filename_or_body(
     assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[0-9a-f]{12}", i) for i in ids)
 
 
-class BrokenPipeline:
-    """A pipeline with a bug of ours: the handler must answer 451 naming the logged id."""
-
-    async def ingest(self, inbound: Inbound) -> Outcome:
-        logging.getLogger("gateway.ingest").info("ingesting")
-        raise RuntimeError("a bug")
-
-
 LIMITS = SmtpLimits(
     max_message_bytes=100_000, max_recipients=5, max_connections=10,
     max_connections_per_client=10, max_messages_per_client=100, client_window=60.0,
@@ -199,7 +191,7 @@ LIMITS = SmtpLimits(
 
 
 class FailingPipeline:
-    """A pipeline whose ingest fails the way a down store or a throttle does."""
+    """A pipeline whose ingest fails: a down store, a throttle, or a bug of ours."""
 
     def __init__(self, error: Exception) -> None:
         self.error = error
@@ -261,7 +253,7 @@ async def _one_transaction(pipeline: Any) -> tuple[str, list[dict[str, Any]]]:
 
 
 async def test_logs_internal_error_451_names_the_correlation_id_of_its_log_lines() -> None:
-    reply, lines = await _one_transaction(BrokenPipeline())
+    reply, lines = await _one_transaction(FailingPipeline(RuntimeError("a bug")))
     assert reply.startswith("451 "), reply
     ref = re.search(r"\(ref ([0-9a-f]{12})\)", reply)
     assert ref, reply
