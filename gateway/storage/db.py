@@ -447,7 +447,13 @@ class Database:
         if database and database != ":memory:":
             self._writer_lock = WriterLock(Path(f"{database}-writer.lock"))
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._read_engine = engine.execution_options(**{READ_ONLY: True})
+        read_options: dict[str, Any] = {READ_ONLY: True}
+        if engine.dialect.name == "postgresql":
+            # One snapshot per read transaction, as SQLite's WAL gives: at READ COMMITTED each
+            # statement sees what committed before it, and a read of several statements (the
+            # audit walk then its head, blob rows then purging rows) mixes two states.
+            read_options |= {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        self._read_engine = engine.execution_options(**read_options)
         self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @classmethod
@@ -475,7 +481,11 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """A transaction that only reads: on SQLite it does not take the write lock.
+        """A transaction that only reads, on one snapshot of the database.
+
+        On SQLite it does not take the write lock (a plain BEGIN in WAL mode);
+        on PostgreSQL it is READ ONLY at REPEATABLE READ (a read-only
+        transaction there never fails to serialise).
 
         Anything written through it fails (SQLite refuses to upgrade a read
         transaction under contention); use `transaction()` to write.
