@@ -37,6 +37,13 @@ class KeyAdded:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyRetired:
+    court: str
+    fingerprint: str
+    active_keys_left: int
+
+
+@dataclass(frozen=True, slots=True)
 class RegistrationRow:
     court: str
     measure: str
@@ -75,7 +82,13 @@ class Admin:
         with self.db.transaction() as session:
             courts = CourtRepository(session)
             court = self._court(courts, code)
-            if courts.key(court.id, info.fingerprint):
+            known = courts.key(court.id, info.fingerprint)
+            if known and known.status != "active":
+                raise Conflict(
+                    f"key {info.fingerprint} was retired from court {code}: a retired key is "
+                    "not taken back (the greffe makes a new one)"
+                )
+            if known:
                 raise Conflict(f"key {info.fingerprint} is already registered for court {code}")
             imported = self._import_key(info.armored)
             if imported.upper() != info.fingerprint.upper():
@@ -100,6 +113,43 @@ class Admin:
                 data={"fingerprint": info.fingerprint},
             )
         return KeyAdded(code, info.fingerprint, info.user_ids)
+
+    def retire_court_key(
+        self, code: str, fingerprint: str, actor: str, *, last: bool = False
+    ) -> KeyRetired:
+        """Stop encrypting the court's new data to a key; what is stored stays as it was.
+
+        The court's only active key is kept unless `last`: without a key, its
+        filings are refused with 451 until one is added.
+        """
+        code = court_code(code)
+        wanted = _fingerprint(fingerprint)
+        with self.db.transaction() as session:
+            courts = CourtRepository(session)
+            court = self._court(courts, code)
+            every = courts.keys(court.id, active_only=False)
+            key = next((k for k in every if k.fingerprint.upper() == wanted), None)
+            if key is None:
+                raise NotFound(f"court {code} has no key {wanted}")
+            if key.status != "active":
+                raise Conflict(f"key {key.fingerprint} of court {code} is already retired")
+            remaining = [k for k in courts.keys(court.id) if k.id != key.id]
+            if not remaining and not last:
+                raise Conflict(
+                    f"key {key.fingerprint} is court {code}'s only active key: add its "
+                    "successor first, or retire it anyway and the court's filings are "
+                    "refused with 451 until a key is added"
+                )
+            key.status = "retired"
+            append_event(
+                session,
+                self.clock(),
+                "court.key_retired",
+                actor=actor,
+                subject=code,
+                data={"fingerprint": key.fingerprint, "active_keys_left": len(remaining)},
+            )
+            return KeyRetired(code, key.fingerprint, len(remaining))
 
     def list_courts(self) -> list[dict[str, Any]]:
         with self.db.reading() as session:
@@ -311,6 +361,14 @@ class Admin:
                 )
             seen.setdefault(key, line)
         return problems
+
+
+def _fingerprint(text: str) -> str:
+    """A fingerprint as an administrator may type it: any case, spaces or colons between groups."""
+    wanted = "".join(text.split()).replace(":", "").upper()
+    if len(wanted) not in (40, 64) or any(c not in "0123456789ABCDEF" for c in wanted):
+        raise InputError(f"not a key fingerprint: {text[:80]!r} (40 or 64 hexadecimal digits)")
+    return wanted
 
 
 def _queue_notice(

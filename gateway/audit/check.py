@@ -188,5 +188,6 @@ def _check_court_keys(db: Database, now: datetime, findings: Findings) -> None:
         if expires_at is not None and expires_at <= now:
             findings.problems.append(
                 f"court {court}: key {key.fingerprint} expired on {expires_at.date().isoformat()}"
-                "; its filings are refused with 451 until a new key is added"
+                "; its filings are refused with 451 until it is retired (add its successor, "
+                f"then `gateway courts retire-key {court} {key.fingerprint}`)"
             )

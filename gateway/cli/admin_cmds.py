@@ -47,6 +47,35 @@ def courts_add_key(ctx: CliContext, code: str, keyfile: Path) -> None:
         click.echo(f"  {uid}")
 
 
+@courts.command("retire-key")
+@click.argument("code")
+@click.argument("fingerprint")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Retire the court's only active key anyway: its filings get 451 until a key is added.",
+)
+@pass_cli
+def courts_retire_key(ctx: CliContext, code: str, fingerprint: str, force: bool) -> None:
+    """Stop encrypting the court's new data to a key.
+
+    What is already stored stays encrypted to it: the greffe keeps the private
+    key until retention has purged that data. A retired key is not taken back.
+    """
+    retired = ctx.services.admin.retire_court_key(code, fingerprint, ctx.actor, last=force)
+    left = retired.active_keys_left
+    click.echo(
+        f"key {retired.fingerprint} retired from court {retired.court} "
+        f"({left} active key{'' if left == 1 else 's'} left)"
+    )
+    if not retired.active_keys_left:
+        click.echo(
+            f"gateway: court {retired.court} has no active key: its filings are refused "
+            "with 451 until one is added",
+            err=True,
+        )
+
+
 @courts.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @pass_cli

@@ -67,6 +67,34 @@ def add_key(request: Request, deps: Deps, account: AdminUser, code: str) -> Resp
     return _to(request, "tribunaux")
 
 
+@router.post("/tribunaux/{code}/cles/{fingerprint}/retirer")
+def retire_key(
+    request: Request, deps: Deps, account: AdminUser, code: str, fingerprint: str
+) -> Response:
+    last = _form_text(request, "last") == "oui"
+    try:
+        retired = deps.admin.retire_court_key(code, fingerprint, account.actor, last=last)
+    except GatewayError as exc:
+        flash(request, "error", f"Clé non retirée — {french.message(exc)}")
+        return _to(request, "tribunaux")
+    if retired.active_keys_left:
+        flash(
+            request,
+            "ok",
+            f"Clé {retired.fingerprint} retirée du tribunal {retired.court} : les nouveaux "
+            "envois ne lui sont plus chiffrés. Gardez sa clé privée tant que des données "
+            "chiffrées pour elle sont conservées.",
+        )
+    else:
+        flash(
+            request,
+            "error",
+            f"Clé {retired.fingerprint} retirée : le tribunal {retired.court} n'a plus de clé "
+            "active, ses envois sont refusés jusqu'à l'ajout d'une clé.",
+        )
+    return _to(request, "tribunaux")
+
+
 # -- users ------------------------------------------------------------------------------
 def _users_page(
     request: Request, deps: Any, account: Account, enrolment: Enrolment | None = None

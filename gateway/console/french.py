@@ -73,6 +73,37 @@ _PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
     (re.compile(r"unknown court (\S+)"), lambda m: f"tribunal inconnu : {m[1]}"),
     (re.compile(r"duplicate of line (\d+)"), lambda m: f"doublon de la ligne {m[1]}"),
     (
+        re.compile(r"key (\S+) is already registered for court (\S+)"),
+        lambda m: f"la clé {m[1]} est déjà enregistrée pour le tribunal {m[2]}",
+    ),
+    (
+        re.compile(r"key (\S+) was retired from court (\S+): .*"),
+        lambda m: (
+            f"la clé {m[1]} a été retirée du tribunal {m[2]} : une clé retirée n'est pas "
+            "reprise (le greffe en crée une nouvelle)"
+        ),
+    ),
+    (
+        re.compile(r"court (\S+) has no key (\S+)"),
+        lambda m: f"le tribunal {m[1]} n'a pas de clé {m[2]}",
+    ),
+    (
+        re.compile(r"key (\S+) of court (\S+) is already retired"),
+        lambda m: f"la clé {m[1]} du tribunal {m[2]} est déjà retirée",
+    ),
+    (
+        re.compile(r"key (\S+) is court (\S+)'s only active key: .*"),
+        lambda m: (
+            f"c'est la seule clé active du tribunal {m[2]} : ajoutez d'abord celle qui lui "
+            "succède, ou cochez « retirer quand même » (ses envois seront refusés jusqu'à "
+            "l'ajout d'une clé)"
+        ),
+    ),
+    (
+        re.compile(r"not a key fingerprint: .*"),
+        lambda m: "empreinte de clé invalide (40 ou 64 chiffres hexadécimaux)",
+    ),
+    (
         re.compile(r"(\S+) is already registered for (\S+) (.+)"),
         lambda m: f"{m[1]} est déjà inscrite pour {m[2]} {m[3]}",
     ),

@@ -235,9 +235,13 @@ def _court_findings(code: str, keys: Sequence[_Key], now: datetime) -> list[Find
             )
         ]
     problems = [
-        error("courts", f"court {code}: {problem}: add its successor with {command}")
-        for problem in (_key_problem_at(key, now) for key in keys)
-        if problem
+        error(
+            "courts",
+            f"court {code}: {problem}: add its successor with {command}, then retire it "
+            f"with `gateway courts retire-key {code} {key[0]}`",
+        )
+        for key in keys
+        if (problem := _key_problem_at(key, now))
     ]
     if problems:
         return problems

@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, text
 
 from tests.fixtures.apiclient import api, mail_code, new_key
 from tests.fixtures.gatewayserver import COURT, GUARDIAN, MEASURE, World
+from tests.fixtures.gpgkeys import CourtKey
 
 
 @pytest.fixture
@@ -39,6 +40,37 @@ def test_courts_and_keys(world: World, admin: httpx.Client) -> None:
     nowhere = admin.post("/api/v1/courts/TJ-NOWHERE/keys", json={"armored": armored})
     assert nowhere.status_code == 404
     assert [court["code"] for court in admin.get("/api/v1/courts").json()] == [COURT, "TJ-PARIS"]
+
+
+def test_retire_a_court_key(world: World, admin: httpx.Client, second_court_key: CourtKey) -> None:
+    first, keys = world.court_key.fingerprint, f"/api/v1/courts/{COURT}/keys"
+    added = admin.post(keys, json={"armored": second_court_key.armored_public})
+    assert added.status_code == 201
+    spaced = " ".join(first[i : i + 4] for i in range(0, len(first), 4)).lower()
+    retired = admin.post(f"{keys}/{spaced}/retire")
+    assert retired.status_code == 200, retired.text
+    assert {k["fingerprint"]: k["status"] for k in retired.json()["keys"]} == {
+        first: "retired",
+        second_court_key.fingerprint: "active",
+    }
+    again = admin.post(f"{keys}/{first}/retire")
+    assert again.status_code == 409 and "already retired" in again.json()["detail"]
+    last = f"{keys}/{second_court_key.fingerprint}/retire"
+    kept = admin.post(last)
+    assert kept.status_code == 409 and "only active key" in kept.json()["detail"]
+    forced = admin.post(last, params={"force": "true"})
+    assert forced.status_code == 200
+    assert {k["status"] for k in forced.json()["keys"]} == {"retired"}
+    back = admin.post(keys, json={"armored": world.court_key.armored_public})
+    assert back.status_code == 409 and "was retired" in back.json()["detail"]
+    unknown = admin.post(f"{keys}/{'A' * 40}/retire")
+    assert unknown.status_code == 404
+    malformed = admin.post(f"{keys}/not-hex/retire")
+    assert malformed.status_code in (400, 422) and "fingerprint" in malformed.json()["detail"]
+    with api(world, new_key(world, "greffe", [COURT])) as greffe:
+        assert greffe.post(f"{keys}/{first}/retire").status_code == 403
+    events = admin.get("/api/v1/audit", params={"action": "court.key_retired"}).json()
+    assert [e["data"]["active_keys_left"] for e in events["items"]] == [1, 0]
 
 
 def test_registrations_add_revoke_and_page(admin: httpx.Client) -> None:

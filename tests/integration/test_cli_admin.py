@@ -67,6 +67,38 @@ def test_add_key_validates_and_shows_fingerprint(cli: CliRunner, court_key, tmp_
     assert unknown.code == 1 and "unknown court TJ-NOPE" in unknown.err
 
 
+@pytest.mark.gpg
+def test_retire_key_keeps_the_last_unless_forced(  # type: ignore[no-untyped-def]
+    cli: CliRunner, court_key, second_court_key, tmp_path: Path
+) -> None:
+    cli("courts", "add", "TJ-LYON", "--name", "Lyon")
+    for number, key in enumerate((court_key, second_court_key)):
+        keyfile = tmp_path / f"court{number}.asc"
+        keyfile.write_text(key.armored_public)
+        assert cli("courts", "add-key", "TJ-LYON", str(keyfile)).code == 0
+    grouped = ":".join(court_key.fingerprint[i : i + 4] for i in range(0, 40, 4)).lower()
+    retired = cli("courts", "retire-key", "tj-lyon", grouped)
+    assert retired.code == 0, retired.err
+    assert retired.out.strip() == (
+        f"key {court_key.fingerprint} retired from court TJ-LYON (1 active key left)"
+    )
+    again = cli("courts", "retire-key", "TJ-LYON", court_key.fingerprint)
+    assert again.code == 1 and "already retired" in again.err
+    kept = cli("courts", "retire-key", "TJ-LYON", second_court_key.fingerprint)
+    assert kept.code == 1 and "only active key" in kept.err and "Traceback" not in kept.err
+    listed = json.loads(cli("courts", "list", "--json").out)[0]["keys"]
+    assert [k["status"] for k in listed] == ["retired", "active"]
+    forced = cli("courts", "retire-key", "TJ-LYON", second_court_key.fingerprint, "--force")
+    assert forced.code == 0 and "has no active key" in forced.err
+    assert cli("courts", "list").out.count(court_key.fingerprint) == 0  # only active keys shown
+    back = cli("courts", "add-key", "TJ-LYON", str(tmp_path / "court0.asc"))
+    assert back.code == 1 and "was retired" in back.err
+    for bad, said in (("12AB", "not a key fingerprint"), ("A" * 40, "has no key")):
+        refused = cli("courts", "retire-key", "TJ-LYON", bad)
+        assert refused.code == 1 and said in refused.err, refused.err
+    assert "unknown court TJ-NOPE" in cli("courts", "retire-key", "TJ-NOPE", "A" * 40).err
+
+
 def test_registrations_add_normalise_revoke_keep_history(cli: CliRunner) -> None:
     cli("courts", "add", "TJ-LYON", "--name", "Lyon")
     added = cli(

@@ -292,6 +292,7 @@ def test_doctor_court_key_expiring_soon(court_site: Site) -> None:
     assert status == "error"
     assert f"court TJ-LYON: key {fingerprint} stops encrypting within 30 days" in message
     assert "(it expires on " in message
+    assert message.endswith(f"retire it with `gateway courts retire-key TJ-LYON {fingerprint}`")
 
 
 @sqlite_only

@@ -30,7 +30,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from gateway.outbox.operator import list_outbox
 from tests.fixtures.apiclient import api, base_url, file_request, new_key
 from tests.fixtures.gatewayserver import COURT, GUARDIAN, MEASURE, World, mail_subject
-from tests.fixtures.gpgkeys import export_secret
+from tests.fixtures.gpgkeys import CourtKey, export_secret
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -85,8 +85,12 @@ def _code(world: World, secret: str) -> str:
     return str(pyotp.TOTP(secret).at(world.gw.clock()))
 
 
-def _enrol_and_login(world: World, page: Page, tmp_path: Path) -> None:
-    enrolment = world.gw.services.users.add("greffier@tj-lyon.example", "greffe", [COURT], "test")
+def _enrol_and_login(
+    world: World, page: Page, tmp_path: Path, address: str = "greffier@tj-lyon.example"
+) -> None:
+    """Enrol `address` (an admin if it starts with admin@, else a clerk of COURT) and log in."""
+    role, courts = ("admin", []) if address.startswith("admin@") else ("greffe", [COURT])
+    enrolment = world.gw.services.users.add(address, role, courts, "test")
     page.goto(f"{base_url(world)}/console/inscription/{enrolment.token}")
     expect(page.get_by_role("heading", name="Activer votre compte")).to_be_visible()
     expect(page.get_by_role("img", name="Code QR de votre second facteur")).to_be_visible()
@@ -98,7 +102,7 @@ def _enrol_and_login(world: World, page: Page, tmp_path: Path) -> None:
     page.get_by_role("button", name="Activer le compte").click()
     expect(page.get_by_text("Votre compte est actif")).to_be_visible()
     world.gw.clock.advance(timedelta(seconds=30))  # the enrolment spent this step's code
-    page.get_by_label("Adresse électronique").fill("greffier@tj-lyon.example")
+    page.get_by_label("Adresse électronique").fill(address)
     page.get_by_label("Mot de passe").fill(PASSWORD)
     page.get_by_label("Code à usage unique").fill(_code(world, secret))
     _shot(page, tmp_path, "login")
@@ -196,3 +200,27 @@ def test_console_page_runs_no_inline_script_and_refuses_a_forged_form(
     page.get_by_role("button", name="Se connecter").click()
     expect(page.get_by_role("heading", name="Formulaire refusé")).to_be_visible()
     _shot(page, tmp_path, "csrf-refused")
+
+
+def test_admin_retires_a_court_key_in_a_browser(
+    world: World, page: Page, tmp_path: Path, second_court_key: CourtKey
+) -> None:
+    world.gw.services.admin.add_court_key(COURT, second_court_key.armored_public.encode(), "t")
+    _enrol_and_login(world, page, tmp_path, "admin@greffe.example")
+    page.get_by_role("link", name="Tribunaux").first.click()
+    expect(page.get_by_role("heading", name="Tribunaux et leurs clés")).to_be_visible()
+    first = world.court_key.fingerprint
+    page.get_by_role("button", name=f"Retirer la clé {first}").click()
+    expect(page.get_by_text(f"Clé {first} retirée du tribunal {COURT}")).to_be_visible()
+    expect(page.get_by_role("button", name=f"Retirer la clé {first}")).to_have_count(0)
+    row = page.get_by_role("row").filter(has=page.get_by_text(first))
+    expect(row).to_contain_text("retirée")
+    # The last key: refused unless the box is ticked.
+    last = page.get_by_role("button", name=f"Retirer la clé {second_court_key.fingerprint}")
+    last.click()
+    expect(page.get_by_text("Clé non retirée")).to_be_visible()
+    _shot(page, tmp_path, "admin-courts")
+    page.get_by_label("retirer quand même (seule clé active)").check()
+    page.get_by_role("button", name=f"Retirer la clé {second_court_key.fingerprint}").click()
+    expect(page.get_by_text("Aucune clé active : ce tribunal ne peut rien")).to_be_visible()
+    _shot(page, tmp_path, "admin-courts-no-key")

@@ -25,6 +25,7 @@ from tests.conftest import CliRunner
 from tests.fixtures.apiclient import api, file_request, new_key
 from tests.fixtures.console import ConsoleClient, Person, enrol
 from tests.fixtures.gatewayserver import COURT, GUARDIAN, MEASURE, World, mail_subject
+from tests.fixtures.gpgkeys import CourtKey
 
 CSP = (
     "default-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'; "
@@ -323,6 +324,38 @@ def test_console_admin_pages(world: World) -> None:
         assert "avis d&#39;inscription" in outbox.text or "avis d'inscription" in outbox.text
     finally:
         client.close()
+
+
+def test_console_retires_a_court_key(world: World, second_court_key: CourtKey) -> None:
+    world.gw.services.admin.add_court_key(COURT, second_court_key.armored_public.encode(), "t")
+    first, second = world.court_key.fingerprint, second_court_key.fingerprint
+    admin = enrol(world, "admin@greffe.example", "admin")
+    client = ConsoleClient(world)
+    try:
+        client.login(admin)
+        page = client.get("/console/admin/tribunaux")
+        assert page.text.count("Retirer la clé") == 2 and "seule clé active" not in page.text
+        keys = f"/console/admin/tribunaux/{COURT}/cles"
+        retired = client.follow(client.post(f"{keys}/{first}/retirer"))
+        assert f"Clé {first} retirée du tribunal {COURT}" in retired.text
+        assert "retirée" in retired.text and retired.text.count("Retirer la clé") == 1
+        assert "seule clé active" in retired.text  # the checkbox beside the last key
+        kept = client.follow(client.post(f"{keys}/{second}/retirer"))
+        assert "Clé non retirée" in kept.text
+        assert f"seule clé active du tribunal {COURT}" in kept.text
+        (court,) = [c for c in world.gw.services.admin.list_courts() if c["code"] == COURT]
+        assert [k["fingerprint"] for k in court["keys"] if k["status"] == "active"] == [second]
+        forced = client.follow(client.post(f"{keys}/{second}/retirer", {"last": "oui"}))
+        assert "plus de clé active" in forced.text
+        assert "Aucune clé active" in forced.text and "Retirer la clé" not in forced.text
+        again = client.follow(client.post(f"{keys}/{second}/retirer", {"last": "oui"}))
+        assert "est déjà retirée" in again.text
+        csrf = client.post(f"{keys}/{first}/retirer", csrf=False)
+        assert csrf.status_code == 403
+    finally:
+        client.close()
+    events = _audit(world, "court.key_retired")
+    assert [e["actor"] for e in events] == [f"user:{admin.user_id}"] * 2
 
 
 def test_cli_users_add_list_disable(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:

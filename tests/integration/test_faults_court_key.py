@@ -69,3 +69,27 @@ def test_expired_court_key_gets_451_and_the_check_names_the_court(world_expiring
     assert findings.problems[0].startswith(
         f"court {COURT}: key {world.court_key.fingerprint} expired on "
     ), findings.problems
+
+
+def test_expired_key_retired_after_its_successor_filings_resume(
+    world_expiring: World, second_court_key: CourtKey
+) -> None:
+    """A successor alone leaves the expired key active (451); retiring the expired key lifts it."""
+    world = world_expiring
+    services = world.gw.services
+    code = world.request_code()
+    world.gw.clock.advance(timedelta(hours=25))
+    services.admin.add_court_key(COURT, second_court_key.armored_public.encode(), "test")
+    status, reply = world.gw.send(filing(world, code, "clé expirée et successeur\n"))
+    assert (status, reply[:5]) == (451, "4.3.0"), reply
+    problems = run_check(services.db, services.blobs, world.gw.clock()).problems
+    assert len(problems) == 1, problems
+    assert problems[0].endswith(
+        f"until it is retired (add its successor, then `gateway courts retire-key {COURT} "
+        f"{world.court_key.fingerprint}`)"
+    ), problems
+
+    services.admin.retire_court_key(COURT, world.court_key.fingerprint, "test")
+    status, reply = world.gw.send(filing(world, code, "après le retrait\n"))
+    assert status == 250, reply
+    assert run_check(services.db, services.blobs, world.gw.clock()).ok

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Query, status
 
 from gateway.api.auth import AdminKey, AnyKey
 from gateway.api.context import Deps
@@ -14,6 +14,9 @@ from gateway.model import court_code
 
 router = APIRouter(prefix="/api/v1/courts", tags=["courts"], responses=documented(*API_STATUSES))
 CourtCode = Path(max_length=64, description="Court code, e.g. TJ-LYON")
+Fingerprint = Path(
+    max_length=200, description="The key's fingerprint: 40 or 64 hex digits, spaces or colons"
+)
 
 
 @router.get("", response_model=list[Court])
@@ -39,3 +42,22 @@ def add_court_key(
     """Add an armoured public key that the court's stored data will be encrypted to."""
     added = deps.admin.add_court_key(code, body.armored.encode("utf-8"), who.actor)
     return {"court": added.court, "fingerprint": added.fingerprint, "user_ids": added.user_ids}
+
+
+@router.post("/{code}/keys/{fingerprint}/retire", response_model=Court)
+def retire_court_key(
+    deps: Deps,
+    who: AdminKey,
+    force: Annotated[
+        bool,
+        Query(description="Retire the court's only active key anyway (its filings then get 451)"),
+    ] = False,
+    code: str = CourtCode,
+    fingerprint: str = Fingerprint,
+) -> dict[str, Any]:
+    """Stop encrypting the court's new data to a key; stored data stays encrypted to it.
+
+    Retiring the only active key is refused with 409 unless `force`.
+    """
+    retired = deps.admin.retire_court_key(code, fingerprint, who.actor, last=force)
+    return deps.records.court(retired.court, None)
