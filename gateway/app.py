@@ -476,8 +476,8 @@ class Services:
         )
         return ConsoleDeps(
             users=self.users, worklist=Worklist(self.db, self.clock), review=self.review,
-            admin=self.admin, records=self.records, api_keys=self.api_keys, db=self.db,
-            clock=self.clock, config=config,
+            admin=self.admin, records=self.records, api_keys=self.api_keys,
+            credentials=self.credentials, db=self.db, clock=self.clock, config=config,
         )  # fmt: skip
 
     @functools.cached_property

@@ -1,6 +1,6 @@
-"""The administrators' pages: courts and keys, users, API keys, the outbox and the audit trail.
+"""The administrators' pages: courts and keys, users, API keys, teletransmission, the outbox, audit.
 
-Secrets made here (an enrolment link, an API key) are shown once, in the
+Secrets made here (an enrolment link, an API key, a credential) are shown once, in the
 answer to the form that made them, and never kept in the session cookie.
 """
 
@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from gateway.console import french
 from gateway.console.auth_pages import pages
 from gateway.console.security import AdminUser, Deps, flash, form_of
+from gateway.credentials.service import IssuedCredential
 from gateway.errors import GatewayError
 from gateway.outbox.operator import STATUSES, list_outbox, retry_now
 from gateway.users import Account, Enrolment
@@ -183,6 +184,75 @@ def revoke_key(request: Request, deps: Deps, account: AdminUser, key_id: Id) -> 
     except GatewayError as exc:
         flash(request, "error", french.message(exc))
     return _to(request, "cles-api")
+
+
+# -- teletransmission: homologated software and credentials ---------------------------
+def _teletransmission_page(
+    request: Request, deps: Any, account: Account, issued: IssuedCredential | None = None
+) -> Response:
+    software = deps.credentials.list_software()
+    context = {
+        "software": software,
+        "homologated": [row["name"] for row in software if row["status"] == "homologated"],
+        "credentials": list(reversed(deps.credentials.list_credentials())),  # newest first
+        "issued": issued,
+    }
+    return pages(request).render(request, "admin_teletransmission.html", context, account=account)
+
+
+@router.get("/teletransmission")
+def teletransmission(request: Request, deps: Deps, account: AdminUser) -> Response:
+    return _teletransmission_page(request, deps, account)
+
+
+@router.post("/teletransmission/logiciels")
+def add_software(request: Request, deps: Deps, account: AdminUser) -> Response:
+    name, publisher = _form_text(request, "name"), _form_text(request, "publisher")
+    try:
+        added = deps.credentials.add_software(name, publisher, account.actor)
+        flash(request, "ok", f"Logiciel « {added.name} » homologué.")
+    except GatewayError as exc:
+        flash(request, "error", french.message(exc))
+    return _to(request, "teletransmission")
+
+
+@router.post("/teletransmission/logiciels/retirer")
+def revoke_software(request: Request, deps: Deps, account: AdminUser) -> Response:
+    name = _form_text(request, "name")
+    try:
+        count = deps.credentials.revoke_software(name, account.actor)
+        flash(
+            request,
+            "ok",
+            f"Homologation de « {name} » retirée ; identifiants révoqués avec elle : {count}.",
+        )
+    except GatewayError as exc:
+        flash(request, "error", french.message(exc))
+    return _to(request, "teletransmission")
+
+
+@router.post("/teletransmission/identifiants")
+def issue_credential(request: Request, deps: Deps, account: AdminUser) -> Response:
+    address, software = _form_text(request, "address"), _form_text(request, "software")
+    try:
+        issued = deps.credentials.issue(address, software, account.actor)
+    except GatewayError as exc:
+        flash(request, "error", f"Identifiant non délivré — {french.message(exc)}")
+        return _to(request, "teletransmission")
+    return _teletransmission_page(request, deps, account, issued)
+
+
+@router.post("/teletransmission/identifiants/{credential_id}/revoquer")
+def revoke_credential(
+    request: Request, deps: Deps, account: AdminUser, credential_id: Id
+) -> Response:
+    try:
+        deps.credentials.revoke(credential_id, account.actor)
+        flash(request, "ok", f"Identifiant {credential_id} révoqué : le logiciel ne peut plus "
+              "s'en servir.")  # fmt: skip
+    except GatewayError as exc:
+        flash(request, "error", french.message(exc))
+    return _to(request, "teletransmission")
 
 
 # -- outbox -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from gateway.admin import Admin
 from gateway.apikeys import ApiKeys
 from gateway.console.worklist import Worklist
+from gateway.credentials.service import CredentialAdmin
 from gateway.model import Clock
 from gateway.records import Records
 from gateway.review import ReviewDesk
@@ -38,6 +39,8 @@ class ConsoleDeps:
     admin: Admin
     records: Records
     api_keys: ApiKeys
+    credentials: CredentialAdmin
+    """Homologated software and teletransmission credentials (CLI: `software`, `credentials`)."""
     db: Database
     """For the outbox operator's functions (`gateway.outbox.operator`), which take it."""
     clock: Clock

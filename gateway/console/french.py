@@ -42,6 +42,8 @@ USER_STATE = {
     "enrolment pending": "inscription en attente",
 }
 REGISTRATION_STATUS = {"active": "active", "revoked": "révoquée"}
+SOFTWARE_STATUS = {"homologated": "homologué", "revoked": "homologation retirée"}
+CREDENTIAL_STATUS = {"active": "actif", "expired": "expiré", "revoked": "révoqué"}
 ACTION = {
     "code.issued": "numéro de saisie délivré",
     "code.failed": "numéro de saisie refusé",
@@ -195,6 +197,30 @@ _PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
     (
         re.compile(r"the TOTP code is wrong.*"),
         lambda m: "le code à usage unique est faux : vérifiez l'heure du téléphone et réessayez",
+    ),
+    (
+        re.compile(r"software '(.*)' is already homologated"),
+        lambda m: f"le logiciel « {m[1]} » est déjà homologué",
+    ),
+    (
+        re.compile(r"no homologated software named '(.*)'"),
+        lambda m: f"aucun logiciel homologué ne s'appelle « {m[1]} »",
+    ),
+    (
+        re.compile(r"'(.*)' is not a homologated software \(see `software list`\)"),
+        lambda m: f"« {m[1]} » n'est pas un logiciel homologué",
+    ),
+    (
+        re.compile(r"software name must be 1-200 printable characters"),
+        lambda m: "le nom du logiciel doit compter de 1 à 200 caractères imprimables",
+    ),
+    (
+        re.compile(r"publisher must be at most (\d+) characters"),
+        lambda m: f"l'éditeur ne doit pas dépasser {m[1]} caractères",
+    ),
+    (
+        re.compile(r"no credential (\d+) that is not revoked already"),
+        lambda m: f"aucun identifiant {m[1]} qui ne soit déjà révoqué",
     ),
     (
         re.compile(r"two notes name the same document"),

@@ -65,6 +65,7 @@ class Pages:
             OUTBOX_KIND=french.OUTBOX_KIND, OUTBOX_STATUS=french.OUTBOX_STATUS, ROLE=french.ROLE,
             USER_STATE=french.USER_STATE, ACTION=french.ACTION,
             REGISTRATION_STATUS=french.REGISTRATION_STATUS,
+            SOFTWARE_STATUS=french.SOFTWARE_STATUS, CREDENTIAL_STATUS=french.CREDENTIAL_STATUS,
         )  # fmt: skip
 
     def render(

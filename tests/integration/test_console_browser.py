@@ -31,6 +31,7 @@ from gateway.outbox.operator import list_outbox
 from tests.fixtures.apiclient import api, base_url, file_request, new_key
 from tests.fixtures.gatewayserver import COURT, GUARDIAN, MEASURE, World, mail_subject
 from tests.fixtures.gpgkeys import CourtKey, export_secret
+from tests.fixtures.teletransmission import Teletransmission
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -224,3 +225,25 @@ def test_admin_retires_a_court_key_in_a_browser(
     page.get_by_role("button", name=f"Retirer la clé {second_court_key.fingerprint}").click()
     expect(page.get_by_text("Aucune clé active : ce tribunal ne peut rien")).to_be_visible()
     _shot(page, tmp_path, "admin-courts-no-key")
+
+
+def test_admin_issues_a_teletransmission_credential_in_a_browser(
+    tele: Teletransmission, page: Page, tmp_path: Path
+) -> None:
+    world = tele.world
+    _enrol_and_login(world, page, tmp_path, "admin@greffe.example")
+    page.get_by_role("link", name="Télétransmission").click()
+    expect(page.get_by_role("heading", name="Télétransmission", exact=True)).to_be_visible()
+    page.get_by_label("Nom du logiciel").fill("Mandat Plus")
+    page.get_by_label("Éditeur").fill("Acme")
+    page.get_by_role("button", name="Homologuer").click()
+    expect(page.get_by_text("Logiciel « Mandat Plus » homologué.")).to_be_visible()
+    page.get_by_label("Adresse inscrite du tuteur").fill(GUARDIAN)
+    page.get_by_label("Logiciel", exact=True).select_option("Mandat Plus")
+    page.get_by_role("button", name="Délivrer l'identifiant et l'afficher").click()
+    expect(page.get_by_text("il ne sera plus affiché")).to_be_visible()
+    secret = page.locator("#credential-secret").inner_text()
+    _shot(page, tmp_path, "admin-teletransmission")
+    # The secret read off the page logs in on the submission port.
+    client = tele.login(secret)
+    client.quit()

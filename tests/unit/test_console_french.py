@@ -1,4 +1,4 @@
-"""The console's French for domain errors: the court-key messages an administrator meets."""
+"""The console's French for the court-key and teletransmission errors an administrator meets."""
 
 from __future__ import annotations
 
@@ -38,12 +38,24 @@ FPR = "D935FFCB0030BC7B1E60CB0A9E0BD3C9E5D0C2A1"
             "empreinte de clé invalide (40 ou 64 chiffres hexadécimaux)",
         ),
         (
+            errors.NotFound("'Mandat' is not a homologated software (see `software list`)"),
+            "« Mandat » n'est pas un logiciel homologué",
+        ),
+        (
+            errors.NotFound("no homologated software named 'Mandat'"),
+            "aucun logiciel homologué ne s'appelle « Mandat »",
+        ),
+        (
+            errors.NotFound("no credential 7 that is not revoked already"),
+            "aucun identifiant 7 qui ne soit déjà révoqué",
+        ),
+        (
             errors.Conflict("jean@exemple.fr is already registered for TJ-LYON 21/00123"),
             "jean@exemple.fr est déjà inscrite pour TJ-LYON 21/00123",
         ),
     ],
 )
-def test_court_key_errors_in_french(error: errors.GatewayError, expected: str) -> None:
+def test_admin_errors_in_french(error: errors.GatewayError, expected: str) -> None:
     assert french.message(error) == expected
 
 
