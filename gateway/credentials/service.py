@@ -54,7 +54,7 @@ def credential_status(credential: Credential, now: datetime) -> str:
 
 
 class CredentialAdmin:
-    """Software and credentials: add, list, revoke, issue; shared by the CLI and the API."""
+    """Software and credentials: add, list, revoke, issue; shared by the CLI and the console."""
 
     def __init__(
         self,
