@@ -9,39 +9,16 @@ makes the court's filings 451 until a key is added.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from gateway.errors import Conflict
 from gateway.storage.models import Submission
-from tests.fixtures.gatewayserver import COURT, GatewayFactory, World, make_world
-from tests.fixtures.gpgkeys import CourtKey, kill_agent
-from tests.fixtures.pdfs import plain_pdf
-from tests.fixtures.smtpsink import SmtpSink
+from tests.fixtures.gatewayserver import COURT, World
+from tests.fixtures.gpgkeys import CourtKey
 
 pytestmark = pytest.mark.gpg
-
-
-@pytest.fixture
-def world(
-    smtp_sink: SmtpSink,
-    gateway_factory: GatewayFactory,
-    court_key: CourtKey,
-    gateway_config: Path,
-) -> Iterator[World]:
-    yield make_world(smtp_sink, gateway_factory, court_key)
-    kill_agent(gateway_config.parent / "var" / "gnupg")
-
-
-def filing(world: World, code: str, body: str) -> bytes:
-    return world.gw.message(
-        subject=f"Compte de gestion [{code}]",
-        body=body,
-        attachments=[("compte.pdf", "application/pdf", plain_pdf())],
-    )
 
 
 def decrypts_with(key: CourtKey, data: bytes) -> bool:
@@ -70,12 +47,12 @@ def test_retired_key_gets_no_new_filing_and_the_last_one_only_when_forced(
     admin = world.gw.services.admin
     admin.add_court_key(COURT, second_court_key.armored_public.encode(), "test")
     code = world.request_code()
-    status, reply = world.gw.send(filing(world, code, "avant le retrait\n"))
+    status, reply = world.gw.send(world.filing(code, "avant le retrait\n"))
     assert status == 250, reply
 
     retired = admin.retire_court_key(COURT, court_key.fingerprint.lower(), "test")
     assert (retired.fingerprint, retired.active_keys_left) == (court_key.fingerprint, 1)
-    status, reply = world.gw.send(filing(world, code, "après le retrait\n"))
+    status, reply = world.gw.send(world.filing(code, "après le retrait\n"))
     assert status == 250, reply
 
     before, after = stored_raw(world)
@@ -86,10 +63,10 @@ def test_retired_key_gets_no_new_filing_and_the_last_one_only_when_forced(
     # The only active key left is kept unless forced; forced, the court refuses filings.
     with pytest.raises(Conflict, match="only active key"):
         admin.retire_court_key(COURT, second_court_key.fingerprint, "test")
-    status, reply = world.gw.send(filing(world, code, "toujours reçu\n"))
+    status, reply = world.gw.send(world.filing(code, "toujours reçu\n"))
     assert status == 250, reply
     admin.retire_court_key(COURT, second_court_key.fingerprint, "test", last=True)
-    status, reply = world.gw.send(filing(world, code, "plus de clé\n"))
+    status, reply = world.gw.send(world.filing(code, "plus de clé\n"))
     assert (status, reply[:5]) == (451, "4.3.0"), reply
     assert len(stored_raw(world)) == 3
 

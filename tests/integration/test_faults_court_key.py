@@ -13,7 +13,6 @@ from gateway.audit.check import run_check
 from gateway.storage.models import Blob, Submission
 from tests.fixtures.gatewayserver import COURT, GatewayFactory, World, make_world
 from tests.fixtures.gpgkeys import CourtKey, generate_expiring_keypair, kill_agent, make_gnupghome
-from tests.fixtures.pdfs import plain_pdf
 from tests.fixtures.smtpsink import SmtpSink
 
 
@@ -39,26 +38,18 @@ def world_expiring(
     kill_agent(gateway_config.parent / "var" / "gnupg")
 
 
-def filing(world: World, code: str, body: str) -> bytes:
-    return world.gw.message(
-        subject=f"Compte de gestion [{code}]",
-        body=body,
-        attachments=[("compte.pdf", "application/pdf", plain_pdf())],
-    )
-
-
 def test_expired_court_key_gets_451_and_the_check_names_the_court(world_expiring: World) -> None:
     """pysequoia encrypts to an expired key all the same: the gateway used to answer 250."""
     world = world_expiring
     code = world.request_code()
-    status, reply = world.gw.send(filing(world, code, "avant\n"))
+    status, reply = world.gw.send(world.filing(code, "avant\n"))
     assert status == 250, reply
     services = world.gw.services
     assert run_check(services.db, services.blobs, world.gw.clock()).ok
 
     world.gw.clock.advance(timedelta(hours=25))  # the key has expired; the code (48 h) has not
 
-    status, reply = world.gw.send(filing(world, code, "après\n"))
+    status, reply = world.gw.send(world.filing(code, "après\n"))
     assert (status, reply[:5]) == (451, "4.3.0"), reply
     assert "expired" in reply
     with services.db.reading() as session:
@@ -80,7 +71,7 @@ def test_expired_key_retired_after_its_successor_filings_resume(
     code = world.request_code()
     world.gw.clock.advance(timedelta(hours=25))
     services.admin.add_court_key(COURT, second_court_key.armored_public.encode(), "test")
-    status, reply = world.gw.send(filing(world, code, "clé expirée et successeur\n"))
+    status, reply = world.gw.send(world.filing(code, "clé expirée et successeur\n"))
     assert (status, reply[:5]) == (451, "4.3.0"), reply
     problems = run_check(services.db, services.blobs, world.gw.clock()).problems
     assert len(problems) == 1, problems
@@ -90,6 +81,6 @@ def test_expired_key_retired_after_its_successor_filings_resume(
     ), problems
 
     services.admin.retire_court_key(COURT, world.court_key.fingerprint, "test")
-    status, reply = world.gw.send(filing(world, code, "après le retrait\n"))
+    status, reply = world.gw.send(world.filing(code, "après le retrait\n"))
     assert status == 250, reply
     assert run_check(services.db, services.blobs, world.gw.clock()).ok
