@@ -80,7 +80,7 @@ def courts_retire_key(ctx: CliContext, code: str, fingerprint: str, force: bool)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @pass_cli
 def courts_list(ctx: CliContext, as_json: bool) -> None:
-    """List courts and their keys."""
+    """List courts and their active keys (--json: every key, retired ones too, with its status)."""
     rows = ctx.services.admin.list_courts()
     if not as_json:
         for row in rows:
