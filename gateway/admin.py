@@ -126,7 +126,9 @@ class Admin:
         wanted = _fingerprint(fingerprint)
         with self.db.transaction() as session:
             courts = CourtRepository(session)
-            court = self._court(courts, code)
+            # Locked: two administrators retiring a court's last two keys at once must
+            # not both see the other's key still active (PostgreSQL reads committed rows).
+            court = self._court(courts, code, for_update=True)
             every = courts.keys(court.id, active_only=False)
             key = next((k for k in every if k.fingerprint.upper() == wanted), None)
             if key is None:
@@ -298,8 +300,8 @@ class Admin:
 
     # -- helpers ----------------------------------------------------------
     @staticmethod
-    def _court(courts: CourtRepository, code: str) -> Court:
-        court = courts.by_code(code)
+    def _court(courts: CourtRepository, code: str, *, for_update: bool = False) -> Court:
+        court = courts.by_code(code, for_update=for_update)
         if court is None:
             raise NotFound(f"unknown court {code}")
         return court

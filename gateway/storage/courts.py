@@ -52,8 +52,12 @@ class CourtRepository:
     def get(self, court_id: int) -> Court | None:
         return self.session.get(Court, court_id)
 
-    def by_code(self, code: str) -> Court | None:
-        return self.session.scalars(select(Court).where(Court.code == code)).one_or_none()
+    def by_code(self, code: str, *, for_update: bool = False) -> Court | None:
+        """The court, its row locked to the transaction's end if `for_update` (PostgreSQL)."""
+        query = select(Court).where(Court.code == code)
+        if for_update:
+            query = query.with_for_update()
+        return self.session.scalars(query).one_or_none()
 
     def add(self, code: str, name: str, now: datetime) -> Court:
         court = Court(code=code, name=name, created_at=now)

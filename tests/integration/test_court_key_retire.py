@@ -9,11 +9,13 @@ makes the court's filings 451 until a key is added.
 from __future__ import annotations
 
 import subprocess
+import threading
 
 import pytest
 from sqlalchemy import select
 
 from gateway.errors import Conflict
+from gateway.storage.courts import CourtRepository
 from gateway.storage.models import Submission
 from tests.fixtures.gatewayserver import COURT, World
 from tests.fixtures.gpgkeys import CourtKey
@@ -73,3 +75,36 @@ def test_retired_key_gets_no_new_filing_and_the_last_one_only_when_forced(
     # A retired key is not taken back: the greffe makes a new one.
     with pytest.raises(Conflict, match="was retired"):
         admin.add_court_key(COURT, court_key.armored_public.encode(), "test")
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_two_retirements_at_once_leave_the_court_a_key(
+    world: World, court_key: CourtKey, second_court_key: CourtKey
+) -> None:
+    """Each would see the other's key still active at READ COMMITTED: the court row is locked."""
+    services = world.gw.services
+    services.admin.add_court_key(COURT, second_court_key.armored_public.encode(), "test")
+    outcome: list[BaseException | None] = []
+
+    def retire_second() -> None:
+        try:
+            services.admin.retire_court_key(COURT, second_court_key.fingerprint, "other")
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    with services.db.transaction() as session:
+        courts = CourtRepository(session)
+        court = courts.by_code(COURT, for_update=True)
+        assert court is not None
+        other = threading.Thread(target=retire_second)
+        other.start()
+        other.join(timeout=1.0)
+        assert other.is_alive(), "the second retirement did not wait for the court's lock"
+        (first,) = [k for k in courts.keys(court.id) if k.fingerprint == court_key.fingerprint]
+        first.status = "retired"
+    other.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], Conflict), outcome
+    assert "only active key" in str(outcome[0])
+    (listed,) = [c for c in services.admin.list_courts() if c["code"] == COURT]
+    assert [k["status"] for k in listed["keys"]] == ["retired", "active"]
