@@ -30,7 +30,7 @@ STAGES = [
     ("group commit writer (rows, manifest, fsyncs)", r"gateway/storage/groupcommit"),
     ("sender checks (DKIM, From:)", r"gateway/ingest/senderauth|gateway/adapters/dkimpy|dkim/"),
     ("code, registration and duplicate reads",
-     r"_look_up|active_for_address|read_connection|RecipientPolicy"),
+     r"_look_up|sender_registered|active_for_measure|read_connection|RecipientPolicy"),
     ("documents (PDF checks)", r"pikepdf|pdfcheck|_check_documents"),
     ("encrypt and write blobs", r"write_payload|gateway/storage/payload|blobstore"),
     ("MIME parse", r"gateway/ingest/mime|email/"),

@@ -22,7 +22,7 @@ import uuid
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
@@ -42,7 +42,7 @@ from gateway.metrics import Observe, no_observe, timed
 from gateway.model import Channel, Clock
 from gateway.storage.audit import append_event
 from gateway.storage.db import Database, Reads
-from gateway.storage.registrations import ActiveRegistration, active_for_address
+from gateway.storage.registrations import sender_registered
 
 log = logging.getLogger("gateway.ingest")
 P = ParamSpec("P")
@@ -111,7 +111,9 @@ class Context:
     verdict: SenderVerdict
     raw_sha256: str
     """SHA-256 of the raw message (hex), computed once for every stage."""
-    registrations: list[ActiveRegistration] = field(default_factory=list)
+    registered: bool = False
+    """Whether the sender holds an active registration (read for mail without a credential);
+    each handler reads the one registration its message is about."""
 
     @property
     def throttle_keys(self) -> list[str]:
@@ -146,7 +148,7 @@ class RoleHandler(Protocol):
 class ReadsFirst(RoleHandler, Protocol):
     """A role handler whose reads join the pipeline's, in its one read transaction.
 
-    `read` runs in the transaction that read the sender's registrations (a
+    `read` runs in the transaction that read whether the sender is registered (a
     `Reads`, no ORM session) and returns the rest of the handler's
     work, which runs once that transaction has ended: one read transaction
     per message rather than two.  Called directly, the handler reads in a
@@ -298,10 +300,12 @@ class Pipeline:
         )
 
     def _handle(self, ctx: Context, role: Role) -> Outcome | PendingCommit:
-        """The sender's registrations, then the role's handler (its reads in the same read)."""
+        """Whether the sender is registered, then the role's handler (its reads in the same
+        read)."""
         reader, rest = self._readers.get(role), None
         with self.db.read_connection() as reads:
-            ctx.registrations = active_for_address(reads, ctx.verdict.from_address.key)
+            if ctx.inbound.credential_address_key is None:
+                ctx.registered = sender_registered(reads, ctx.verdict.from_address.key)
             self._check_sender(ctx)
             if reader is not None:
                 rest = reader.read(reads, ctx)
@@ -312,7 +316,7 @@ class Pipeline:
         if ctx.inbound.credential_address_key is not None:
             if ctx.inbound.credential_address_key != ctx.verdict.from_address.key:
                 raise SenderNotAuthenticated("From: is not the authenticated address")
-        elif not ctx.registrations:
+        elif not ctx.registered:
             raise SenderNotRegistered("sender is not a registered address")
 
     def _audit_refusal(self, inbound: Inbound, exc: MessageRefused) -> None:

@@ -58,7 +58,6 @@ class StatusReporter:
             ctx.inbound.recipient.tag,
             ctx.parsed.subject,
             ctx.verdict.from_address.key,
-            ctx.registrations,
             ctx.throttle_keys,
             actor_of(ctx),
         )

@@ -133,8 +133,7 @@ class SubmissionStore:
         written = write_payload(
             self.payload, self.disk_reserve, admitted.encryptor, ctx.inbound.raw, attachments
         )
-        registration = next(r for r in ctx.registrations if r.id == verified.registration_id)
-        pending = _Pending(ctx, admitted, registration, documents, written, mid_sha256)
+        pending = _Pending(ctx, admitted, verified.registration, documents, written, mid_sha256)
         return queue_commit(
             self.committer,
             self.payload,
@@ -167,7 +166,6 @@ class SubmissionStore:
             ctx.inbound.recipient.tag,
             ctx.parsed.subject,
             ctx.verdict.from_address.key,
-            ctx.registrations,
             ctx.throttle_keys,
             actor_of(ctx),
         )

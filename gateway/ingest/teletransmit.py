@@ -44,7 +44,7 @@ from gateway.storage.crypto import Encryptor
 from gateway.storage.db import Database, Reads, Session
 from gateway.storage.groupcommit import Batch, GroupCommitter
 from gateway.storage.payload import PayloadWriter
-from gateway.storage.registrations import ActiveRegistration
+from gateway.storage.registrations import ActiveRegistration, active_for_measure
 from gateway.storage.requests import RequestRepository
 from gateway.storage.submissions import (
     NewSubmission,
@@ -163,13 +163,10 @@ class TeletransmissionStore:
             return Duplicate(existing)
         software = software_in_use(reads, credential_id, self.clock())
         court_row = court_by_code(reads, court)
-        registration = next(
-            (
-                r
-                for r in ctx.registrations
-                if court_row is not None and r.court_id == court_row[0] and r.measure == measure
-            ),
-            None,
+        registration = (
+            None
+            if court_row is None
+            else active_for_measure(reads, ctx.verdict.from_address.key, court_row[0], measure)
         )
         if court_row is None or registration is None:
             raise SenderNotRegistered(

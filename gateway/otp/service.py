@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -11,7 +11,6 @@ from gateway.model import Channel, RequestKind, RequestStatus
 from gateway.otp.codes import CodeHasher, generate_code
 from gateway.storage.db import Reads, Session
 from gateway.storage.models import Code, Registration, Request
-from gateway.storage.registrations import ActiveRegistration
 from gateway.storage.requests import CodeRepository, CodeRow, RequestRepository, code_by_hmac
 from gateway.storage.throttles import ThrottleRepository, any_locked
 
@@ -80,15 +79,13 @@ class CodeService:
         if any_locked(reads, keys, now):
             raise CodeLocked("too many failed codes; try again later")
 
-    def find(
-        self, reads: Reads, canonical: str, sender_key: str,
-        registrations: Sequence[ActiveRegistration],
-    ) -> CodeRow:
-        """The code with its request and court, if it is the sender's; raises the refusal."""
-        code = code_by_hmac(reads, self.hasher.digest(canonical))
+    def find(self, reads: Reads, canonical: str, sender_key: str) -> CodeRow:
+        """The code with its request, court and registration, if it is bound to an active
+        registration of the sender's; raises the refusal."""
+        code = code_by_hmac(reads, self.hasher.digest(canonical), sender_key)
         if code is None:
             raise CodeUnknown("code is not valid")
-        if code.registration_id not in {r.id for r in registrations}:
+        if code.registration is None:
             raise CodeMismatch("code does not belong to this sender")
         return code
 

@@ -9,7 +9,6 @@ in its own short transaction, and raises the refusal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,7 +28,6 @@ class CodeClaim:
     canonical: str | None
     """The code in canonical form, or None when the message carries none."""
     sender_key: str
-    registrations: Sequence[ActiveRegistration]
     throttle_keys: list[str]
     actor: str
 
@@ -38,18 +36,18 @@ def claim_of(
     tag: str,
     subject: str,
     sender_key: str,
-    registrations: Sequence[ActiveRegistration],
     throttle_keys: list[str],
     actor: str,
 ) -> CodeClaim:
     """The code of a message: its sub-address (`depot+CODE@`) first, then its subject."""
     canonical = (normalise_code(tag) if tag else None) or find_code_in_subject(subject)
-    return CodeClaim(canonical, sender_key, registrations, throttle_keys, actor)
+    return CodeClaim(canonical, sender_key, throttle_keys, actor)
 
 
 @dataclass(frozen=True, slots=True)
 class VerifiedCode:
-    """A live code of the sender's: what a message needs of it, its request and its court."""
+    """A live code of the sender's: what a message needs of it, its request, its court and
+    the sender's registration it is bound to."""
 
     code_id: int
     registration_id: int
@@ -59,12 +57,15 @@ class VerifiedCode:
     court_id: int
     court_code: str
     court_name: str
+    registration: ActiveRegistration
 
     @classmethod
     def of(cls, code: CodeRow) -> VerifiedCode:
+        assert code.registration is not None  # `CodeService.find` refused it otherwise
         return cls(
             code.id, code.registration_id, code.request_id, code.request_reference,
             code.request_kind, code.court_id, code.court_code, code.court_name,
+            code.registration,
         )  # fmt: skip
 
 
@@ -91,7 +92,7 @@ class CodeVerifier:
             return CodeCheck(failure=CodeMissing("no code found in the subject or the address"))
         try:
             self.codes.check_not_locked(reads, claim.throttle_keys, now)
-            code = self.codes.find(reads, claim.canonical, claim.sender_key, claim.registrations)
+            code = self.codes.find(reads, claim.canonical, claim.sender_key)
         except CodeError as exc:
             return CodeCheck(failure=exc)
         try:

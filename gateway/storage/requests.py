@@ -40,15 +40,25 @@ from gateway.storage.models import (
 from gateway.storage.registrations import ActiveRegistration
 
 REQUESTS, CODES, COURTS = table_of(Request), table_of(Code), table_of(Court)
-# Statements built once: they run for every message with a code.
+REGISTRATIONS = table_of(Registration)
+# Statements built once: they run for every message with a code.  The code's
+# registration is joined only when it is an active one of the sender's: that
+# is the whole check that the code is the sender's, in the same read.
 CODE_BY_HASH = (
     select(
         CODES.c.id, CODES.c.registration_id, CODES.c.expires_at, CODES.c.closed_at,
         REQUESTS.c.id, REQUESTS.c.reference, REQUESTS.c.kind, REQUESTS.c.status,
         COURTS.c.id, COURTS.c.code, COURTS.c.name,
+        REGISTRATIONS.c.court_id, REGISTRATIONS.c.measure, REGISTRATIONS.c.address,
     )
     .join_from(CODES, REQUESTS, REQUESTS.c.id == CODES.c.request_id)
     .join(COURTS, COURTS.c.id == REQUESTS.c.court_id)
+    .outerjoin(
+        REGISTRATIONS,
+        (REGISTRATIONS.c.id == CODES.c.registration_id)
+        & (REGISTRATIONS.c.address_key == bindparam("sender_key"))
+        & (REGISTRATIONS.c.status == "active"),
+    )
     .where(CODES.c.code_hmac == bindparam("hmac"))
 )  # fmt: skip
 CONSUME_CODE = (
@@ -87,12 +97,28 @@ class CodeRow:
     court_id: int
     court_code: str
     court_name: str
+    registration: ActiveRegistration | None
+    """The code's registration when it is an active one of the sender's; None: the code
+    is someone else's, or its registration was revoked."""
 
 
-def code_by_hmac(reads: Reads, code_hmac: str) -> CodeRow | None:
-    """The code with this keyed hash, its request and its court (None: no such code)."""
-    row = reads.first(CODE_BY_HASH, {"hmac": code_hmac})
-    return None if row is None else CodeRow(*row)
+def code_by_hmac(reads: Reads, code_hmac: str, sender_key: str) -> CodeRow | None:
+    """The code with this keyed hash, its request, its court and, if it is an active one of
+    `sender_key`'s, its registration (None: no such code)."""
+    row = reads.first(CODE_BY_HASH, {"hmac": code_hmac, "sender_key": sender_key})
+    if row is None:
+        return None
+    (code_id, registration_id, expires_at, closed_at, request_id, reference, kind, status,
+     court_id, court_code, court_name, reg_court_id, measure, address) = row  # fmt: skip
+    registration = (
+        None
+        if measure is None  # NOT NULL in the table: only the outer join leaves it empty
+        else ActiveRegistration(registration_id, reg_court_id, measure, address, sender_key)
+    )
+    return CodeRow(
+        code_id, registration_id, expires_at, closed_at, request_id, reference, kind, status,
+        court_id, court_code, court_name, registration,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

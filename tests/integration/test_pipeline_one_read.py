@@ -1,4 +1,5 @@
-"""One read transaction per message: the registration read and a ReadsFirst handler's reads."""
+"""One read transaction per message: the sender's registration check and a ReadsFirst
+handler's reads."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class Handler:
         raise AssertionError("the pipeline runs a ReadsFirst handler's read, then its rest")
 
     def read(self, reads: Reads, ctx: Context) -> Callable[[], Outcome]:
-        self.seen.append(f"read: {len(ctx.registrations)} registration(s)")
+        self.seen.append(f"read: registered={ctx.registered}")
         return self._rest
 
     def _rest(self) -> Outcome:
@@ -86,7 +87,7 @@ def test_pipeline_one_read_transaction_for_registrations_and_handler(db: Databas
     outcome = ingest(db, Handler(log))
     assert outcome.reference == "REF"
     # One read transaction, nothing written; the handler's read in it, its rest after it.
-    assert log == ["begin read", "read: 1 registration(s)", "end", "rest"]
+    assert log == ["begin read", "read: registered=True", "end", "rest"]
 
 
 def test_pipeline_unregistered_sender_refused_before_the_handler_reads(db: Database) -> None:

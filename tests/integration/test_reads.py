@@ -19,17 +19,20 @@ from gateway.storage.courts import active_fingerprints, active_keys, court_by_co
 from gateway.storage.credentials import credential_state
 from gateway.storage.db import Database, Reads, SqliteReads
 from gateway.storage.models import Court, Throttle, table_of
-from gateway.storage.registrations import active_for_address
+from gateway.storage.registrations import active_for_measure, sender_registered
 from gateway.storage.requests import code_by_hmac
 from gateway.storage.submissions import duplicate_of
 from gateway.storage.throttles import any_locked
 from tests.fixtures.storedrows import NOW, PARIS_JUST_BEFORE, SENDER, fill
 
 READS: list[tuple[str, Callable[[Reads], Any]]] = [
-    ("registrations", lambda r: active_for_address(r, SENDER)),
-    ("no registrations", lambda r: active_for_address(r, "autre@exemple.fr")),
-    ("code", lambda r: code_by_hmac(r, "h" * 64)),
-    ("no code", lambda r: code_by_hmac(r, "x" * 64)),
+    ("registered", lambda r: sender_registered(r, SENDER)),
+    ("not registered", lambda r: sender_registered(r, "autre@exemple.fr")),
+    ("measure", lambda r: active_for_measure(r, SENDER, 1, "21/00123")),
+    ("revoked measure", lambda r: active_for_measure(r, SENDER, 1, "22/00001")),
+    ("code", lambda r: code_by_hmac(r, "h" * 64, SENDER)),
+    ("code, another sender", lambda r: code_by_hmac(r, "h" * 64, "autre@exemple.fr")),
+    ("no code", lambda r: code_by_hmac(r, "x" * 64, SENDER)),
     ("locked before", lambda r: any_locked(r, ["free", "locked"], NOW - timedelta(microseconds=1))),
     ("locked at", lambda r: any_locked(r, ["free", "locked"], NOW)),
     # The same instant an hour ahead: compared in UTC, as stored, not as written.
@@ -58,7 +61,11 @@ def test_read_connection_reads_what_core_reads(db: Database) -> None:
     assert not core["locked at"] and not core["not locked"]
     assert core["code"].expires_at == NOW + timedelta(hours=48)
     assert core["code"].expires_at.tzinfo is not None and core["code"].closed_at is None
-    assert [r.measure for r in core["registrations"]] == ["21/00123"]
+    assert core["registered"] is True and core["not registered"] is False
+    assert core["measure"].address == "Tuteur@Exemple.fr" and core["revoked measure"] is None
+    assert core["code"].registration == core["measure"]
+    assert core["code, another sender"].registration is None
+    assert core["code, another sender"].request_reference == "R-1"
     assert core["fingerprints"] == (f"F{0:039d}", f"F{2:039d}")
     assert core["duplicate"] == "R-1-1" and core["no duplicate"] is None
 
