@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from gateway.jobs import ClusterJob, Schedule
 from gateway.storage.db import Database
 from gateway.storage.leases import DbLease
-from gateway.storage.models import AuditEvent, CheckReport, Request
+from gateway.storage.models import AuditEvent, CheckReport, Outbox, Request
 from tests.fixtures.gatewayserver import (
     FakeClock,
     GatewayFactory,
@@ -42,12 +42,27 @@ def _events(gw: GatewayUnderTest, action: str) -> int:
     return int(count or 0)
 
 
-def _wait(condition: Callable[[], bool], timeout: float = 30) -> None:
+def _wait(
+    condition: Callable[[], bool], timeout: float = 30, state: Callable[[], object] = str
+) -> None:
+    """Poll `condition`; on a timeout the assertion shows what `state()` returns."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
+            raise AssertionError(f"condition not met in time; {state()}")
         time.sleep(0.05)
+
+
+def _mail_state(gw: GatewayUnderTest, sink: SmtpSink) -> str:
+    """The outbox rows, the check events and who the sink received mail for."""
+    with gw.services.db.reading() as session:
+        rows = session.execute(
+            select(Outbox.kind, Outbox.recipient, Outbox.status, Outbox.attempts)
+        ).all()
+        events = session.scalars(
+            select(AuditEvent.action).where(AuditEvent.action.like("check.%"))
+        ).all()
+    return f"outbox {rows}, events {events}, sink {[m[1] for m in sink.messages]}"
 
 
 def _metrics(gw: GatewayUnderTest) -> dict[str, float]:
@@ -128,7 +143,10 @@ def test_daily_check_mails_the_operator_about_a_problem(
         {**_relay(smtp_sink), "GATEWAY__GATEWAY__OPERATOR_ADDRESS": OPERATOR}, schedule=FAST
     )
 
-    _wait(lambda: any(rcpts == [OPERATOR] for _, rcpts, _ in smtp_sink.messages[before:]))
+    _wait(
+        lambda: any(rcpts == [OPERATOR] for _, rcpts, _ in smtp_sink.messages[before:]),
+        state=lambda: _mail_state(world.gw, smtp_sink),
+    )
     mail = next(m for m in smtp_sink.messages[before:] if m[1] == [OPERATOR])
     message = message_from_bytes(mail[2], policy=default_policy)
     assert "1 anomalie" in str(message["Subject"])
