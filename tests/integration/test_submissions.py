@@ -24,8 +24,8 @@ from sqlalchemy import func, select
 from gateway.greffe.export import Exporter, IntegrityFailure
 from gateway.ingest.manifest import load_schema
 from gateway.storage.crypto import GpgKeyring
-from gateway.storage.models import Blob, Document, Request, Submission
-from tests.fixtures.gatewayserver import COURT, DOMAIN, GUARDIAN, MEASURE, World
+from gateway.storage.models import Blob, Document, Registration, Request, Submission
+from tests.fixtures.gatewayserver import COURT, DOMAIN, GUARDIAN, MEASURE, World, mail_subject
 from tests.fixtures.pdfs import plain_pdf
 
 PDF = plain_pdf(filler=5000)  # a real PDF: qpdf must be able to read every accepted one
@@ -437,4 +437,39 @@ def test_code_of_another_registration_refused(world: World) -> None:
     )
     status, reply = world.gw.send(raw, mail_from=other)
     assert status == 550 and reply.startswith("5.7.0") and "does not belong" in reply
+    assert counts(world) == (0, 0, 0)
+
+
+def test_a_guardian_with_many_measures_files_under_the_measure_of_the_code(world: World) -> None:
+    # A professional guardian: many measures under one address. The message reads only
+    # the registration its code is bound to, and the filing is that measure's.
+    measures = [f"23/{n:05d}" for n in range(40)]
+    for measure in measures:
+        world.gw.services.admin.add_registration(COURT, measure, GUARDIAN, "test")
+    code = world.request_code(measure=measures[17])
+    raw = world.gw.message(subject=f"[{code}]", attachments=[("a.pdf", "application/pdf", PDF)])
+    status, reply = world.gw.send(raw)
+    assert status == 250, reply
+    with world.gw.services.db.reading() as session:
+        filed = session.execute(
+            select(Registration.measure, Registration.address_key)
+            .join(Submission, Submission.registration_id == Registration.id)
+        ).all()
+    assert filed == [(measures[17], GUARDIAN)]
+    receipt = world.sink.wait_for_mail(
+        lambda mail: mail_subject(mail).startswith("Accusé de réception"), timeout=20
+    )
+    text = email.message_from_bytes(receipt[2], policy=default_policy).get_payload(0)
+    assert f"Mesure      : {measures[17]}" in text.get_body(("plain",)).get_content()
+
+
+def test_code_of_a_revoked_registration_refused_though_the_sender_has_others(
+    world: World,
+) -> None:
+    code = world.request_code()
+    world.gw.services.admin.add_registration(COURT, "23/00001", GUARDIAN, "test")
+    world.gw.services.admin.revoke_registration(COURT, MEASURE, GUARDIAN, "test")
+    raw = world.gw.message(subject=f"[{code}]", attachments=[("a.pdf", "application/pdf", PDF)])
+    status, reply = world.gw.send(raw)
+    assert status == 550 and reply.startswith("5.7.0") and "does not belong" in reply, reply
     assert counts(world) == (0, 0, 0)
