@@ -1,4 +1,7 @@
-"""`python -m bench [--quick]`: run every section, write bench/results/<date>[-quick].{md,json}."""
+"""`python -m bench [--quick]`: run every section, write bench/results/<date>[-quick].{md,json}.
+
+A second run on the same day writes `<date>-2`, then `-3`: never over an earlier report.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.report import judge, render
+from bench.report import free_stem, judge, render
 from bench.scratch import CHOICES, scratch_root
 from bench.suite import Bench, make_plan
 
@@ -92,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     data["targets"] = judge(data)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = now.strftime("%Y-%m-%d") + ("-quick" if args.quick else "") + (
-        "-" + "-".join(sorted(only)) if only else "")
+    stem = free_stem(args.out, now.strftime("%Y-%m-%d") + ("-quick" if args.quick else "") + (
+        "-" + "-".join(sorted(only)) if only else ""))
     (args.out / f"{stem}.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     (args.out / f"{stem}.md").write_text(render(data))
     print(f"wrote {args.out / stem}.md and .json in {data['duration_s']} s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bench.stats import fmt, ratio
@@ -280,3 +281,13 @@ def render(results: Row) -> str:
     lines += ["", "## Notes", ""] + [f"- {note}" for note in results["notes"]]
     lines.append(f"- Section durations (s): {sections.get('durations_s')}")
     return "\n".join(lines) + "\n"
+
+
+def free_stem(folder: Path, stem: str) -> str:
+    """`stem`, or `stem-2`, `stem-3` … : the first name no earlier run's .md or .json has, so
+    a second run on the same day never overwrites the first one's report."""
+    candidate, n = stem, 1
+    while (folder / f"{candidate}.md").exists() or (folder / f"{candidate}.json").exists():
+        n += 1
+        candidate = f"{stem}-{n}"
+    return candidate

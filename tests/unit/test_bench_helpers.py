@@ -10,6 +10,7 @@ from bench import diskfloor
 from bench.client import PLACEHOLDER, dot_stuff, unique_id
 from bench.metrics import counter_delta, parse_prometheus, stage_means
 from bench.procstat import CLOCK_TICKS, parse_stat_cpu, parse_status_kb
+from bench.report import free_stem
 from bench.stats import latency_summary, percentile, ratio
 
 
@@ -112,3 +113,12 @@ def test_unique_ids_keep_the_placeholder_length() -> None:
     first, second = unique_id("run", 1), unique_id("run", 2)
     assert len(first) == len(second) == len(PLACEHOLDER)
     assert first != second
+
+
+def test_a_second_run_on_the_same_day_gets_the_next_free_name(tmp_path: Path) -> None:
+    assert free_stem(tmp_path, "2026-12-07") == "2026-12-07"
+    (tmp_path / "2026-12-07.md").write_text("first")
+    assert free_stem(tmp_path, "2026-12-07") == "2026-12-07-2"
+    (tmp_path / "2026-12-07-2.json").write_text("{}")  # either file of a run takes the name
+    assert free_stem(tmp_path, "2026-12-07") == "2026-12-07-3"
+    assert free_stem(tmp_path, "2026-12-07-quick") == "2026-12-07-quick"
