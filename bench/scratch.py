@@ -26,9 +26,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,8 +51,34 @@ def _run(*args: str) -> None:
 
 
 @contextlib.contextmanager
+def _terminate_unwinds() -> Iterator[None]:
+    """SIGTERM (a `kill`, a `timeout`) raises SystemExit while the run lasts, so that the
+    servers are stopped and the image unmounted as after Ctrl-C; by default the process
+    died where it stood and left the image mounted under /var/tmp."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+@contextlib.contextmanager
 def scratch_root(prefix: str, kind: str = "ext4", keep: bool = False) -> Iterator[Scratch]:
-    """A fresh directory for one run's data (see the module's docstring), removed after."""
+    """A fresh directory for one run's data (see the module's docstring), removed after,
+    also when the run is stopped by SIGTERM."""
+    with _terminate_unwinds(), _scratch_root(prefix, kind, keep) as scratch:
+        yield scratch
+
+
+@contextlib.contextmanager
+def _scratch_root(prefix: str, kind: str, keep: bool) -> Iterator[Scratch]:
     if kind == "ext4":
         try:
             mounted = _mount_image(prefix, keep)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,3 +42,30 @@ def test_tmp_scratch_is_a_directory_removed_after() -> None:
         assert scratch.root.is_dir() and not os.path.ismount(scratch.root)
         (scratch.root / "data").write_text("x")
     assert not scratch.root.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/dev/loop-control").exists(),
+                    reason="needs root and loop devices")  # fmt: skip
+def test_a_terminated_run_still_unmounts_its_image() -> None:
+    # What `timeout` or `kill` does to a bench run: its image must not stay mounted.
+    script = (
+        "import sys, time\n"
+        "from bench.scratch import scratch_root\n"
+        "with scratch_root('gateway-scratch-term-') as scratch:\n"
+        "    print(scratch.root, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    root = Path(proc.stdout.readline().strip())
+    try:
+        assert str(root.parent) in _mounts()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        assert str(root.parent) not in _mounts() and not root.parent.parent.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+        if str(root.parent) in _mounts():  # the regression this catches: clean up after it
+            subprocess.run(["umount", str(root.parent)], check=False)
+            subprocess.run(["rm", "-rf", str(root.parent.parent)], check=False)
