@@ -42,15 +42,27 @@ def _settings_for_child(config_path: str) -> Settings:
     return settings
 
 
-def _worker_main(config_path: str, deliver: bool = True) -> None:
-    """One SMTP worker process of `serve` (spawned: a fresh interpreter)."""
+def _pin(settings: Settings, index: int) -> None:
+    if settings.gateway.pin_cpu:
+        from gateway.affinity import pin_to_one_cpu
+
+        pin_to_one_cpu(index)
+
+
+def _worker_main(config_path: str, deliver: bool = True, index: int = 0) -> None:
+    """One SMTP worker process of `serve` (spawned: a fresh interpreter), kept to the
+    `index`-th CPU."""
     settings = _settings_for_child(config_path)
+    _pin(settings, index)
     asyncio.run(run_gateway(Services(settings), reuse_port=True, serve_http=False, deliver=deliver))
 
 
-def _outbox_main(config_path: str) -> None:
-    """The outbox process of `serve --outbox-process` (spawned: a fresh interpreter)."""
-    asyncio.run(run_outbox(Services(_settings_for_child(config_path)), OUTBOX_PROCESS_POLL))
+def _outbox_main(config_path: str, index: int = 0) -> None:
+    """The outbox process of `serve --outbox-process` (spawned: a fresh interpreter), kept
+    to the `index`-th CPU."""
+    settings = _settings_for_child(config_path)
+    _pin(settings, index)
+    asyncio.run(run_outbox(Services(settings), OUTBOX_PROCESS_POLL))
 
 
 def run_workers(services: Services, workers: int, *, outbox_process: bool = False) -> None:
@@ -68,11 +80,15 @@ def run_workers(services: Services, workers: int, *, outbox_process: bool = Fals
     context = multiprocessing.get_context("spawn")
     config = str(settings.config_path)
     children = [
-        context.Process(target=_worker_main, args=(config, not outbox_process), name=f"worker-{i}")
+        context.Process(
+            target=_worker_main, args=(config, not outbox_process, i), name=f"worker-{i}"
+        )
         for i in range(workers)
     ]
-    if outbox_process:
-        children.append(context.Process(target=_outbox_main, args=(config,), name="outbox"))
+    if outbox_process:  # the CPU after the workers' (gateway.pin_cpu)
+        children.append(
+            context.Process(target=_outbox_main, args=(config, workers), name="outbox")
+        )
     for child in children:
         child.start()
     stopping = threading.Event()

@@ -91,6 +91,8 @@ class GatewaySection(Section):
     operator_address: str = ""
     """Where postmaster@ mail is forwarded and the daily check's reports go; empty:
     postmaster@ is refused (550 5.1.1) and nobody is mailed."""
+    pin_cpu: bool = True
+    """Keep each process of `serve` (and `imap pull`) to one CPU (`gateway.affinity`)."""
 
     @field_validator("operator_address")
     @classmethod

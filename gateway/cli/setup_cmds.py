@@ -78,6 +78,10 @@ def serve(ctx: CliContext, workers: int, outbox_process: bool) -> None:
     setup_logging(settings.logging.level, settings.logging.format)
     services = ctx.migrating_services
     if workers == 1 and not outbox_process:
+        if settings.gateway.pin_cpu:
+            from gateway.affinity import pin_to_one_cpu
+
+            pin_to_one_cpu()
         asyncio.run(run_gateway(services, on_ready=lambda running: print_banner(ctx, running)))
     else:
         run_workers(services, workers, outbox_process=outbox_process)
