@@ -57,7 +57,8 @@ def db_upgrade(ctx: CliContext) -> None:
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Processes sharing the SMTP port (SO_REUSEPORT) and the database.",
+    help="Processes sharing the SMTP port (SO_REUSEPORT) and the database, each kept to "
+    "a CPU of its own unless gateway.pin_cpu is false.",
 )
 @click.option(
     "--outbox-process",
