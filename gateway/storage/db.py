@@ -36,7 +36,9 @@ copies pages into a page cache of its own (2 MB by default) with a read call eac
 a pool of 32 connections and a million submissions, the random keys of the duplicate
 and document-hash indexes missed that cache on nearly every statement.  Through the map
 every connection reads the one copy in the system's page cache.  Writes still go
-through write() and the WAL, so durability is unchanged (SQLite's "Memory-Mapped I/O")."""
+through write() and the WAL, so durability is unchanged (SQLite's "Memory-Mapped I/O").
+A disk failing to read a mapped page stops the process (SIGBUS) instead of raising: as
+after a SIGKILL, nothing acknowledged is lost."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
