@@ -51,16 +51,18 @@ def _serve(
         "GATEWAY__DNS__NAMESERVERS": json.dumps([dns.address]),
         **env,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "--config", str(config), "serve", *args],
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = config.parent / "serve.log"  # a file, not a pipe nobody reads while it runs
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "--config", str(config), "serve", *args],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(process.stderr.read().decode() if process.stderr else "exited")
+            raise AssertionError(f"serve exited: {log.read_text(errors='replace')[-4000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
                 if conn.recv(100).startswith(b"220"):
