@@ -21,6 +21,10 @@ import logging
 import os
 from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 log = logging.getLogger("gateway.serve")
 
@@ -62,20 +66,28 @@ def pin_to_one_cpu(index: int | None = None) -> int | None:
         tasks = [int(name) for name in os.listdir("/proc/self/task")]
     except OSError:
         tasks = [0]
-    try:
-        # Linux sets one thread's affinity per call; new threads inherit their creator's.
-        for task in tasks:
-            try:
-                os.sched_setaffinity(task, {cpu})
-            except ProcessLookupError:  # a thread that has just ended
-                continue
-    except OSError as error:
-        log.warning("could not keep the process to one CPU (%s): it runs on any", error)
-        for task in tasks:  # as it was, rather than half pinned
-            try:
-                os.sched_setaffinity(task, allowed)
-            except OSError:
-                continue
-        return None
+    # Linux sets one thread's affinity per call; new threads inherit their creator's.
+    for task in tasks:
+        try:
+            os.sched_setaffinity(task, {cpu})
+        except ProcessLookupError:  # a thread that has just ended
+            continue
+        except OSError as error:
+            log.warning("could not keep the process to one CPU (%s): it runs on any", error)
+            _set_all(tasks, allowed)  # as it was, rather than half pinned
+            return None
     log.info("process kept to one CPU", extra={"cpu": cpu})
     return cpu
+
+
+def pin_as_configured(settings: Settings, index: int | None = None) -> int | None:
+    """`pin_to_one_cpu(index)` unless `gateway.pin_cpu` is false (then None)."""
+    return pin_to_one_cpu(index) if settings.gateway.pin_cpu else None
+
+
+def _set_all(tasks: list[int], cpus: set[int]) -> None:
+    for task in tasks:
+        try:
+            os.sched_setaffinity(task, cpus)
+        except OSError:
+            continue

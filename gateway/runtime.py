@@ -18,6 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from gateway.affinity import pin_as_configured
 from gateway.app import Services, build_supervisor_http, run_gateway, run_outbox
 from gateway.settings import Settings
 
@@ -42,18 +43,11 @@ def _settings_for_child(config_path: str) -> Settings:
     return settings
 
 
-def _pin(settings: Settings, index: int) -> None:
-    if settings.gateway.pin_cpu:
-        from gateway.affinity import pin_to_one_cpu
-
-        pin_to_one_cpu(index)
-
-
 def _worker_main(config_path: str, deliver: bool = True, index: int = 0) -> None:
     """One SMTP worker process of `serve` (spawned: a fresh interpreter), kept to the
     `index`-th CPU."""
     settings = _settings_for_child(config_path)
-    _pin(settings, index)
+    pin_as_configured(settings, index)
     asyncio.run(run_gateway(Services(settings), reuse_port=True, serve_http=False, deliver=deliver))
 
 
@@ -61,7 +55,7 @@ def _outbox_main(config_path: str, index: int = 0) -> None:
     """The outbox process of `serve --outbox-process` (spawned: a fresh interpreter), kept
     to the `index`-th CPU."""
     settings = _settings_for_child(config_path)
-    _pin(settings, index)
+    pin_as_configured(settings, index)
     asyncio.run(run_outbox(Services(settings), OUTBOX_PROCESS_POLL))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from gateway.affinity import pin_as_configured
 from gateway.app import mailbox_runner
 from gateway.cli.context import CliContext, pass_cli
 from gateway.errors import ConfigError, GatewayError
@@ -51,10 +52,7 @@ def imap_pull(ctx: CliContext, once: bool, names: tuple[str, ...]) -> None:
     mailboxes = [m for m in ctx.settings.imap.mailboxes if not names or m.name in names]
     if not mailboxes:
         raise ConfigError("no [[imap.mailboxes]] configured" + (" by that name" if names else ""))
-    if ctx.settings.gateway.pin_cpu:  # the same pipeline as serve's, as cheaply
-        from gateway.affinity import pin_to_one_cpu
-
-        pin_to_one_cpu()
+    pin_as_configured(ctx.settings)  # the same pipeline as serve's, as cheaply
     services = ctx.migrating_services
     services.upgrade_database()
     failures: list[str] = []

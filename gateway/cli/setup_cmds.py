@@ -71,6 +71,7 @@ def serve(ctx: CliContext, workers: int, outbox_process: bool) -> None:
     """Run SMTP, metrics, the outbox and the background workers until SIGTERM."""
     import asyncio
 
+    from gateway.affinity import pin_as_configured
     from gateway.app import run_gateway
     from gateway.logs import setup_logging
     from gateway.runtime import run_workers
@@ -79,10 +80,7 @@ def serve(ctx: CliContext, workers: int, outbox_process: bool) -> None:
     setup_logging(settings.logging.level, settings.logging.format)
     services = ctx.migrating_services
     if workers == 1 and not outbox_process:
-        if settings.gateway.pin_cpu:
-            from gateway.affinity import pin_to_one_cpu
-
-            pin_to_one_cpu()
+        pin_as_configured(settings)
         asyncio.run(run_gateway(services, on_ready=lambda running: print_banner(ctx, running)))
     else:
         run_workers(services, workers, outbox_process=outbox_process)

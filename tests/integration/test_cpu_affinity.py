@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.dnsserver import DnsServer
-from tests.fixtures.ports import free_port
+from tests.fixtures.serveproc import GatewayHome, ServeNode, base_env
+from tests.fixtures.smtpsink import SmtpSink
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
     reason="needs Linux and two CPUs or more to choose from",
 )
-sqlite_only = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def _affinities(pid: int) -> list[frozenset[int]]:
@@ -41,52 +39,25 @@ def _children(pid: int) -> list[int]:
 
 
 def _serve(
-    config: Path, dns: DnsServer, *args: str, **env: str
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    environ = {
-        **os.environ,
-        "GATEWAY__SMTP__LISTEN": f"127.0.0.1:{port}",
-        "GATEWAY__HTTP__LISTEN": f"127.0.0.1:{free_port()}",
-        "GATEWAY__DNS__NAMESERVERS": json.dumps([dns.address]),
-        **env,
-    }
-    log = config.parent / "serve.log"  # a file, not a pipe nobody reads while it runs
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--config", str(config), "serve", *args],
-            env=environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"serve exited: {log.read_text(errors='replace')[-4000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-                if conn.recv(100).startswith(b"220"):
-                    return process, port
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    process.wait()
-    raise AssertionError("gateway serve did not listen")
+    tmp_path: Path, dns: DnsServer, sink: SmtpSink, *args: str, **env: str
+) -> tuple[ServeNode, subprocess.Popen[bytes]]:
+    """`gateway serve *args` started on a fresh home (`ServeNode`), and its process."""
+    home = GatewayHome.create(tmp_path, {**base_env(dns, sink), **env})
+    node = ServeNode("affinity", home, serve_args=args)
+    node.start()
+    assert node.proc is not None
+    return node, node.proc
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        assert process.wait(timeout=60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+def _stop(node: ServeNode, process: subprocess.Popen[bytes]) -> None:
+    node.stop()
+    assert process.returncode == 0
 
 
-@sqlite_only
-def test_serve_keeps_every_thread_to_one_cpu(gateway_config: Path, dns_server: DnsServer) -> None:
-    process, _ = _serve(gateway_config, dns_server)
+def test_serve_keeps_every_thread_to_one_cpu(
+    tmp_path: Path, dns_server: DnsServer, smtp_sink: SmtpSink
+) -> None:
+    node, process = _serve(tmp_path, dns_server, smtp_sink)
     try:
         threads = _affinities(process.pid)
         assert len(threads) > 5  # the event loop, the pools' threads, the sweepers …
@@ -94,27 +65,25 @@ def test_serve_keeps_every_thread_to_one_cpu(gateway_config: Path, dns_server: D
         [cpus] = set(threads)
         assert len(cpus) == 1 and cpus <= os.sched_getaffinity(0)
     finally:
-        _stop(process)
+        _stop(node, process)
 
 
-@sqlite_only
 def test_pin_cpu_false_leaves_serve_on_every_cpu(
-    gateway_config: Path, dns_server: DnsServer
+    tmp_path: Path, dns_server: DnsServer, smtp_sink: SmtpSink
 ) -> None:
-    process, _ = _serve(gateway_config, dns_server, GATEWAY__GATEWAY__PIN_CPU="false")
+    node, process = _serve(tmp_path, dns_server, smtp_sink, GATEWAY__GATEWAY__PIN_CPU="false")
     try:
         assert set(_affinities(process.pid)) == {frozenset(os.sched_getaffinity(0))}
     finally:
-        _stop(process)
+        _stop(node, process)
 
 
-@sqlite_only
 def test_workers_and_the_outbox_process_each_keep_to_a_cpu_of_their_own(
-    gateway_config: Path, dns_server: DnsServer
+    tmp_path: Path, dns_server: DnsServer, smtp_sink: SmtpSink
 ) -> None:
     """Worker i on the i-th CPU, the outbox process on the next (wrapping: on two CPUs, the
     first again); the parent, which only serves the API, stays free."""
-    process, _ = _serve(gateway_config, dns_server, "--workers", "2", "--outbox-process")
+    node, process = _serve(tmp_path, dns_server, smtp_sink, "--workers", "2", "--outbox-process")
     try:
         deadline = time.monotonic() + 30
         while len(children := _children(process.pid)) < 3 and time.monotonic() < deadline:
@@ -134,7 +103,7 @@ def test_workers_and_the_outbox_process_each_keep_to_a_cpu_of_their_own(
         assert sorted(pinned) == sorted(cpus[i % len(cpus)] for i in range(3))
         assert set(_affinities(process.pid)) == {frozenset(os.sched_getaffinity(0))}
     finally:
-        _stop(process)
+        _stop(node, process)
 
 
 def test_pinning_moves_the_threads_already_running_and_those_to_come() -> None:
